@@ -1,0 +1,1 @@
+"""Thin wrappers over the libraries that do the heavy work (onnxruntime-genai, ...)."""

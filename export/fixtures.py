@@ -1,0 +1,152 @@
+"""Random checkpoints with the real Phi-3.5 configs, tensor layout and tokenizer.
+
+No weights can be downloaded where tests and benchmarks run, so they use checkpoints that
+look exactly like a Hugging Face snapshot of the real model (config keys and options,
+tensor names, shape relations, shard files and index, tokenizer and chat template) but hold
+random values. `tiny` shrinks only sizes; `full` keeps every size, for benchmarks (speed
+does not depend on weight values).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import data
+from .output import atomic_folder, check_free_space
+from .safetensors_io import DTYPE_SIZES, write_streaming
+
+
+@dataclass(frozen=True)
+class FixtureModel:
+    """One model the fixture generator can imitate."""
+
+    name: str
+    config_file: str
+    generation_config_file: str | None
+    # sizes overridden for --size tiny; everything else stays as in the real config
+    tiny_sizes: dict
+
+
+# Tiny keeps head_dim = 96 (hidden / heads), because the longrope factor lists in the real
+# config hold head_dim / 2 = 48 entries each; the vocabulary stays 32064 for the real tokenizer.
+MODELS = {
+    "phi-3.5-mini": FixtureModel(
+        name="phi-3.5-mini",
+        config_file="phi-3.5-mini-instruct.config.json",
+        generation_config_file="phi-3.5-mini-instruct.generation_config.json",
+        tiny_sizes={"hidden_size": 192, "num_attention_heads": 2, "num_key_value_heads": 2,
+                    "intermediate_size": 512, "num_hidden_layers": 2},
+    ),
+}
+
+# The real checkpoint is split at about 5 GB into two shards; the tiny one is split at the
+# same fraction so the index-file path is exercised too.
+SHARD_FRACTION = 0.65
+SAFETENSORS_DTYPE = "BF16"
+
+
+def fixture_config(model: str, size: str) -> dict:
+    spec = MODELS[model]
+    config = data.load_config(spec.config_file)
+    if size == "tiny":
+        config.update(spec.tiny_sizes)
+    return config
+
+
+def phi3_decoder_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of a Phi-3 decoder checkpoint (fused qkv and gate_up, as shipped)."""
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = hidden // heads
+    inter = config["intermediate_size"]
+    vocab = config["vocab_size"]
+    tensors: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        tensors += [
+            (p + "self_attn.qkv_proj.weight", ((heads + 2 * kv_heads) * head_dim, hidden)),
+            (p + "self_attn.o_proj.weight", (hidden, heads * head_dim)),
+            (p + "mlp.gate_up_proj.weight", (2 * inter, hidden)),
+            (p + "mlp.down_proj.weight", (hidden, inter)),
+            (p + "input_layernorm.weight", (hidden,)),
+            (p + "post_attention_layernorm.weight", (hidden,)),
+        ]
+    tensors.append(("model.norm.weight", (hidden,)))
+    if not config.get("tie_word_embeddings", False):
+        tensors.append(("lm_head.weight", (vocab, hidden)))
+    return tensors
+
+
+def _nbytes(shape: tuple[int, ...]) -> int:
+    n = DTYPE_SIZES[SAFETENSORS_DTYPE]
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def split_shards(tensors: list[tuple[str, tuple[int, ...]]]) -> list[list[tuple[str, tuple[int, ...]]]]:
+    total = sum(_nbytes(s) for _, s in tensors)
+    limit = total * SHARD_FRACTION
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    filled = 0
+    for name, shape in tensors:
+        if shards[-1] and filled + _nbytes(shape) > limit and len(shards) == 1:
+            shards.append([])
+        shards[-1].append((name, shape))
+        filled += _nbytes(shape)
+    return shards
+
+
+def _random_tensor_bytes(name: str, shape: tuple[int, ...], std: float, generator) -> bytes:
+    import torch
+
+    if name.endswith("layernorm.weight") or name == "model.norm.weight":
+        # around 1 but not exactly 1, so a norm weight applied wrongly shows up in parity checks
+        values = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+    else:
+        values = torch.randn(shape, generator=generator) * std
+    return values.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+
+
+def estimated_size(model: str, size: str) -> int:
+    return sum(_nbytes(s) for _, s in phi3_decoder_tensors(fixture_config(model, size)))
+
+
+def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: bool = False) -> Path:
+    """Write a random Hugging Face-style checkpoint folder to `output`."""
+    import torch
+
+    spec = MODELS[model]
+    config = fixture_config(model, size)
+    tensors = phi3_decoder_tensors(config)
+    generator = torch.Generator().manual_seed(seed)
+    std = float(config.get("initializer_range", 0.02))
+    shapes = dict(tensors)
+
+    with atomic_folder(output, force=force) as staging:
+        check_free_space(staging, int(estimated_size(model, size) * 1.05) + (16 << 20), "the fixture")
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if spec.generation_config_file:
+            shutil.copyfile(data.config_path(spec.generation_config_file), staging / "generation_config.json")
+        for tokenizer_file in data.TOKENIZER_FILES:
+            shutil.copyfile(data.tokenizer_dir() / tokenizer_file, staging / tokenizer_file)
+
+        shards = split_shards(tensors)
+        weight_map: dict[str, str] = {}
+        total = 0
+        for index, shard in enumerate(shards, start=1):
+            filename = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+            write_streaming(
+                staging / filename,
+                [(name, SAFETENSORS_DTYPE, shape) for name, shape in shard],
+                lambda name: _random_tensor_bytes(name, shapes[name], std, generator),
+            )
+            for name, shape in shard:
+                weight_map[name] = filename
+                total += _nbytes(shape)
+        index_doc = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (staging / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2) + "\n")
+    return output

@@ -1,0 +1,49 @@
+"""Session-wide tiny models: built once, shared read-only by every test.
+
+Tests that damage a model or package copy it into their own tmp_path first.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export.fixtures import build_fixture
+from export.text import TextExportOptions, export_text
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_snapshot(models_root) -> Path:
+    """A random Phi-3.5-mini checkpoint with the real config layout and tokenizer."""
+    return build_fixture("phi-3.5-mini", "tiny", models_root / "phi35-mini-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def int4_package(models_root, tiny_snapshot) -> Path:
+    out = models_root / "phi35-mini-tiny-int4"
+    export_text(tiny_snapshot, out, TextExportOptions(), say=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fp32_package(models_root, tiny_snapshot) -> Path:
+    out = models_root / "phi35-mini-tiny-fp32"
+    export_text(tiny_snapshot, out, TextExportOptions(precision="fp32"), say=lambda _m: None)
+    return out
+
+
+@pytest.fixture
+def snapshot_copy(tiny_snapshot, tmp_path) -> Path:
+    """A private copy of the tiny snapshot that a test may damage."""
+    return Path(shutil.copytree(tiny_snapshot, tmp_path / "snapshot"))
+
+
+@pytest.fixture
+def package_copy(int4_package, tmp_path) -> Path:
+    return Path(shutil.copytree(int4_package, tmp_path / "package"))
