@@ -39,7 +39,9 @@ TOOL_PACKAGES = ("edge-agent", "onnxruntime-genai", "onnxruntime", "onnx", "onnx
 class TextExportOptions:
     target: str = "cpu"
     precision: str = "int4"
-    block_size: int = 32
+    # 128: measured 47% faster prefill, 31% less RSS and 13% smaller than 32 on 2 cores
+    # (bench/results/export_text.json); 32 keeps more accuracy
+    block_size: int = 128
     accuracy_level: int | None = None  # None: the builder's default (4 on CPU, 0 on CUDA)
     context: int = DEFAULT_CONTEXT
     force: bool = False

@@ -50,7 +50,7 @@ def test_cli_fixture_export_verify_end_to_end(tmp_path, capsys):
 def test_manifest_describes_the_package(int4_package, tiny_snapshot):
     manifest = read_manifest(int4_package)
     assert (manifest.role, manifest.model_type, manifest.target, manifest.precision) == ("chat", "phi3", "cpu", "int4")
-    assert manifest.quantization["bits"] == 4 and manifest.quantization["block_size"] == 32
+    assert manifest.quantization["bits"] == 4 and manifest.quantization["block_size"] == 128
     assert manifest.quantization["accuracy_level"] == 4
     assert manifest.context_length == 4096
     assert manifest.source["config_sha256"] == sha256_file(tiny_snapshot / "config.json")
@@ -73,12 +73,12 @@ def test_genai_config_has_safe_context_and_phi3_end_tokens(int4_package):
 
 def test_weights_are_int4_matmulnbits_with_the_requested_block(int4_package, tiny_snapshot, tmp_path):
     # the 0.18 builder silently ignores misspelt option names; check what landed in the graph
-    assert matmulnbits_attributes(int4_package) == {(4, 32, 4)}
-    block128 = tmp_path / "b128"
-    export_text(tiny_snapshot, block128, TextExportOptions(block_size=128, accuracy_level=0), say=lambda _m: None)
-    assert matmulnbits_attributes(block128) == {(4, 128, 0)}
-    manifest = read_manifest(block128)
-    assert manifest.quantization["block_size"] == 128 and manifest.quantization["accuracy_level"] == 0
+    assert matmulnbits_attributes(int4_package) == {(4, 128, 4)}
+    block32 = tmp_path / "b32"
+    export_text(tiny_snapshot, block32, TextExportOptions(block_size=32, accuracy_level=0), say=lambda _m: None)
+    assert matmulnbits_attributes(block32) == {(4, 32, 0)}
+    manifest = read_manifest(block32)
+    assert manifest.quantization["block_size"] == 32 and manifest.quantization["accuracy_level"] == 0
 
 
 def test_fp32_package_has_no_quantized_weights(fp32_package):
@@ -134,3 +134,19 @@ def test_generation_stops_at_the_context_limit(tiny_snapshot, tmp_path):
         generator.generate_next_token()
         steps += 1
     assert steps == 56 and generator.token_count() == 256
+
+
+def test_cuda_target_exports_fp16_and_verifies_here_on_the_cpu(tiny_snapshot, tmp_path):
+    package = tmp_path / "cuda"
+    export_text(tiny_snapshot, package, TextExportOptions(target="cuda"), say=lambda _m: None)
+    manifest = read_manifest(package)
+    assert manifest.target == "cuda" and manifest.quantization["accuracy_level"] == 0
+    assert manifest.kv_cache_bytes_per_token == 2 * 2 * 2 * 96 * 2  # fp16 KV: half of the CPU package's
+    config = json.loads((package / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["session_options"]["provider_options"][0].keys() == {"cuda"}
+    graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    report = verify_package(package, reference=tiny_snapshot)
+    assert report.ok, report.text()
+    load = next(c for c in report.checks if c.name == "load")
+    assert load.data["cpu_fallback"] is (not og.is_cuda_available())

@@ -20,11 +20,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_model(package: Path, threads: int | None = None):
-    """Load a package's model; `threads` None means all available cores, 0 the library default."""
+def load_model(package: Path, threads: int | None = None, cpu_only: bool = False):
+    """Load a package's model; `threads` None means all available cores, 0 the library default.
+
+    `cpu_only` drops the package's execution providers (e.g. CUDA) and runs it on the CPU,
+    which lets a machine without a GPU check a package exported for CUDA or a Jetson."""
     import onnxruntime_genai as og
 
     config = og.Config(str(package))
+    if cpu_only:
+        config.clear_providers()
     if threads is None:
         threads = available_cores()
     if threads:
