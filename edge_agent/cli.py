@@ -1,49 +1,178 @@
-"""`edge-agent`: the daemon's command line.
+"""`edge-agent`: run the daemon, talk to it, check model packages.
 
-The daemon itself (serve, chat, status, ...) arrives with the protocol; today this checks
-model packages on a machine that has only the runtime installed (no torch):
+    edge-agent serve [--config FILE]
+    edge-agent chat [--session ID] [--system TEXT] [--json] [--max-tokens N] [--temperature T] [PROMPT]
+    edge-agent status | describe
+    edge-agent models [list | load NAME | unload NAME]
+    edge-agent sessions [list | create [ID] | delete ID | reset ID]
+    edge-agent check PKG_DIR [--quick]
 
-    edge-agent check PKG_DIR [--quick]    sizes and sha256 of every file against edge-agent.json
+Every client command takes --connect ADDR (default: $EDGE_AGENT_ADDRESS, else the IPC
+socket in the runtime dir) and --timeout SECONDS. Exit status: 0 ok, 1 the daemon answered
+with an error, 2 bad usage or config, 3 the daemon cannot be reached.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from . import __version__
 from .manifest import ManifestError, check_files, read_manifest
 
+EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Offline assistant daemon for edge devices.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", type=Path, default=None, help="TOML config file (default: built-in defaults)")
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--connect", metavar="ADDR", default=None,
+                         help="daemon address (default: $EDGE_AGENT_ADDRESS or the runtime-dir IPC socket)")
+        sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an answer")
+        return sub
+
+    chat = client_command("chat", "chat with the model (interactive without PROMPT)")
+    chat.add_argument("prompt", nargs="?", help="the message; read lines interactively when absent")
+    chat.add_argument("--session", help="continue this daemon-side session")
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--temperature", type=float, default=None)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    chat.add_argument("--drop-oldest", action="store_true", help="drop old turns instead of failing when full")
+    chat.add_argument("--json", action="store_true", help="print every event as one JSON line")
+
+    client_command("status", "daemon and engine status")
+    client_command("describe", "protocol version, services, limits")
+    models = client_command("models", "installed model packages; load/unload (admin)")
+    models.add_argument("action", nargs="?", choices=["list", "load", "unload"], default="list")
+    models.add_argument("name", nargs="?")
+    sessions = client_command("sessions", "daemon-side chat sessions")
+    sessions.add_argument("action", nargs="?", choices=["list", "create", "delete", "reset"], default="list")
+    sessions.add_argument("session", nargs="?")
+    sessions.add_argument("--system", help="system prompt for create")
+
     check = commands.add_parser("check", help="check a model package's files against its manifest")
     check.add_argument("package", type=Path)
     check.add_argument("--quick", action="store_true", help="compare sizes only, skip sha256")
     return parser
 
 
+def _check(args) -> int:
+    try:
+        manifest = read_manifest(args.package)
+    except ManifestError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problems = check_files(args.package, manifest, hashes=not args.quick)
+    for problem in problems:
+        print(f"{problem.path}: {problem.detail}")
+    what = "sizes" if args.quick else "sizes and sha256"
+    if problems:
+        print(f"FAILED: {len(problems)} problem(s) in {args.package}")
+        return EXIT_ERROR
+    print(f"OK: {args.package}: {manifest.role} package ({manifest.precision}, {manifest.target}, "
+          f"context {manifest.context_length}), {len(manifest.files)} files, {what} match")
+    return 0
+
+
+def _print_json(doc: dict) -> None:
+    print(json.dumps({k: v for k, v in doc.items() if k not in ("v", "final")}, indent=2, ensure_ascii=False))
+
+
+def _chat_once(client, args, prompt: str, session: str | None) -> dict:
+    options = {"system": args.system if session is None else None, "max_tokens": args.max_tokens,
+               "temperature": args.temperature, "seed": args.seed, "stop": args.stop,
+               "context_policy": "drop_oldest" if args.drop_oldest else None}
+    result: dict = {}
+    for event in client.chat_events(prompt, session=session, timeout=args.timeout, **options):
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+        elif event["event"] == "delta":
+            sys.stdout.write(event["text"])
+            sys.stdout.flush()
+        if event["event"] == "error":
+            from .client import EdgeAgentError
+
+            raise EdgeAgentError(event["error"])
+        if event["event"] == "result":
+            result = event
+    if not args.json:
+        sys.stdout.write("\n")
+        usage = result.get("usage", {})
+        print(f"[{usage.get('generated_tokens')} tokens, {usage.get('tokens_per_s')} tok/s, "
+              f"TTFT {usage.get('ttft_ms')} ms, {result.get('finish_reason')}]", file=sys.stderr)
+    return result
+
+
+def _client_command(args) -> int:
+    from .client import Client, EdgeAgentError
+
+    with Client(args.connect, timeout=args.timeout) as client:
+        try:
+            if args.command == "chat":
+                if args.prompt is not None:
+                    _chat_once(client, args, args.prompt, args.session)
+                    return 0
+                session = args.session or client.sessions("create", system=args.system)["session"]
+                print(f"edge-agent chat (session {session}); Ctrl-D to end", file=sys.stderr)
+                for line in sys.stdin:
+                    if line.strip():
+                        _chat_once(client, args, line.rstrip("\n"), session)
+                if not args.session:
+                    client.sessions("delete", session=session)
+                return 0
+            if args.command == "status":
+                _print_json(client.status())
+            elif args.command == "describe":
+                _print_json(client.describe())
+            elif args.command == "models":
+                if args.action != "list" and not args.name:
+                    print(f"edge-agent: error: models {args.action} needs a package name", file=sys.stderr)
+                    return EXIT_USAGE
+                _print_json(client.models(args.action, args.name))
+            elif args.command == "sessions":
+                _print_json(client.sessions(args.action, args.session, args.system))
+            return 0
+        except EdgeAgentError as exc:
+            print(f"edge-agent: error: {exc.code}: {exc.message}", file=sys.stderr)
+            return EXIT_ERROR
+        except TimeoutError as exc:
+            print(f"edge-agent: error: {exc} (is the daemon running? start it with `edge-agent serve`)",
+                  file=sys.stderr)
+            return EXIT_UNREACHABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
+        return _check(args)
+    if args.command == "serve":
+        from .config import ConfigError, load_config
+        from .server import serve
+
         try:
-            manifest = read_manifest(args.package)
-        except ManifestError as exc:
-            print(f"edge-agent: error: {exc}", file=sys.stderr)
-            return 2
-        problems = check_files(args.package, manifest, hashes=not args.quick)
-        for problem in problems:
-            print(f"{problem.path}: {problem.detail}")
-        what = "sizes" if args.quick else "sizes and sha256"
-        if problems:
-            print(f"FAILED: {len(problems)} problem(s) in {args.package}")
-            return 1
-        print(f"OK: {args.package}: {manifest.role} package ({manifest.precision}, {manifest.target}, "
-              f"context {manifest.context_length}), {len(manifest.files)} files, {what} match")
-        return 0
-    raise AssertionError(args.command)
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"edge-agent: config error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            return serve(config)
+        except (OSError, RuntimeError) as exc:
+            print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        return _client_command(args)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""Daemon configuration: one TOML file, one dataclass tree, documented defaults.
+
+Every key is optional; `systemd/edge-agent.toml` is the annotated example. Unknown keys and
+wrong types are errors (a typo must not silently fall back to a default).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or has a wrong key, type or value."""
+
+
+def default_endpoint() -> str:
+    """The IPC socket in the user's runtime dir, or the system service's under /run."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if os.geteuid() == 0 and not runtime:
+        return "ipc:///run/edge-agent/agent.sock"
+    base = Path(runtime) if runtime else Path("/tmp") / f"edge-agent-{os.getuid()}"
+    return f"ipc://{base / 'edge-agent' / 'agent.sock'}"
+
+
+@dataclass
+class CurveConfig:
+    # ZeroMQ certificate files (zmq.auth format): the server's secret certificate and a
+    # folder of client public certificates allowed to connect
+    server_secret_file: str = ""
+    authorized_clients_dir: str = ""
+    # Z85 public keys of clients allowed to load/unload models over TCP
+    admin_keys: list[str] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_secret_file)
+
+
+@dataclass
+class ServerConfig:
+    endpoints: list[str] = field(default_factory=lambda: [default_endpoint()])
+    max_message_bytes: int = 32 << 20
+    max_inflight_per_client: int = 4
+    max_queue: int = 16
+    max_sessions: int = 64
+    # how long a shutting-down daemon waits for clients to receive their final events
+    shutdown_grace_s: float = 2.0
+    curve: CurveConfig = field(default_factory=CurveConfig)
+
+
+@dataclass
+class ModelsConfig:
+    dir: str = "~/.local/share/edge-agent/models"
+    # package that serves chat: a folder name inside `dir`, or a path
+    chat: str = ""
+    preload: bool = False
+    # unload a model after this many idle seconds; 0 keeps it loaded
+    keep_alive_s: float = 300.0
+    # refuse to load a model whose estimated memory would exceed this; 0 = no limit
+    memory_budget_mb: int = 0
+    # intra-op threads for the decoder; 0 = all cores this process may use
+    threads: int = 0
+
+
+@dataclass
+class ChatConfig:
+    default_max_tokens: int = 256
+    max_tokens_limit: int = 1024
+    # an engine that makes no progress for this long while working is killed and restarted
+    engine_timeout_s: float = 60.0
+    # a model that takes longer than this to load is given up
+    load_timeout_s: float = 300.0
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "info"
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(self.models.dir)))
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        key = f"{where}.{name}"
+        if is_dataclass(current):
+            values[name] = _build(type(current), value, key)
+        elif isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false")
+            values[name] = value
+        elif isinstance(current, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key} must be a number")
+            values[name] = float(value)
+        elif isinstance(current, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key} must be an integer")
+            values[name] = value
+        elif isinstance(current, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key} must be a list of strings")
+            values[name] = value
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string")
+            values[name] = value
+    return cls(**values)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc://, and tcp:// on a loopback address."""
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname or interface name: treat as reachable from outside
+
+
+def validate(config: Config) -> Config:
+    server = config.server
+    if not server.endpoints:
+        raise ConfigError("server.endpoints must name at least one endpoint")
+    for endpoint in server.endpoints:
+        scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
+        if scheme not in ("ipc", "tcp"):
+            raise ConfigError(f"endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
+        if not is_loopback_endpoint(endpoint) and not server.curve.enabled:
+            raise ConfigError(f"endpoint {endpoint!r} is reachable from other machines; refusing to serve it "
+                              "without CURVE encryption and client keys (set [server.curve])")
+    if server.curve.enabled and not server.curve.authorized_clients_dir:
+        raise ConfigError("server.curve.authorized_clients_dir is required with CURVE (the allow-list of clients)")
+    for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions"):
+        if getattr(server, name) < 1:
+            raise ConfigError(f"server.{name} must be at least 1")
+    if config.chat.default_max_tokens < 1 or config.chat.max_tokens_limit < config.chat.default_max_tokens:
+        raise ConfigError("chat.default_max_tokens must be >= 1 and <= chat.max_tokens_limit")
+    if config.chat.engine_timeout_s <= 0 or config.chat.load_timeout_s <= 0:
+        raise ConfigError("chat.engine_timeout_s and chat.load_timeout_s must be positive")
+    if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
+        raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
+    if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("logging.level must be debug, info, warning or error")
+    return config
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return validate(Config())
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return validate(_build(Config, data, "config"))

@@ -1,0 +1,306 @@
+"""The wire protocol, version 1: frames, typed requests, events, errors and limits.
+
+docs/protocol.md is the specification; this module is its only implementation, used by the
+daemon and the Python client alike. Requests are validated here into small typed objects,
+so the server and services never see raw JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+MAX_HEADER_BYTES = 1 << 20
+MAX_ID_LENGTH = 64
+MAX_STOP_STRINGS = 16
+MAX_STOP_BYTES = 16 << 10
+
+# error codes (stable, see docs/protocol.md §3)
+BAD_REQUEST = "bad_request"
+TOO_LARGE = "too_large"
+UNSUPPORTED = "unsupported"
+MODEL_UNAVAILABLE = "model_unavailable"
+BUSY = "busy"
+CANCELLED = "cancelled"
+TIMEOUT = "timeout"
+INTERNAL = "internal"
+UNAUTHORIZED = "unauthorized"
+NOT_FOUND = "not_found"
+CONTEXT_EXCEEDED = "context_exceeded"
+ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
+               INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
+
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models")
+ROLES = ("system", "user", "assistant")
+
+
+class ProtocolError(Exception):
+    """A request that cannot be served, with its stable code. Becomes an `error` event."""
+
+    def __init__(self, code: str, message: str, **extra: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def to_error(self) -> dict:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+# ---------------------------------------------------------------- requests
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...] | None = None
+    session: str | None = None
+    message: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None  # None: the daemon's configured default
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    json_schema: dict | None = None
+    context_policy: str = "error"
+    stream: bool = True
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    target: str
+
+
+@dataclass(frozen=True)
+class SessionsRequest:
+    action: str
+    session: str | None = None
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelsRequest:
+    action: str = "list"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class EmptyRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    op: str
+    body: Any
+    attachments: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+class _Fields:
+    """Typed access to a request's JSON fields, each failure naming the field."""
+
+    def __init__(self, doc: dict, allowed: set[str]):
+        unknown = sorted(set(doc) - allowed - {"v", "id", "op"})
+        if unknown:
+            raise ProtocolError(BAD_REQUEST, f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+        self.doc = doc
+
+    def _bad(self, name: str, what: str) -> ProtocolError:
+        return ProtocolError(BAD_REQUEST, f"field '{name}' must be {what}", field=name)
+
+    def string(self, name: str, default=None, *, max_length: int | None = None, required=False) -> str | None:
+        if name not in self.doc:
+            if required:
+                raise ProtocolError(BAD_REQUEST, f"field '{name}' is required", field=name)
+            return default
+        value = self.doc[name]
+        if not isinstance(value, str):
+            raise self._bad(name, "a string")
+        if max_length is not None and not 1 <= len(value) <= max_length:
+            raise self._bad(name, f"1 to {max_length} characters long")
+        return value
+
+    def integer(self, name: str, default: int | None, *, minimum: int | None = None) -> int | None:
+        if name not in self.doc:
+            return default
+        value = self.doc[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._bad(name, "an integer")
+        if minimum is not None and value < minimum:
+            raise self._bad(name, f"an integer >= {minimum}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None,
+               exclusive_minimum: bool = False) -> float:
+        if name not in self.doc:
+            return default
+        value = self.doc[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self._bad(name, "a finite number")
+        low_ok = minimum is None or (value > minimum if exclusive_minimum else value >= minimum)
+        if not low_ok or (maximum is not None and value > maximum):
+            bounds = f"{'(' if exclusive_minimum else '['}{minimum}, {maximum if maximum is not None else 'inf'}]"
+            raise self._bad(name, f"a number in {bounds}")
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if name not in self.doc:
+            return default
+        value = self.doc[name]
+        if not isinstance(value, bool):
+            raise self._bad(name, "true or false")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        value = self.string(name, default)
+        if value is not None and value not in choices:
+            raise self._bad(name, f"one of {', '.join(choices)}")
+        return value
+
+
+def _parse_messages(raw: Any) -> tuple[Message, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ProtocolError(BAD_REQUEST, "field 'messages' must be a non-empty array", field="messages")
+    messages = []
+    for index, item in enumerate(raw):
+        if (not isinstance(item, dict) or set(item) != {"role", "content"}
+                or item["role"] not in ROLES or not isinstance(item["content"], str)):
+            raise ProtocolError(BAD_REQUEST, f"messages[{index}] must be {{\"role\": system|user|assistant, "
+                                "\"content\": string}", field="messages")
+        messages.append(Message(item["role"], item["content"]))
+    if messages[-1].role != "user":
+        raise ProtocolError(BAD_REQUEST, "the last message must have role 'user'", field="messages")
+    if any(m.role == "system" for m in messages[1:]):
+        raise ProtocolError(BAD_REQUEST, "a system message may only come first", field="messages")
+    return tuple(messages)
+
+
+def _parse_chat(f: _Fields) -> ChatRequest:
+    doc = f.doc
+    has_messages, has_session = "messages" in doc, "session" in doc
+    if has_messages == has_session:
+        raise ProtocolError(BAD_REQUEST, "give exactly one of 'messages' and 'session'", field="messages")
+    messages = _parse_messages(doc["messages"]) if has_messages else None
+    session = f.string("session", max_length=MAX_ID_LENGTH) if has_session else None
+    message = f.string("message")
+    if has_session and message is None:
+        raise ProtocolError(BAD_REQUEST, "field 'message' is required with 'session'", field="message")
+    if has_messages and message is not None:
+        raise ProtocolError(BAD_REQUEST, "field 'message' goes with 'session'; put it in 'messages'", field="message")
+    stop_raw = doc.get("stop", [])
+    if (not isinstance(stop_raw, list) or not all(isinstance(s, str) and s and "\0" not in s for s in stop_raw)
+            or len(stop_raw) > MAX_STOP_STRINGS or sum(len(s.encode()) for s in stop_raw) > MAX_STOP_BYTES):
+        raise ProtocolError(BAD_REQUEST, f"field 'stop' must be at most {MAX_STOP_STRINGS} non-empty strings "
+                            f"of at most {MAX_STOP_BYTES} bytes in total", field="stop")
+    schema = doc.get("json_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise ProtocolError(BAD_REQUEST, "field 'json_schema' must be a JSON object", field="json_schema")
+    return ChatRequest(
+        messages=messages, session=session, message=message,
+        system=f.string("system"),
+        max_tokens=f.integer("max_tokens", None, minimum=1),
+        temperature=f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
+        top_p=f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
+        top_k=f.integer("top_k", 0, minimum=0),
+        seed=f.integer("seed", None, minimum=0),
+        stop=tuple(stop_raw),
+        json_schema=schema,
+        context_policy=f.choice("context_policy", ("error", "drop_oldest"), "error"),
+        stream=f.boolean("stream", True),
+    )
+
+
+_PARSERS = {
+    "describe": (set(), lambda f: EmptyRequest()),
+    "status": (set(), lambda f: EmptyRequest()),
+    "ping": (set(), lambda f: EmptyRequest()),
+    "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
+              "stop", "json_schema", "context_policy", "stream"}, _parse_chat),
+    "cancel": ({"target"}, lambda f: CancelRequest(f.string("target", required=True, max_length=MAX_ID_LENGTH))),
+    "sessions": ({"action", "session", "system"}, lambda f: SessionsRequest(
+        f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
+        f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
+    "models": ({"action", "name"}, lambda f: ModelsRequest(
+        f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
+}
+
+
+def _required(name: str):
+    raise ProtocolError(BAD_REQUEST, f"field '{name}' is required", field=name)
+
+
+def request_id_of(header: bytes) -> str | None:
+    """Best effort: the id of a request whose header failed validation (for the error event)."""
+    try:
+        doc = json.loads(header)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    rid = doc.get("id") if isinstance(doc, dict) else None
+    return rid if isinstance(rid, str) and 1 <= len(rid) <= MAX_ID_LENGTH else None
+
+
+def parse_request(frames: list[bytes]) -> Request:
+    """Frames (header first, attachments after) to a typed Request, or ProtocolError."""
+    if not frames:
+        raise ProtocolError(BAD_REQUEST, "empty message")
+    header = frames[0]
+    if len(header) > MAX_HEADER_BYTES:
+        raise ProtocolError(TOO_LARGE, f"header frame is {len(header)} bytes; the limit is {MAX_HEADER_BYTES}")
+    try:
+        doc = json.loads(header.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProtocolError(BAD_REQUEST, "header frame is not UTF-8") from None
+    except ValueError as exc:
+        raise ProtocolError(BAD_REQUEST, f"header frame is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(BAD_REQUEST, "header must be a JSON object")
+    rid = doc.get("id")
+    if not isinstance(rid, str) or not 1 <= len(rid) <= MAX_ID_LENGTH:
+        raise ProtocolError(BAD_REQUEST, f"field 'id' must be a string of 1 to {MAX_ID_LENGTH} characters", field="id")
+    version = doc.get("v")
+    if version not in SUPPORTED_VERSIONS:
+        raise ProtocolError(UNSUPPORTED, f"protocol version {version!r} is not supported",
+                            supported=list(SUPPORTED_VERSIONS))
+    op = doc.get("op")
+    if op not in _PARSERS:
+        raise ProtocolError(BAD_REQUEST, f"unknown op {op!r}; ops: {', '.join(OPS)}", field="op")
+    allowed, parse = _PARSERS[op]
+    body = parse(_Fields(doc, allowed))
+    return Request(rid, op, body, tuple(frames[1:]))
+
+
+def encode_request(rid: str, op: str, **fields: Any) -> bytes:
+    return json.dumps({"v": VERSION, "id": rid, "op": op, **fields}, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------- events
+
+def event(rid: str | None, kind: str, final: bool = False, **fields: Any) -> bytes:
+    return json.dumps({"v": VERSION, "id": rid, "event": kind, "final": final, **fields},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def result(rid: str | None, **fields: Any) -> bytes:
+    return event(rid, "result", True, **fields)
+
+
+def error(rid: str | None, exc: ProtocolError) -> bytes:
+    return event(rid, "error", True, error=exc.to_error())
+
+
+def decode_event(frame: bytes) -> dict:
+    doc = json.loads(frame)
+    if not isinstance(doc, dict) or "event" not in doc:
+        raise ValueError("not an event")
+    return doc

@@ -1,0 +1,392 @@
+"""The daemon's socket loop: ROUTER sockets, validation, routing, per-client limits,
+cancellation and shutdown.
+
+One ROUTER socket per configured endpoint (so CURVE can guard a TCP endpoint while the IPC
+socket relies on file permissions). Everything here is non-blocking: engines run in their
+own processes (engines/host.py) and report back through the services, so `status`, `ping`
+and `cancel` are answered at once whatever the engines are doing.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from . import __version__
+from . import protocol as P
+from .config import Config, is_loopback_endpoint
+from .models import resolve, scan
+from .services.chat import ChatService
+from .systemd import notify, watchdog_interval_s
+
+log = logging.getLogger("edge_agent.server")
+
+HARD_MAX_FRAME = 64 << 20
+SEND_HWM = 100_000
+
+
+@dataclass
+class Listener:
+    endpoint: str
+    sock: zmq.asyncio.Socket
+    admin: bool  # IPC: whoever can open the socket file is the machine's admin for us
+    curve: bool
+
+
+@dataclass
+class Client:
+    key: tuple[int, bytes]
+    envelope: bool = False
+    inflight: dict[str, str] = field(default_factory=dict)  # request id -> job id
+    last_seen: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}:{self.key[1].hex()}"
+
+
+@dataclass
+class Job:
+    client: Client
+    rid: str
+    op: str
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.context = zmq.asyncio.Context()
+        self.listeners: list[Listener] = []
+        self.clients: dict[tuple[int, bytes], Client] = {}
+        self.jobs: dict[str, Job] = {}
+        self._job_ids = itertools.count(1)
+        self.started = time.monotonic()
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._authenticator = None
+        self.chat = ChatService(config, self.context, self._emit)
+
+    # ---------------------------------------------------------------- sockets
+
+    def _bind(self) -> None:
+        curve_cfg = self.config.server.curve
+        for endpoint in self.config.server.endpoints:
+            sock = self.context.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
+            sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
+            use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")
+            if use_curve:
+                self._start_authenticator()
+                from zmq.auth import load_certificate
+
+                public, secret = load_certificate(curve_cfg.server_secret_file)
+                if secret is None:
+                    raise RuntimeError(f"{curve_cfg.server_secret_file} holds no secret key")
+                sock.curve_secretkey = secret
+                sock.curve_publickey = public
+                sock.curve_server = True
+            if endpoint.startswith("ipc://"):
+                path = Path(endpoint[len("ipc://"):])
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+                    path.unlink()  # left by a daemon that was killed
+            sock.bind(endpoint)
+            if endpoint.startswith("ipc://"):
+                os.chmod(endpoint[len("ipc://"):], 0o660)
+            self.listeners.append(Listener(endpoint, sock, admin=endpoint.startswith("ipc://"), curve=use_curve))
+            log.info("listening on %s%s", endpoint, " (CURVE)" if use_curve else "")
+            if not use_curve and not is_loopback_endpoint(endpoint):
+                raise RuntimeError(f"refusing to serve {endpoint} without CURVE")  # validate() prevents this
+
+    def _start_authenticator(self) -> None:
+        if self._authenticator is not None:
+            return
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        self._authenticator = AsyncioAuthenticator(self.context)
+        self._authenticator.start()
+        self._authenticator.configure_curve(domain="*", location=self.config.server.curve.authorized_clients_dir)
+
+    # ---------------------------------------------------------------- sending
+
+    def _send(self, client: Client, payload: bytes) -> bool:
+        listener = self.listeners[client.key[0]]
+        frames = [client.key[1]] + ([b""] if client.envelope else []) + [payload]
+        future = listener.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        exc = future.exception() if future.done() else None
+        if exc is None:
+            return True
+        log.warning("client %s unreachable (%s): cancelling its %d request(s)", client.name, exc,
+                    len(client.inflight))
+        asyncio.ensure_future(self._client_gone(client))
+        return False
+
+    def _emit(self, job_id: str, kind: str, final: bool, fields: dict) -> None:
+        """Service events for a job, to the client that asked."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        if final:
+            del self.jobs[job_id]
+            job.client.inflight.pop(job.rid, None)
+            if kind == "error":
+                log.info("%s id=%s client=%s ended: %s", job.op, job.rid, job.client.name, fields["error"]["code"])
+            else:
+                log.info("%s id=%s client=%s done", job.op, job.rid, job.client.name)
+        self._send(job.client, P.event(job.rid, kind, final, **fields))
+
+    async def _client_gone(self, client: Client) -> None:
+        for rid, job_id in list(client.inflight.items()):
+            self.jobs.pop(job_id, None)
+            client.inflight.pop(rid, None)
+            await self.chat.cancel(job_id)
+        self.clients.pop(client.key, None)
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _receive(self, index: int, listener: Listener) -> None:
+        sock = listener.sock
+        while not self.stopping:
+            try:
+                frames = await sock.recv_multipart(copy=False)
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError as exc:
+                if self.stopping:
+                    return
+                log.error("receive on %s failed: %s", listener.endpoint, exc)
+                continue
+            try:
+                self._handle(index, listener, frames)
+            except Exception:  # a bug must not stop the loop for everyone
+                log.exception("internal error while handling a message")
+
+    def _handle(self, index: int, listener: Listener, frames: list) -> None:
+        identity = frames[0].bytes
+        parts = [f.bytes for f in frames[1:]]
+        key = (index, identity)
+        client = self.clients.get(key) or Client(key)
+        client.envelope = bool(parts) and parts[0] == b""
+        if client.envelope:
+            parts = parts[1:]
+        client.last_seen = time.monotonic()
+        self.clients[key] = client
+        user_id = frames[-1].get("User-Id") if listener.curve else None
+        size = sum(len(p) for p in parts)
+        try:
+            if size > self.config.server.max_message_bytes:
+                raise P.ProtocolError(P.TOO_LARGE, f"message is {size} bytes; the limit is "
+                                      f"{self.config.server.max_message_bytes}")
+            request = P.parse_request(parts)
+        except P.ProtocolError as exc:
+            rid = P.request_id_of(parts[0]) if parts and len(parts[0]) <= P.MAX_HEADER_BYTES else None
+            log.info("rejected message from %s: %s", client.name, exc.message)
+            self._send(client, P.error(rid, exc))
+            return
+        if self.stopping:
+            self._send(client, P.error(request.id, P.ProtocolError(P.CANCELLED, "the daemon is shutting down",
+                                                                 reason="shutdown")))
+            return
+        admin = listener.admin or (user_id is not None and user_id in self.config.server.curve.admin_keys)
+        try:
+            self._dispatch(client, request, admin)
+        except P.ProtocolError as exc:
+            self._send(client, P.error(request.id, exc))
+
+    def _dispatch(self, client: Client, request: P.Request, admin: bool) -> None:
+        op, rid, body = request.op, request.id, request.body
+        if rid in client.inflight:
+            raise P.ProtocolError(P.BAD_REQUEST, f"a request with id {rid!r} is still in flight", field="id")
+        if op == "ping":
+            self._send(client, P.result(rid, pong=True))
+        elif op == "describe":
+            self._send(client, P.result(rid, **self.describe()))
+        elif op == "status":
+            self._send(client, P.result(rid, **self.status()))
+        elif op == "cancel":
+            job_id = client.inflight.get(body.target)
+            if job_id is None:
+                self._send(client, P.result(rid, cancelled=False, reason="unknown"))
+            else:
+                log.info("cancel id=%s client=%s", body.target, client.name)
+                asyncio.ensure_future(self.chat.cancel(job_id))
+                self._send(client, P.result(rid, cancelled=True))
+        elif op == "sessions":
+            self._send(client, P.result(rid, **self.chat.sessions_op(body)))
+        elif op == "models":
+            self._models(client, rid, body, admin)
+        elif op == "chat":
+            self._start_chat(client, rid, body)
+        else:  # parse_request knows every op; this is a bug
+            raise P.ProtocolError(P.INTERNAL, f"op {op} has no handler")
+
+    def _start_chat(self, client: Client, rid: str, body: P.ChatRequest) -> None:
+        limits = self.config.server
+        if len(client.inflight) >= limits.max_inflight_per_client:
+            raise P.ProtocolError(P.BUSY, f"this client already has {len(client.inflight)} requests in flight "
+                                  f"(limit {limits.max_inflight_per_client})", retry_after_ms=250)
+        if len(self.jobs) >= limits.max_queue:
+            raise P.ProtocolError(P.BUSY, f"the daemon's queue is full ({limits.max_queue} requests)",
+                                  retry_after_ms=1000)
+        job_id = f"j{next(self._job_ids)}"
+        self.chat.begin(job_id, body)  # raises ProtocolError: rejected before it was accepted
+        self.jobs[job_id] = Job(client, rid, "chat")
+        client.inflight[rid] = job_id
+        log.info("chat id=%s client=%s job=%s", rid, client.name, job_id)
+        self._send(client, P.event(rid, "accepted", queue_position=max(0, len(self.jobs) - 1)))
+
+        async def run() -> None:
+            try:
+                await self.chat.run(job_id)
+            except P.ProtocolError as exc:
+                self._emit(job_id, "error", True, {"error": exc.to_error()})
+            except Exception as exc:  # noqa: BLE001
+                log.exception("chat job %s failed", job_id)
+                self._emit(job_id, "error", True, {"error": {"code": P.INTERNAL, "message": str(exc)}})
+
+        asyncio.ensure_future(run())
+
+    def _models(self, client: Client, rid: str, body: P.ModelsRequest, admin: bool) -> None:
+        if body.action == "list":
+            loaded = self.chat.package.name if self.chat.package and self.chat.engine and \
+                self.chat.engine.state == "ready" else None
+            models = []
+            for package in scan(self.config.models_dir):
+                entry = package.describe()
+                entry["loaded"] = package.name == loaded
+                entry["serves"] = ["chat"] if package.manifest and package.manifest.role == "chat" else []
+                models.append(entry)
+            self._send(client, P.result(rid, models=models, models_dir=str(self.config.models_dir)))
+            return
+        if not admin:
+            raise P.ProtocolError(P.UNAUTHORIZED, f"models {body.action} is an admin action (IPC clients, or "
+                                  "CURVE clients listed in admin_keys)")
+        if not body.name:
+            raise P.ProtocolError(P.BAD_REQUEST, f"field 'name' is required for {body.action}", field="name")
+        package = resolve(self.config.models_dir, body.name)
+        if package is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"no model package {body.name!r} in {self.config.models_dir}",
+                                  field="name")
+        if package.manifest is None or package.manifest.role != "chat":
+            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{body.name} cannot serve chat: "
+                                  f"{package.problem or 'role ' + package.manifest.role}")
+        job_id = f"j{next(self._job_ids)}"
+        self.jobs[job_id] = Job(client, rid, "models")
+        client.inflight[rid] = job_id
+
+        async def run() -> None:
+            try:
+                if body.action == "unload":
+                    await self.chat.unload()
+                else:
+                    if self.chat.package is None or self.chat.package.path != package.path:
+                        await self.chat.unload()
+                        self.chat.use_package(package)
+                    await self.chat.ensure_engine()
+                self._emit(job_id, "result", True, {"name": package.name, "action": body.action,
+                                                    "state": self.chat.status()["state"]})
+            except P.ProtocolError as exc:
+                self._emit(job_id, "error", True, {"error": exc.to_error()})
+
+        asyncio.ensure_future(run())
+
+    # ---------------------------------------------------------------- describe / status
+
+    def describe(self) -> dict:
+        limits = self.config.server
+        return {
+            "protocol": {"version": P.VERSION, "supported": list(P.SUPPORTED_VERSIONS)},
+            "server": {"name": "edge-agent", "version": __version__},
+            "ops": list(P.OPS),
+            "services": {"chat": self.chat.describe()},
+            "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
+                       "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
+                       "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},
+        }
+
+    def status(self) -> dict:
+        engines = {"chat": self.chat.status()}
+        rss = _rss_bytes(os.getpid())
+        engine_pid = engines["chat"].get("pid")
+        engine_rss = _rss_bytes(engine_pid) if engine_pid else 0
+        if engine_pid:
+            engines["chat"]["rss_bytes"] = engine_rss
+        return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
+                "rss_bytes": rss + engine_rss, "daemon_rss_bytes": rss, "clients": len(self.clients),
+                "inflight": len(self.jobs), "queue_depth": max(0, len(self.jobs) - len(self.chat.engine.active
+                                                                                         if self.chat.engine else ())),
+                "sessions": len(self.chat.sessions), "engines": engines}
+
+    # ---------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._bind()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.shutdown(signal.Signals(s).name)))
+        self.chat.start()
+        tasks = [asyncio.ensure_future(self._receive(i, listener)) for i, listener in enumerate(self.listeners)]
+        interval = watchdog_interval_s()
+        if interval:
+            tasks.append(asyncio.ensure_future(self._watchdog(interval)))
+        notify(f"READY=1\nSTATUS=serving on {', '.join(l.endpoint for l in self.listeners)}")
+        log.info("edge-agent %s ready (pid %d)", __version__, os.getpid())
+        await self._stopped.wait()
+        for task in tasks:
+            task.cancel()
+
+    async def _watchdog(self, interval: float) -> None:
+        # fed from the event loop itself: a blocked loop stops the pings and systemd restarts us
+        while True:
+            engine = self.chat.status()
+            notify(f"WATCHDOG=1\nSTATUS=chat {engine['state']}, {len(self.jobs)} request(s) in flight")
+            await asyncio.sleep(interval)
+
+    async def shutdown(self, reason: str = "shutdown") -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        notify("STOPPING=1")
+        log.info("%s: ending %d request(s) in flight", reason, len(self.jobs))
+        self.chat.cancel_all("shutdown")
+        for job_id, job in list(self.jobs.items()):  # non-chat jobs (models load)
+            self._emit(job_id, "error", True, {"error": {"code": P.CANCELLED, "message": "the daemon is shutting "
+                                                         "down", "reason": "shutdown"}})
+        await self.chat.close()
+        for listener in self.listeners:
+            listener.sock.close()  # LINGER lets the final events reach their clients
+            if listener.endpoint.startswith("ipc://"):
+                Path(listener.endpoint[len("ipc://"):]).unlink(missing_ok=True)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self.context.term()
+        self._stopped.set()
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def serve(config: Config) -> int:
+    logging.basicConfig(level=config.logging.level.upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    server = Server(config)
+    asyncio.run(server.run())
+    return 0

@@ -1,0 +1,1 @@
+"""One module per op family; each turns validated requests into engine work."""

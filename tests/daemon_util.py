@@ -1,0 +1,85 @@
+"""Starting real daemon processes for tests: a TOML config, `edge-agent serve` in a
+subprocess, a ready check over the real socket, and a clean SIGTERM stop."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from edge_agent.client import Client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Daemon:
+    def __init__(self, workdir: Path, sections: dict[str, dict], *, wait: bool = True):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.address = f"ipc://{workdir}/agent.sock"
+        sections = {k: dict(v) for k, v in sections.items()}
+        sections.setdefault("server", {}).setdefault("endpoints", [self.address])
+        self.config = write_config(workdir / "edge-agent.toml", sections)
+        self.log_path = workdir / "daemon.log"
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(self.config)],
+                                        cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout=0.5) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    if client.ping(timeout=0.5):
+                        return
+                except (TimeoutError, zmq.ZMQError):
+                    pass
+        raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.log()}")
+
+    def client(self, timeout: float = 60.0) -> Client:
+        return Client(self.address, timeout=timeout)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
