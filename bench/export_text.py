@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import RESULTS, machine, write_result  # noqa: E402
 
 OFFICIAL_PACKAGE_BYTES = 2.7e9  # the official block-128 CPU INT4 package of Phi-3.5-mini-instruct
 PROMPT_TOKENS = 512
@@ -111,21 +112,13 @@ def measure(package: Path, threads: int) -> dict:
     }
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_bytes": mem, "python": platform.python_version()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     parser.add_argument("--fixture", type=Path, default=None, help="existing full-size fixture to reuse")
     parser.add_argument("--block-sizes", default="32")
     parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "export_text.json")
+    parser.add_argument("--output", type=Path, default=RESULTS / "export_text.json")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,9 +167,7 @@ def main() -> int:
                  "decode_at_512": round(r["decode_tok_s_at_512"] / base["decode_tok_s_at_512"], 3)}
                 for r in entry["runs"][1:]]
         result["packages"].append(entry)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.output, result)
     return 0
 
 

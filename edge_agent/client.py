@@ -44,8 +44,13 @@ def resolve_address(address: str | None) -> str:
     return address or os.environ.get("EDGE_AGENT_ADDRESS") or default_endpoint()
 
 
+SEND_TIMEOUT_MS = 5000
+
+
 def _configure(sock: zmq.Socket, curve_server_key: bytes | None, curve_client_cert: str | None) -> None:
     sock.setsockopt(zmq.LINGER, 0)
+    # a DEALER with no live peer (daemon gone, CURVE handshake refused) blocks on send
+    sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     if curve_server_key:
         from zmq.auth import load_certificate
 
@@ -110,7 +115,10 @@ class Client:
 
     def send(self, op: str, rid: str | None = None, attachments: tuple[bytes, ...] = (), **fields: Any) -> str:
         rid = rid or self.new_id()
-        self._sock.send_multipart([P.encode_request(rid, op, **fields), *attachments])
+        try:
+            self._sock.send_multipart([P.encode_request(rid, op, **fields), *attachments])
+        except zmq.Again:
+            raise TimeoutError(f"cannot reach edge-agent at {self.address}: send timed out") from None
         return rid
 
     def next_event(self, rid: str, timeout: float | None) -> dict:
@@ -152,7 +160,7 @@ class Client:
         """Stop waiting for `rid`: cancel it on the daemon and start over with a fresh socket."""
         try:
             self.send("cancel", target=rid)
-        except zmq.ZMQError:
+        except (TimeoutError, zmq.ZMQError):
             pass
         self.reconnect()
 
@@ -265,7 +273,12 @@ class AsyncClient:
         rid = rid or self.new_id()
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[rid] = queue
-        await self._sock.send_multipart([P.encode_request(rid, op, **fields)])
+        try:
+            await asyncio.wait_for(self._sock.send_multipart([P.encode_request(rid, op, **fields)]),
+                                   SEND_TIMEOUT_MS / 1000)
+        except asyncio.TimeoutError:
+            self._queues.pop(rid, None)
+            raise TimeoutError(f"cannot reach edge-agent at {self.address}: send timed out") from None
         try:
             while True:
                 try:

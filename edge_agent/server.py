@@ -46,6 +46,7 @@ class Listener:
 class Client:
     key: tuple[int, bytes]
     envelope: bool = False
+    gone: bool = False  # a send failed: its requests are being cancelled
     inflight: dict[str, str] = field(default_factory=dict)  # request id -> job id
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -100,6 +101,8 @@ class Server:
                 path = Path(endpoint[len("ipc://"):])
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+                    if _socket_is_live(path):
+                        raise RuntimeError(f"another daemon is already serving {endpoint}")
                     path.unlink()  # left by a daemon that was killed
             sock.bind(endpoint)
             if endpoint.startswith("ipc://"):
@@ -121,14 +124,17 @@ class Server:
     # ---------------------------------------------------------------- sending
 
     def _send(self, client: Client, payload: bytes) -> bool:
+        if client.gone:
+            return False
         listener = self.listeners[client.key[0]]
         frames = [client.key[1]] + ([b""] if client.envelope else []) + [payload]
         future = listener.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         exc = future.exception() if future.done() else None
         if exc is None:
             return True
-        log.warning("client %s unreachable (%s): cancelling its %d request(s)", client.name, exc,
-                    len(client.inflight))
+        log.log(logging.WARNING if client.inflight else logging.DEBUG,
+                "client %s unreachable (%s): cancelling its %d request(s)", client.name, exc, len(client.inflight))
+        client.gone = True
         asyncio.ensure_future(self._client_gone(client))
         return False
 
@@ -155,6 +161,19 @@ class Server:
 
     # ---------------------------------------------------------------- receiving
 
+    def _start_receiver(self, index: int, listener: Listener) -> asyncio.Task:
+        task = asyncio.ensure_future(self._receive(index, listener))
+
+        def ended(t: asyncio.Task) -> None:
+            if self.stopping:
+                return
+            reason = "cancelled" if t.cancelled() else repr(t.exception())
+            log.error("receive loop on %s ended (%s); restarting it", listener.endpoint, reason)
+            self._start_receiver(index, listener)
+
+        task.add_done_callback(ended)
+        return task
+
     async def _receive(self, index: int, listener: Listener) -> None:
         sock = listener.sock
         while not self.stopping:
@@ -176,7 +195,9 @@ class Server:
         identity = frames[0].bytes
         parts = [f.bytes for f in frames[1:]]
         key = (index, identity)
-        client = self.clients.get(key) or Client(key)
+        client = self.clients.get(key)
+        if client is None or client.gone:  # a peer that comes back with the same identity starts afresh
+            client = Client(key)
         client.envelope = bool(parts) and parts[0] == b""
         if client.envelope:
             parts = parts[1:]
@@ -244,7 +265,7 @@ class Server:
         self.jobs[job_id] = Job(client, rid, "chat")
         client.inflight[rid] = job_id
         log.info("chat id=%s client=%s job=%s", rid, client.name, job_id)
-        self._send(client, P.event(rid, "accepted", queue_position=max(0, len(self.jobs) - 1)))
+        self._send(client, P.event(rid, "accepted", queue_position=self.chat.queue_position()))
 
         async def run() -> None:
             try:
@@ -324,8 +345,7 @@ class Server:
             engines["chat"]["rss_bytes"] = engine_rss
         return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
                 "rss_bytes": rss + engine_rss, "daemon_rss_bytes": rss, "clients": len(self.clients),
-                "inflight": len(self.jobs), "queue_depth": max(0, len(self.jobs) - len(self.chat.engine.active
-                                                                                         if self.chat.engine else ())),
+                "inflight": len(self.jobs), "queue_depth": self.chat.queue_depth(),
                 "sessions": len(self.chat.sessions), "engines": engines}
 
     # ---------------------------------------------------------------- run
@@ -336,7 +356,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.shutdown(signal.Signals(s).name)))
         self.chat.start()
-        tasks = [asyncio.ensure_future(self._receive(i, listener)) for i, listener in enumerate(self.listeners)]
+        tasks = [self._start_receiver(i, listener) for i, listener in enumerate(self.listeners)]
         interval = watchdog_interval_s()
         if interval:
             tasks.append(asyncio.ensure_future(self._watchdog(interval)))
@@ -374,6 +394,17 @@ class Server:
         self._stopped.set()
 
 
+def _socket_is_live(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -385,8 +416,11 @@ def _rss_bytes(pid: int) -> int:
 
 
 def serve(config: Config) -> int:
+    import faulthandler
+
     logging.basicConfig(level=config.logging.level.upper(),
                         format="%(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` writes every thread's stack to the log
     server = Server(config)
     asyncio.run(server.run())
     return 0

@@ -47,3 +47,11 @@ def snapshot_copy(tiny_snapshot, tmp_path) -> Path:
 @pytest.fixture
 def package_copy(int4_package, tmp_path) -> Path:
     return Path(shutil.copytree(int4_package, tmp_path / "package"))
+
+
+@pytest.fixture(scope="session")
+def small_context_package(models_root, tiny_snapshot) -> Path:
+    """A package whose context is only 256 tokens, to run into the limit quickly."""
+    out = models_root / "phi35-mini-tiny-int4-ctx256"
+    export_text(tiny_snapshot, out, TextExportOptions(context=256), say=lambda _m: None)
+    return out

@@ -37,7 +37,8 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, sections: dict[str, dict], *, wait: bool = True):
+    def __init__(self, workdir: Path, sections: dict[str, dict], *, wait: bool = True,
+                 env: dict[str, str] | None = None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.address = f"ipc://{workdir}/agent.sock"
@@ -46,7 +47,7 @@ class Daemon:
         self.config = write_config(workdir / "edge-agent.toml", sections)
         self.log_path = workdir / "daemon.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(self.config)],
                                         cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         if wait:

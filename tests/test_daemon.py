@@ -63,6 +63,22 @@ def raw_reply(sock: zmq.Socket, *frames: bytes) -> dict:
     return json.loads(sock.recv_multipart()[0])
 
 
+def until_delta(client: Client, rid: str, timeout: float = 20) -> None:
+    """Wait until request `rid` is generating."""
+    while True:
+        event = client.next_event(rid, timeout)
+        if event["event"] == "delta":
+            return
+        assert not event["final"], f"request ended before streaming: {event}"
+
+
+def final_event(client: Client, rid: str, timeout: float = 30) -> dict:
+    while True:
+        event = client.next_event(rid, timeout)
+        if event["final"]:
+            return event
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,8 +220,7 @@ def test_session_runs_one_turn_at_a_time(client):
         client.call("chat", session=sid, message="meanwhile", max_tokens=2)
     assert err.value.code == "busy"
     client.cancel(rid)
-    while not client.next_event(rid, 10)["final"]:
-        pass
+    final_event(client, rid)
 
 
 # ---------------------------------------------------------------- cancel
@@ -213,9 +228,7 @@ def test_session_runs_one_turn_at_a_time(client):
 
 def test_cancel_in_flight_and_unknown(client):
     rid = client.send("chat", messages=user("Go on and on"), max_tokens=3000)
-    event = client.next_event(rid, 10)
-    while event["event"] != "delta":
-        event = client.next_event(rid, 10)
+    until_delta(client, rid)
     ack = client.cancel(rid)
     assert ack["cancelled"] is True
     events = []
@@ -306,10 +319,7 @@ def test_duplicate_id_in_flight(client):
     errors = [e for e in events if e["event"] == "error" and "still in flight" in e["error"]["message"]]
     assert second == "dup" and errors
     client.cancel("dup")
-    while True:
-        event = client.next_event("dup", 10)
-        if event["final"]:
-            break
+    final_event(client, "dup")
 
 
 def test_too_many_in_flight_and_queue_full(daemon):
@@ -326,13 +336,14 @@ def test_too_many_in_flight_and_queue_full(daemon):
         for c, rids in ((a, ids), (b, more)):
             for rid in rids:
                 c.send("cancel", target=rid)
+    with daemon.client() as observer:
+        wait_for(lambda: observer.status()["inflight"] == 0)
 
 
 def test_client_that_disappears_mid_stream_is_cancelled(daemon, client):
     gone = daemon.client()
     rid = gone.send("chat", messages=user("talk forever"), max_tokens=3000)
-    while gone.next_event(rid, 10)["event"] != "delta":
-        pass
+    until_delta(gone, rid)
     gone.close()
     started = time.monotonic()
     wait_for(lambda: client.status()["inflight"] == 0, timeout=10)
@@ -344,16 +355,19 @@ def test_client_that_disappears_mid_stream_is_cancelled(daemon, client):
 # ---------------------------------------------------------------- engine failures
 
 
-def test_crashed_engine_is_restarted(daemon, client):
+def long_chat_on_loaded_engine(client: Client) -> tuple[int, str]:
+    """Load the engine, start a long answer, wait until it streams; return (engine pid, id)."""
     list(client.chat("warm up", max_tokens=2))
     pid = client.status()["engines"]["chat"]["pid"]
     rid = client.send("chat", messages=user("long answer"), max_tokens=3000)
-    while client.next_event(rid, 10)["event"] != "delta":
-        pass
+    until_delta(client, rid)
+    return pid, rid
+
+
+def test_crashed_engine_is_restarted(daemon, client):
+    pid, rid = long_chat_on_loaded_engine(client)
     os.kill(pid, signal.SIGKILL)
-    event = client.next_event(rid, 20)
-    while not event["final"]:
-        event = client.next_event(rid, 20)
+    event = final_event(client, rid)
     assert event["event"] == "error" and event["error"]["code"] == "internal"
     assert "signal 9" in event["error"]["message"]
     status = wait_for(lambda: (s := client.status())["engines"]["chat"]["state"] == "ready" and s)
@@ -362,18 +376,12 @@ def test_crashed_engine_is_restarted(daemon, client):
 
 
 def test_hung_engine_times_out_and_is_restarted(daemon, client):
-    list(client.chat("warm up", max_tokens=2))
-    pid = client.status()["engines"]["chat"]["pid"]
-    rid = client.send("chat", messages=user("long answer"), max_tokens=3000)
-    while client.next_event(rid, 10)["event"] != "delta":
-        pass
+    pid, rid = long_chat_on_loaded_engine(client)
     os.kill(pid, signal.SIGSTOP)  # hangs without dying
     started = time.monotonic()
     assert client.ping()  # the socket loop does not wait for the engine
     assert client.status()["engines"]["chat"]["state"] == "ready"
-    event = client.next_event(rid, 30)
-    while not event["final"]:
-        event = client.next_event(rid, 30)
+    event = final_event(client, rid)
     assert event["error"]["code"] == "timeout" and time.monotonic() - started >= 3.5
     wait_for(lambda: client.status()["engines"]["chat"]["state"] == "ready", timeout=30)
     assert client.call("chat", messages=user("after the hang"), max_tokens=3)["usage"]["generated_tokens"] > 0

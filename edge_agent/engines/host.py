@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import os
 import signal
 import tempfile
 import time
@@ -148,7 +147,11 @@ class EngineHost:
         self.loaded_at = None
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Ask the child to exit, then make sure it did."""
+        """Ask the child to exit, then make sure it did. Jobs still running end `cancelled`."""
+        jobs, self.active = self.active, set()
+        for job in jobs:
+            self.on_event(job, {"kind": "error", "final": True, "code": "cancelled",
+                                "message": "the model was unloaded", "reason": "unload"})
         if self._process is not None and self._process.is_alive() and self._sock is not None:
             try:
                 await self._sock.send(json.dumps({"type": "stop"}).encode())
@@ -223,8 +226,6 @@ class EngineHost:
             if self.active and time.monotonic() - self._last_heard > self.progress_timeout_s:
                 self._recover(f"engine made no progress for {self.progress_timeout_s:.0f} s", "timeout")
                 return
-            if self.state == LOADING and self._ready is not None and self._ready.done():
-                return
 
     def _recover(self, why: str, code: str) -> None:
         """Crash or hang: fail the jobs in flight, replace the process."""
@@ -272,11 +273,3 @@ def worker_loop_sender(sock: zmq.Socket):
             send({"type": "heartbeat"})
 
     return send, heartbeat
-
-
-def child_pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

@@ -282,6 +282,16 @@ class ChatService:
                 exc = P.ProtocolError(P.MODEL_UNAVAILABLE, str(exc))
             raise exc
 
+    def queue_depth(self) -> int:
+        """Chat requests accepted but not yet generating (loading the model, or no batch slot)."""
+        running = len(self.engine.active) if self.engine is not None else 0
+        return max(0, len(self.jobs) - running)
+
+    def queue_position(self) -> int:
+        """Requests that wait for a batch slot ahead of the newest one."""
+        slots = int(self.engine.info.get("max_batch", 1)) if self.engine is not None else 1
+        return max(0, len(self.jobs) - 1 - slots + 1)
+
     def _forget(self, job: str) -> PendingJob | None:
         pending = self.jobs.pop(job, None)
         if pending is not None and pending.session is not None:
