@@ -49,6 +49,8 @@ class Manifest:
     tools: dict[str, str]
     created: str
     files: list[FileEntry] = field(default_factory=list)
+    # role-specific facts, e.g. a vision package's crop count and image tower
+    details: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

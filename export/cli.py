@@ -3,7 +3,8 @@
     edge-agent-export fixture --model phi-3.5-mini --size tiny --output DIR [--seed N] [--force]
     edge-agent-export text --input HF_DIR --output PKG_DIR [--target cpu|cuda] [--precision int4|fp16|fp32]
                            [--block-size 128|64|32] [--accuracy-level 0-4] [--context N] [--force] [--verbose]
-    edge-agent-export verify PKG_DIR [--reference HF_DIR] [--threads N] [--json]
+    edge-agent-export vision --input HF_DIR --output PKG_DIR [--target cpu|cuda] [--num-crops N] [...as text]
+    edge-agent-export verify PKG_DIR [--reference HF_DIR] [--threads N] [--json] [--image FILE --question TEXT]
 
 Exit status: 0 success, 1 verification failed, 2 bad input (message on stderr), 130 interrupted.
 """
@@ -55,12 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--force", action="store_true", help="replace an existing output folder")
     text.add_argument("--verbose", action="store_true", help="show the model builder's own output")
 
+    vision = commands.add_parser("vision", help="export a Phi-3.5-vision snapshot to an INT4 phi3v package")
+    vision.add_argument("--input", type=Path, required=True, help="Hugging Face snapshot folder")
+    vision.add_argument("--output", type=Path, required=True, help="package folder to create")
+    vision.add_argument("--target", choices=["cpu", "cuda"], default="cpu")
+    vision.add_argument("--precision", choices=["int4", "fp32"], default="int4")
+    vision.add_argument("--block-size", type=int, choices=BLOCK_SIZES, default=128)
+    vision.add_argument("--accuracy-level", type=int, choices=range(5), metavar="0-4", default=None)
+    vision.add_argument("--num-crops", type=int, default=None,
+                        help="HD crop budget (default: the snapshot's preprocessor_config.json)")
+    vision.add_argument("--context", type=int, default=DEFAULT_CONTEXT)
+    vision.add_argument("--force", action="store_true")
+    vision.add_argument("--verbose", action="store_true")
+
     verify = commands.add_parser("verify", help="check a package (hashes, load, tokenizer, generation, parity)")
     verify.add_argument("package", type=Path)
     verify.add_argument("--reference", type=Path, default=None,
                         help="the Hugging Face snapshot it came from, to compare logits with PyTorch")
     verify.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--image", type=Path, action="append", default=None,
+                        help="vision packages: also answer --question about this image (repeatable)")
+    verify.add_argument("--question", default="What does it say?", help="the question for --image")
     return parser
 
 
@@ -87,13 +104,23 @@ def run(argv: list[str] | None = None) -> int:
         size = sum(f.size for f in manifest.files)
         _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
         return 0
+    if args.command == "vision":
+        from .vision import VisionExportOptions, export_vision
+
+        options = VisionExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
+                                      accuracy_level=args.accuracy_level, num_crops=args.num_crops,
+                                      context=args.context, force=args.force, verbose=args.verbose)
+        manifest = export_vision(args.input, args.output, options, say=_log)
+        size = sum(f.size for f in manifest.files)
+        _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
+        return 0
     if args.command == "verify":
         from .verify import verify_package
 
         if args.threads is not None and args.threads < 0:
             raise ExportError("--threads must be 0 (library default) or more")
         report = verify_package(args.package, reference=args.reference, threads=args.threads,
-                                progress=None if args.json else _log)
+                                progress=None if args.json else _log, images=args.image, question=args.question)
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
         return 0 if report.ok else EXIT_VERIFY_FAILED
     raise AssertionError(args.command)

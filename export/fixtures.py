@@ -16,6 +16,7 @@ from pathlib import Path
 from . import data
 from .output import atomic_folder, check_free_space
 from .safetensors_io import DTYPE_SIZES, write_streaming
+from .vision_layout import CLIP_L14_336, ClipGeometry, image_side_tensors
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class FixtureModel:
     generation_config_file: str | None
     # sizes overridden for --size tiny; everything else stays as in the real config
     tiny_sizes: dict
+    preprocessor_config_file: str | None = None
+    # the image tower's geometry (vision models only): tiny shrinks width and depth
+    tiny_clip: ClipGeometry | None = None
 
 
 # Tiny keeps head_dim = 96 (hidden / heads), because the longrope factor lists in the real
@@ -38,6 +42,18 @@ MODELS = {
         generation_config_file="phi-3.5-mini-instruct.generation_config.json",
         tiny_sizes={"hidden_size": 192, "num_attention_heads": 2, "num_key_value_heads": 2,
                     "intermediate_size": 512, "num_hidden_layers": 2},
+    ),
+    # image size 336 and patch 14 stay (the HD transform and token counts depend on them);
+    # the CLIP tower keeps its head size of 64 and at least 3 layers (features come from
+    # the second-to-last)
+    "phi-3.5-vision": FixtureModel(
+        name="phi-3.5-vision",
+        config_file="phi-3.5-vision-instruct.config.json",
+        generation_config_file=None,
+        preprocessor_config_file="phi-3.5-vision-instruct.preprocessor_config.json",
+        tiny_sizes={"hidden_size": 192, "num_attention_heads": 2, "num_key_value_heads": 2,
+                    "intermediate_size": 512, "num_hidden_layers": 2, "img_processor.image_dim_out": 128},
+        tiny_clip=ClipGeometry(hidden=128, intermediate=256, layers=3),
     ),
 }
 
@@ -51,8 +67,20 @@ def fixture_config(model: str, size: str) -> dict:
     spec = MODELS[model]
     config = data.load_config(spec.config_file)
     if size == "tiny":
-        config.update(spec.tiny_sizes)
+        for key, value in spec.tiny_sizes.items():
+            section, _, name = key.rpartition(".")
+            (config[section] if section else config)[name] = value
     return config
+
+
+def fixture_tensors(model: str, size: str) -> list[tuple[str, tuple[int, ...]]]:
+    spec = MODELS[model]
+    config = fixture_config(model, size)
+    tensors = phi3_decoder_tensors(config)
+    if spec.tiny_clip is not None:
+        clip = spec.tiny_clip if size == "tiny" else CLIP_L14_336
+        tensors += image_side_tensors(config, clip)
+    return tensors
 
 
 def phi3_decoder_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
@@ -103,7 +131,8 @@ def split_shards(tensors: list[tuple[str, tuple[int, ...]]]) -> list[list[tuple[
 def _random_tensor_bytes(name: str, shape: tuple[int, ...], std: float, generator) -> bytes:
     import torch
 
-    if name.endswith("layernorm.weight") or name == "model.norm.weight":
+    if name.endswith(("layernorm.weight", "layer_norm1.weight", "layer_norm2.weight", "pre_layrnorm.weight",
+                      "post_layernorm.weight")) or name == "model.norm.weight":
         # around 1 but not exactly 1, so a norm weight applied wrongly shows up in parity checks
         values = 1.0 + 0.1 * torch.randn(shape, generator=generator)
     else:
@@ -112,7 +141,7 @@ def _random_tensor_bytes(name: str, shape: tuple[int, ...], std: float, generato
 
 
 def estimated_size(model: str, size: str) -> int:
-    return sum(_nbytes(s) for _, s in phi3_decoder_tensors(fixture_config(model, size)))
+    return sum(_nbytes(s) for _, s in fixture_tensors(model, size))
 
 
 def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: bool = False) -> Path:
@@ -121,7 +150,7 @@ def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: boo
 
     spec = MODELS[model]
     config = fixture_config(model, size)
-    tensors = phi3_decoder_tensors(config)
+    tensors = fixture_tensors(model, size)
     generator = torch.Generator().manual_seed(seed)
     std = float(config.get("initializer_range", 0.02))
     shapes = dict(tensors)
@@ -131,6 +160,8 @@ def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: boo
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if spec.generation_config_file:
             shutil.copyfile(data.config_path(spec.generation_config_file), staging / "generation_config.json")
+        if spec.preprocessor_config_file:
+            shutil.copyfile(data.config_path(spec.preprocessor_config_file), staging / "preprocessor_config.json")
         for tokenizer_file in data.TOKENIZER_FILES:
             shutil.copyfile(data.tokenizer_dir() / tokenizer_file, staging / tokenizer_file)
 

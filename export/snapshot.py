@@ -159,11 +159,12 @@ def require_tokenizer(snapshot: Snapshot) -> None:
         raise SnapshotError(f"{snapshot.path}: no tokenizer.json (onnxruntime-genai needs the fast tokenizer file)")
 
 
-def stage_view(snapshot: Snapshot, target: Path) -> Path:
+def stage_view(snapshot: Snapshot, target: Path, config: dict | None = None) -> Path:
     """Make `target` a code-free view of the snapshot: links to weights and processing files,
-    and a config.json without `auto_map` (the hook by which libraries import snapshot code)."""
+    and a config.json without `auto_map` (the hook by which libraries import snapshot code).
+    `config` replaces the snapshot's config (e.g. the text half of a vision model)."""
     target.mkdir(parents=True, exist_ok=False)
-    config = {k: v for k, v in snapshot.config.items() if k != "auto_map"}
+    config = {k: v for k, v in (config or snapshot.config).items() if k != "auto_map"}
     (target / CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     linked = [p.name for p in snapshot.weight_files] + [INDEX] + list(PROCESSING_FILES)
     for name in linked:

@@ -113,6 +113,9 @@ def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
     missing = [t for t in PHI3_EOS_IDS if t not in eos]
     if missing:
         problems.append(f"end-of-turn ids {missing} missing from eos_token_id {eos}")
+    expected_type = {"chat": "phi3", "vision": "phi3v"}[manifest.role]
+    if config["model"].get("type") != expected_type:
+        problems.append(f"model type {config['model'].get('type')!r}, expected {expected_type!r}")
     if problems:
         return CheckResult("genai_config", FAIL, "; ".join(problems))
     return CheckResult("genai_config", PASS, f"max_length {manifest.context_length}, eos {eos}")
@@ -202,8 +205,8 @@ def parity_metrics(onnx_logits: np.ndarray, ref_logits: np.ndarray) -> dict[str,
     }
 
 
-def within_bounds(metrics: dict[str, float], precision: str) -> list[str]:
-    bounds = PARITY_BOUNDS[precision]
+def within_bounds(metrics: dict[str, float], precision: str, table: dict | None = None) -> list[str]:
+    bounds = (table or PARITY_BOUNDS)[precision]
     broken = []
     if "max_abs_diff" in bounds and metrics["max_abs_diff"] > bounds["max_abs_diff"]:
         broken.append(f"max abs diff {metrics['max_abs_diff']:.3g} > {bounds['max_abs_diff']}")
@@ -267,7 +270,8 @@ def _check_reference(model, tokenizer, manifest: Manifest, reference: Path) -> C
 
 
 def verify_package(package: Path, reference: Path | None = None, threads: int | None = None,
-                   progress: Callable[[str], None] | None = None) -> VerifyReport:
+                   progress: Callable[[str], None] | None = None, images: list[Path] | None = None,
+                   question: str = "What does it say?") -> VerifyReport:
     package = Path(package)
     if not package.is_dir():
         raise ExportError(f"package folder {package} does not exist")
@@ -280,15 +284,12 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
     say("checking file hashes")
     files = _check_files(package, manifest)
     report.checks.append(files)
-    dependent = ["genai_config", "load", "tokenizer", "chat_format", "generation"]
+    dependent = ["genai_config", "load", "tokenizer", "chat_format"]
+    dependent += ["image_tokens", "generation"] if manifest.role == "vision" else ["generation"]
     if reference is not None:
         dependent.append("reference")
     if files.status == FAIL:
         report.checks += [CheckResult(name, SKIP, "package files do not match the manifest") for name in dependent]
-        return report
-    if manifest.role != "chat":
-        report.checks += [CheckResult(name, SKIP, f"checks for role {manifest.role!r} packages are not "
-                                      "implemented") for name in dependent]
         return report
     report.checks.append(_check_genai_config(package, manifest))
 
@@ -312,6 +313,13 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
                                      {"seconds": round(load_seconds, 3), "cpu_fallback": cpu_fallback}))
     report.checks.append(_check_tokenizer(tokenizer))
     report.checks.append(_check_chat_template(tokenizer))
+    if manifest.role == "vision":
+        from .verify_vision import vision_checks
+
+        report.checks += vision_checks(package, manifest, model, tokenizer, reference, say, images, question)
+        return report
+    if images:
+        raise ExportError("--image needs a vision package; this one is a chat package")
     say("generating")
     vocab = int(json.loads((package / "genai_config.json").read_text())["model"]["vocab_size"])
     report.checks.append(_check_generation(model, tokenizer, vocab))

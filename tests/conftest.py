@@ -55,3 +55,18 @@ def small_context_package(models_root, tiny_snapshot) -> Path:
     out = models_root / "phi35-mini-tiny-int4-ctx256"
     export_text(tiny_snapshot, out, TextExportOptions(context=256), say=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_snapshot(models_root) -> Path:
+    """A random Phi-3.5-vision checkpoint: real config layout, shrunken decoder and CLIP tower."""
+    return build_fixture("phi-3.5-vision", "tiny", models_root / "phi35-vision-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def vision_package(models_root, tiny_vision_snapshot) -> Path:
+    from export.vision import VisionExportOptions, export_vision
+
+    out = models_root / "phi35-vision-tiny-int4"
+    export_vision(tiny_vision_snapshot, out, VisionExportOptions(), say=lambda _m: None)
+    return out
