@@ -122,6 +122,24 @@ def effective_accuracy_level(options: TextExportOptions) -> int:
     return 4 if options.target == "cpu" else 0
 
 
+def quantization_info(options, quantized_models: list[str] | None = None) -> dict:
+    """The manifest's quantization block, for text and vision exports alike."""
+    int4 = options.precision == "int4"
+    info = {"method": "MatMulNBits (round-to-nearest, symmetric)" if int4 else "none",
+            "bits": 4 if int4 else None, "block_size": options.block_size if int4 else None,
+            "accuracy_level": effective_accuracy_level(options) if int4 else None,
+            "quantized_ops": ["MatMul"] if int4 else []}
+    if quantized_models is not None:
+        info["quantized_models"] = quantized_models if int4 else []
+    return info
+
+
+def source_info(snapshot: Snapshot) -> dict:
+    return {"name": snapshot.name, "architecture": snapshot.architecture, "config_sha256": snapshot.config_sha256,
+            "num_parameters": snapshot.num_parameters(),
+            "max_position_embeddings": snapshot.config.get("max_position_embeddings")}
+
+
 def export_text(input_dir: Path, output: Path, options: TextExportOptions,
                 say: Callable[[str], None] = print) -> Manifest:
     check_output_path(output, options.force)
@@ -155,22 +173,10 @@ def export_text(input_dir: Path, output: Path, options: TextExportOptions,
                 name=snapshot.name,
                 target=options.target,
                 precision=options.precision,
-                quantization={
-                    "method": "MatMulNBits (round-to-nearest, symmetric)" if options.precision == "int4" else "none",
-                    "bits": 4 if options.precision == "int4" else None,
-                    "block_size": options.block_size if options.precision == "int4" else None,
-                    "accuracy_level": effective_accuracy_level(options) if options.precision == "int4" else None,
-                    "quantized_ops": ["MatMul"] if options.precision == "int4" else [],
-                },
+                quantization=quantization_info(options),
                 context_length=options.context,
                 kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
-                source={
-                    "name": snapshot.name,
-                    "architecture": snapshot.architecture,
-                    "config_sha256": snapshot.config_sha256,
-                    "num_parameters": snapshot.num_parameters(),
-                    "max_position_embeddings": snapshot.config.get("max_position_embeddings"),
-                },
+                source=source_info(snapshot),
                 tools=tool_versions(),
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 files=describe_files(staging),

@@ -29,7 +29,7 @@ from .genai_builder import build_decoder
 from .output import GIB, atomic_folder, check_free_space, check_output_path
 from .snapshot import LICENSE_FILES, Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
 from .text import (BLOCK_SIZES, DEFAULT_CONTEXT, MIN_CONTEXT, effective_accuracy_level, finish_genai_config,
-                   kv_bytes_per_token, tool_versions)
+                   kv_bytes_per_token, quantization_info, source_info, tool_versions)
 from .vision_layout import (CLIP, PREFIX, ClipGeometry, clip_geometry_from_shapes, image_side_tensors)
 
 VISION_ARCHITECTURES = {"Phi3VForCausalLM": "phi3_v"}
@@ -284,20 +284,13 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
                 if (snapshot.path / name).is_file():
                     shutil.copyfile(snapshot.path / name, staging / name)
             say("hashing files and writing the manifest")
-            int4 = options.precision == "int4"
             manifest = Manifest(
                 role="vision", model_type="phi3v", name=snapshot.name, target=options.target,
                 precision=options.precision,
-                quantization={"method": "MatMulNBits (round-to-nearest, symmetric)" if int4 else "none",
-                              "bits": 4 if int4 else None, "block_size": options.block_size if int4 else None,
-                              "accuracy_level": effective_accuracy_level(options) if int4 else None,
-                              "quantized_ops": ["MatMul"] if int4 else [],
-                              "quantized_models": ["model.onnx", VISION_FILE] if int4 else []},
+                quantization=quantization_info(options, ["model.onnx", VISION_FILE]),
                 context_length=options.context,
                 kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
-                source={"name": snapshot.name, "architecture": snapshot.architecture,
-                        "config_sha256": snapshot.config_sha256, "num_parameters": snapshot.num_parameters(),
-                        "max_position_embeddings": snapshot.config.get("max_position_embeddings")},
+                source=source_info(snapshot),
                 tools=tool_versions(),
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 files=describe_files(staging),

@@ -226,3 +226,15 @@ def test_corrupted_vision_model_fails_verify(capsys, vision_package, tmp_path):
     status, report = run_json(capsys, "verify", str(package), "--json")
     assert status == 1
     assert {c["name"]: c["status"] for c in report["checks"]}["image_tokens"] == "skip"
+
+
+def test_cuda_target_vision_package_verifies_here(tiny_vision_snapshot, tmp_path):
+    package = tmp_path / "cuda"
+    export_vision(tiny_vision_snapshot, package, VisionExportOptions(target="cuda"), say=lambda _m: None)
+    config = json.loads((package / "genai_config.json").read_text())
+    assert all(config["model"][part]["session_options"]["provider_options"][0].keys() == {"cuda"}
+               for part in ("decoder", "vision", "embedding"))
+    embedding = onnx.load(str(package / "embedding.onnx"), load_external_data=False)
+    assert embedding.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    report = verify_package(package, reference=tiny_vision_snapshot)
+    assert report.ok, report.text()

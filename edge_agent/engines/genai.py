@@ -33,5 +33,9 @@ def load_model(package: Path, threads: int | None = None, cpu_only: bool = False
     if threads is None:
         threads = available_cores()
     if threads:
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        # every model of the package (decoder; vision and embedding for phi3v) gets the threads
+        sections = json.loads((Path(package) / "genai_config.json").read_text())["model"]
+        options = {"session_options": {"intra_op_num_threads": threads}}
+        overlay = {name: options for name in ("decoder", "vision", "embedding", "speech") if name in sections}
+        config.overlay(json.dumps({"model": overlay}))
     return og.Model(config)
