@@ -2,6 +2,7 @@
 
     edge-agent serve [--config FILE]
     edge-agent chat [--session ID] [--system TEXT] [--json] [--max-tokens N] [--temperature T] [PROMPT]
+    edge-agent ocr --image FILE [--json]
     edge-agent status | describe
     edge-agent models [list | load NAME | unload NAME]
     edge-agent sessions [list | create [ID] | delete ID | reset ID]
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     chat.add_argument("--drop-oldest", action="store_true", help="drop old turns instead of failing when full")
     chat.add_argument("--json", action="store_true", help="print every event as one JSON line")
+
+    ocr = client_command("ocr", "read the text in an image (fast engine, no model package needed)")
+    ocr.add_argument("--image", type=Path, required=True, help="JPEG, PNG or WebP file")
+    ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
+    ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
 
     client_command("status", "daemon and engine status")
     client_command("describe", "protocol version, services, limits")
@@ -130,7 +136,18 @@ def _client_command(args) -> int:
                 if not args.session:
                     client.sessions("delete", session=session)
                 return 0
-            if args.command == "status":
+            if args.command == "ocr":
+                try:
+                    image = args.image.read_bytes()
+                except OSError as exc:
+                    print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+                    return EXIT_USAGE
+                result = client.ocr(image, engine=args.engine)
+                if args.json:
+                    _print_json(result)
+                else:
+                    print(result["text"])
+            elif args.command == "status":
                 _print_json(client.status())
             elif args.command == "describe":
                 _print_json(client.describe())

@@ -195,6 +195,23 @@ class Client:
     def cancel(self, target: str) -> dict:
         return self.call("cancel", target=target)
 
+    def ocr(self, image: bytes, engine: str = "fast", timeout: float | None = None) -> dict:
+        """Text in an image (JPEG, PNG or WebP bytes), in reading order, with lines and boxes."""
+        rid = self.send("ocr", attachments=(image,), engine=engine)
+        timeout = self.timeout if timeout is None else timeout
+        finished = False
+        try:
+            while not finished:
+                event = self.next_event(rid, timeout)
+                finished = bool(event.get("final"))
+        finally:
+            if not finished:
+                self._abandon(rid)
+        if event["event"] == "error":
+            raise EdgeAgentError(event["error"])
+        self.last_result = event
+        return event
+
     def chat_events(self, prompt: str | None = None, *, messages: list[dict] | None = None,
                     session: str | None = None, timeout: float | None = None, rid: str | None = None,
                     **options: Any) -> Iterator[dict]:

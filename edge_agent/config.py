@@ -83,6 +83,13 @@ class ChatConfig:
 
 
 @dataclass
+class OcrConfig:
+    # the OCR models are small (15 MB): keep them loaded longer than the chat model
+    keep_alive_s: float = 600.0
+    engine_timeout_s: float = 30.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "info"
 
@@ -92,6 +99,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -172,6 +180,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("chat.engine_timeout_s and chat.load_timeout_s must be positive")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
+    if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0:
+        raise ConfigError("ocr.keep_alive_s must not be negative and ocr.engine_timeout_s must be positive")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level must be debug, info, warning or error")
     return config

@@ -34,7 +34,7 @@ CONTEXT_EXCEEDED = "context_exceeded"
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
                INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
 
-OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models")
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr")
 ROLES = ("system", "user", "assistant")
 
 
@@ -92,6 +92,13 @@ class SessionsRequest:
 class ModelsRequest:
     action: str = "list"
     name: str | None = None
+
+
+@dataclass(frozen=True)
+class OcrRequest:
+    engine: str = "fast"
+    speak: bool = False
+    camera: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,13 @@ def _parse_chat(f: _Fields) -> ChatRequest:
     )
 
 
+def _parse_ocr(f: _Fields) -> OcrRequest:
+    engine = f.choice("engine", ("fast", "vision", "auto"), "fast")
+    if engine == "auto":
+        engine = "fast"  # auto means fast until the vision engine also serves OCR
+    return OcrRequest(engine, f.boolean("speak", False), f.string("camera", max_length=64))
+
+
 _PARSERS = {
     "describe": (set(), lambda f: EmptyRequest()),
     "status": (set(), lambda f: EmptyRequest()),
@@ -231,6 +245,7 @@ _PARSERS = {
     "sessions": ({"action", "session", "system"}, lambda f: SessionsRequest(
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
+    "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }

@@ -26,6 +26,7 @@ from . import protocol as P
 from .config import Config, is_loopback_endpoint
 from .models import resolve, scan
 from .services.chat import ChatService
+from .services.ocr import OcrService
 from .systemd import notify, watchdog_interval_s
 
 log = logging.getLogger("edge_agent.server")
@@ -75,6 +76,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._authenticator = None
         self.chat = ChatService(config, self.context, self._emit)
+        self.ocr = OcrService(config, self.context, self._emit)
 
     # ---------------------------------------------------------------- sockets
 
@@ -152,11 +154,15 @@ class Server:
                 log.info("%s id=%s client=%s done", job.op, job.rid, job.client.name)
         self._send(job.client, P.event(job.rid, kind, final, **fields))
 
+    def _service_of(self, job_id: str):
+        return self.ocr if job_id in self.ocr.jobs else self.chat
+
     async def _client_gone(self, client: Client) -> None:
         for rid, job_id in list(client.inflight.items()):
+            service = self._service_of(job_id)
             self.jobs.pop(job_id, None)
             client.inflight.pop(rid, None)
-            await self.chat.cancel(job_id)
+            await service.cancel(job_id)
         self.clients.pop(client.key, None)
 
     # ---------------------------------------------------------------- receiving
@@ -241,7 +247,7 @@ class Server:
                 self._send(client, P.result(rid, cancelled=False, reason="unknown"))
             else:
                 log.info("cancel id=%s client=%s", body.target, client.name)
-                asyncio.ensure_future(self.chat.cancel(job_id))
+                asyncio.ensure_future(self._service_of(job_id).cancel(job_id))
                 self._send(client, P.result(rid, cancelled=True))
         elif op == "sessions":
             self._send(client, P.result(rid, **self.chat.sessions_op(body)))
@@ -249,10 +255,13 @@ class Server:
             self._models(client, rid, body, admin)
         elif op == "chat":
             self._start_chat(client, rid, body)
+        elif op == "ocr":
+            self._start_ocr(client, rid, body, request.attachments)
         else:  # parse_request knows every op; this is a bug
             raise P.ProtocolError(P.INTERNAL, f"op {op} has no handler")
 
-    def _start_chat(self, client: Client, rid: str, body: P.ChatRequest) -> None:
+    def _check_limits(self, client: Client) -> str:
+        """Per-client and daemon-wide limits for engine work; returns a new job id."""
         limits = self.config.server
         if len(client.inflight) >= limits.max_inflight_per_client:
             raise P.ProtocolError(P.BUSY, f"this client already has {len(client.inflight)} requests in flight "
@@ -260,23 +269,35 @@ class Server:
         if len(self.jobs) >= limits.max_queue:
             raise P.ProtocolError(P.BUSY, f"the daemon's queue is full ({limits.max_queue} requests)",
                                   retry_after_ms=1000)
-        job_id = f"j{next(self._job_ids)}"
-        self.chat.begin(job_id, body)  # raises ProtocolError: rejected before it was accepted
-        self.jobs[job_id] = Job(client, rid, "chat")
+        return f"j{next(self._job_ids)}"
+
+    def _accept(self, client: Client, rid: str, op: str, job_id: str, work, queue_position: int = 0) -> None:
+        """Register an accepted job, tell the client, and run `work` (a coroutine) for it."""
+        self.jobs[job_id] = Job(client, rid, op)
         client.inflight[rid] = job_id
-        log.info("chat id=%s client=%s job=%s", rid, client.name, job_id)
-        self._send(client, P.event(rid, "accepted", queue_position=self.chat.queue_position()))
+        log.info("%s id=%s client=%s job=%s", op, rid, client.name, job_id)
+        self._send(client, P.event(rid, "accepted", queue_position=queue_position))
 
         async def run() -> None:
             try:
-                await self.chat.run(job_id)
+                await work
             except P.ProtocolError as exc:
                 self._emit(job_id, "error", True, {"error": exc.to_error()})
             except Exception as exc:  # noqa: BLE001
-                log.exception("chat job %s failed", job_id)
+                log.exception("%s job %s failed", op, job_id)
                 self._emit(job_id, "error", True, {"error": {"code": P.INTERNAL, "message": str(exc)}})
 
         asyncio.ensure_future(run())
+
+    def _start_chat(self, client: Client, rid: str, body: P.ChatRequest) -> None:
+        job_id = self._check_limits(client)
+        self.chat.begin(job_id, body)  # raises ProtocolError: rejected before it was accepted
+        self._accept(client, rid, "chat", job_id, self.chat.run(job_id), self.chat.queue_position())
+
+    def _start_ocr(self, client: Client, rid: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
+        job_id = self._check_limits(client)
+        image = self.ocr.begin(job_id, body, attachments)
+        self._accept(client, rid, "ocr", job_id, self.ocr.run(job_id, image))
 
     def _models(self, client: Client, rid: str, body: P.ModelsRequest, admin: bool) -> None:
         if body.action == "list":
@@ -330,19 +351,20 @@ class Server:
             "protocol": {"version": P.VERSION, "supported": list(P.SUPPORTED_VERSIONS)},
             "server": {"name": "edge-agent", "version": __version__},
             "ops": list(P.OPS),
-            "services": {"chat": self.chat.describe()},
+            "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe()},
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
                        "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},
         }
 
     def status(self) -> dict:
-        engines = {"chat": self.chat.status()}
+        engines = {"chat": self.chat.status(), "ocr": self.ocr.status()}
         rss = _rss_bytes(os.getpid())
-        engine_pid = engines["chat"].get("pid")
-        engine_rss = _rss_bytes(engine_pid) if engine_pid else 0
-        if engine_pid:
-            engines["chat"]["rss_bytes"] = engine_rss
+        engine_rss = 0
+        for engine in engines.values():
+            if engine.get("pid"):
+                engine["rss_bytes"] = _rss_bytes(engine["pid"])
+                engine_rss += engine["rss_bytes"]
         return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
                 "rss_bytes": rss + engine_rss, "daemon_rss_bytes": rss, "clients": len(self.clients),
                 "inflight": len(self.jobs), "queue_depth": self.chat.queue_depth(),
@@ -356,6 +378,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.shutdown(signal.Signals(s).name)))
         self.chat.start()
+        self.ocr.start()
         tasks = [self._start_receiver(i, listener) for i, listener in enumerate(self.listeners)]
         interval = watchdog_interval_s()
         if interval:
@@ -369,8 +392,8 @@ class Server:
     async def _watchdog(self, interval: float) -> None:
         # fed from the event loop itself: a blocked loop stops the pings and systemd restarts us
         while True:
-            engine = self.chat.status()
-            notify(f"WATCHDOG=1\nSTATUS=chat {engine['state']}, {len(self.jobs)} request(s) in flight")
+            notify(f"WATCHDOG=1\nSTATUS=chat {self.chat.status()['state']}, ocr {self.ocr.status()['state']}, "
+                   f"{len(self.jobs)} request(s) in flight")
             await asyncio.sleep(interval)
 
     async def shutdown(self, reason: str = "shutdown") -> None:
@@ -380,10 +403,12 @@ class Server:
         notify("STOPPING=1")
         log.info("%s: ending %d request(s) in flight", reason, len(self.jobs))
         self.chat.cancel_all("shutdown")
+        self.ocr.cancel_all("shutdown")
         for job_id, job in list(self.jobs.items()):  # non-chat jobs (models load)
             self._emit(job_id, "error", True, {"error": {"code": P.CANCELLED, "message": "the daemon is shutting "
                                                          "down", "reason": "shutdown"}})
         await self.chat.close()
+        await self.ocr.close()
         for listener in self.listeners:
             listener.sock.close()  # LINGER lets the final events reach their clients
             if listener.endpoint.startswith("ipc://"):

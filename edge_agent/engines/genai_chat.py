@@ -18,7 +18,7 @@ import numpy as np
 import zmq
 
 from .genai import load_model
-from .host import HEARTBEAT_S, worker_loop_sender
+from .host import HEARTBEAT_S, receive, worker_loop_sender
 from .stopstrings import StopStringFilter
 
 FINISH_REASONS = {"EOS": "stop", "STOP_STRING": "stop_string", "MAX_GENERATED_TOKENS": "length",
@@ -314,7 +314,7 @@ class ChatWorker:
             busy = self.engine.has_pending_requests() and bool(self.jobs)
             events = dict(poller.poll(0 if busy else int(HEARTBEAT_S * 1000)))
             while self.sock in events:
-                self.handle(json.loads(self.sock.recv()))
+                self.handle(receive(self.sock))
                 events = dict(poller.poll(0))
             if self.jobs and self.engine.has_pending_requests():
                 self.step()

@@ -7,10 +7,12 @@ step; the host declares it hung when a job is in flight and nothing arrived for
 with an error, the process is killed and a fresh one is started.
 
 Messages are single JSON frames:
-  host -> child: {"type": "job", "job": ID, ...payload} | {"type": "cancel", "job": ID} | {"type": "stop"}
+  host -> child: {"type": "job", "job": ID, ...payload} [+ binary frames] | {"type": "cancel", "job": ID}
+                 | {"type": "stop"}
   child -> host: {"type": "ready", ...info} | {"type": "load_failed", "error": MSG}
                  {"type": "heartbeat"} | {"type": "event", "job": ID, "kind": ..., ...}
-A job ends when the child sends an event with "final": true.
+A job ends when the child sends an event with "final": true. `receive(sock)` reads one
+host message in the child: the JSON header with the binary frames under "attachments".
 """
 from __future__ import annotations
 
@@ -174,14 +176,15 @@ class EngineHost:
 
     # ---------------------------------------------------------------- jobs
 
-    async def submit(self, job: str, payload: dict) -> None:
+    async def submit(self, job: str, payload: dict, attachments: tuple[bytes, ...] = ()) -> None:
+        """Hand a job to the child; binary attachments (an image) travel as extra frames."""
         if self.state != READY or self._sock is None:
             raise EngineUnavailable(f"{self.name} engine is {self.state}")
         self.active.add(job)
         self.last_used = time.monotonic()
         if len(self.active) == 1:
             self._last_heard = time.monotonic()  # hang timing starts with the work
-        await self._sock.send(json.dumps({"type": "job", "job": job, **payload}).encode())
+        await self._sock.send_multipart([json.dumps({"type": "job", "job": job, **payload}).encode(), *attachments])
 
     async def cancel(self, job: str) -> None:
         if job in self.active and self._sock is not None:
@@ -258,6 +261,14 @@ class EngineHost:
             "idle_for_s": round(now - self.last_used, 1) if not self.active else 0.0,
             "active_requests": len(self.active),
         }
+
+
+def receive(sock: zmq.Socket) -> dict:
+    """One message from the host, in the child process."""
+    frames = sock.recv_multipart()
+    message = json.loads(frames[0])
+    message["attachments"] = frames[1:]
+    return message
 
 
 def worker_loop_sender(sock: zmq.Socket):

@@ -1,0 +1,101 @@
+"""The fast OCR engine: RapidOCR (PP-OCRv6 models shipped in its wheel, offline), run inside
+an engine child process (see host.py). Decoding and checking the image happens here too, so
+a hostile image can only hurt this process."""
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+
+from ..images import ImageError, load_image
+from ..ocr_layout import Box, line_text, reading_order
+from .host import HEARTBEAT_S, receive, worker_loop_sender
+
+
+def script_hint(text: str) -> str | None:
+    """A coarse language hint from the characters: latin, cjk, cyrillic, ... or mixed."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if not char.isalpha():
+            continue
+        code = ord(char)
+        script = ("cjk" if 0x3040 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF else
+                  "cyrillic" if 0x0400 <= code <= 0x04FF else
+                  "greek" if 0x0370 <= code <= 0x03FF else
+                  "arabic" if 0x0600 <= code <= 0x06FF else "latin")
+        counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return None
+    top = max(counts, key=counts.get)
+    return top if counts[top] >= 0.8 * sum(counts.values()) else "mixed"
+
+
+class OcrWorker:
+    def __init__(self, sock: zmq.Socket):
+        from rapidocr import RapidOCR
+
+        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        self.sock = sock
+        self.send, self.heartbeat = worker_loop_sender(sock)
+        self.engine = RapidOCR()
+
+    def recognise(self, job: str, data: bytes) -> dict:
+        import numpy as np
+
+        start = time.perf_counter()
+        loaded = load_image(data)
+        decoded = time.perf_counter()
+        output = self.engine(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
+        recognised = time.perf_counter()
+        boxes = []
+        if output.boxes is not None:
+            for points, text, score in zip(output.boxes.tolist(), output.txts, output.scores):
+                boxes.append(Box(text, float(score), points))
+        lines = reading_order(boxes)
+        text = "\n".join(line_text(line) for line in lines)
+        stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
+        return {"text": text, "language": script_hint(text),
+                "lines": [{"text": line_text(line), "confidence": round(min(b.confidence for b in line), 4),
+                           "boxes": [[[round(x, 1), round(y, 1)] for x, y in b.points] for b in line]}
+                          for line in lines],
+                "image": {"format": loaded.format, "width": loaded.width, "height": loaded.height,
+                          "exif_rotated": loaded.rotated},
+                "timings_ms": {"decode": round((decoded - start) * 1000, 1),
+                               "ocr": round((recognised - decoded) * 1000, 1),
+                               **{k: round(v * 1000, 1) for k, v in stages.items() if v is not None},
+                               "layout": round((time.perf_counter() - recognised) * 1000, 1)}}
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while True:
+            if not poller.poll(int(HEARTBEAT_S * 1000)):
+                self.heartbeat()
+                continue
+            message = receive(self.sock)
+            if message["type"] == "stop":
+                return
+            if message["type"] != "job":
+                continue  # a cancel for a job that already ended: OCR jobs are not interruptible
+            job = message["job"]
+            try:
+                result = self.recognise(job, message["attachments"][0] if message["attachments"] else b"")
+                self.send({"type": "event", "job": job, "kind": "done", "final": True, **result})
+            except ImageError as exc:
+                self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": exc.code,
+                           "message": exc.message, "field": "image"})
+            except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
+                self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": "internal",
+                           "message": f"{type(exc).__name__}: {exc}"})
+
+
+def serve(sock: zmq.Socket, spec: dict) -> None:
+    send, _ = worker_loop_sender(sock)
+    try:
+        worker = OcrWorker(sock)
+    except Exception as exc:  # noqa: BLE001
+        send({"type": "load_failed", "error": f"cannot start RapidOCR: {exc}"})
+        return
+    send({"type": "ready", "engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})
+    worker.run()

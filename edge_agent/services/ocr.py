@@ -1,0 +1,101 @@
+"""The OCR service: images in, text in reading order out, through the fast engine (RapidOCR)
+in its own process. Loaded on first use, unloaded after `ocr.keep_alive_s` idle seconds."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import zmq.asyncio
+
+from .. import protocol as P
+from ..config import Config
+from ..engines.host import READY, EngineHost, EngineUnavailable
+from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
+from .chat import Sink
+
+
+class OcrService:
+    def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
+        self.config = config
+        self.sink = sink
+        self.engine = EngineHost("ocr", "edge_agent.engines.rapidocr:serve", {}, on_event=self._on_engine_event,
+                                 progress_timeout_s=config.ocr.engine_timeout_s,
+                                 load_timeout_s=config.chat.load_timeout_s, context=context)
+        self.jobs: dict[str, float] = {}  # job -> accepted at
+        self._idle_task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._idle_task = asyncio.ensure_future(self._unload_when_idle())
+
+    async def close(self) -> None:
+        if self._idle_task:
+            self._idle_task.cancel()
+        await self.engine.stop()
+        self.engine.close()
+
+    async def _unload_when_idle(self) -> None:
+        keep_alive = self.config.ocr.keep_alive_s
+        while True:
+            await asyncio.sleep(min(1.0, keep_alive) if keep_alive else 1.0)
+            if (keep_alive and self.engine.state == READY and not self.engine.active and not self.jobs
+                    and time.monotonic() - self.engine.last_used > keep_alive):
+                await self.engine.stop()
+
+    def describe(self) -> dict:
+        return {"available": True, "engines": ["fast"], "default_engine": "fast",
+                "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
+                "max_image_pixels": MAX_PIXELS, "speak": False, "camera": False}
+
+    def status(self) -> dict:
+        return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
+
+    def begin(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> bytes:
+        """Validate before accepting; returns the image bytes."""
+        if body.engine == "vision":
+            raise P.ProtocolError(P.UNSUPPORTED, "the vision OCR engine is not available yet; use engine 'fast'",
+                                  field="engine")
+        if body.speak:
+            raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this daemon "
+                                  "does not have yet", field="speak")
+        if body.camera is not None:
+            raise P.ProtocolError(P.UNSUPPORTED, "camera sources are not available yet; send the image in frame 1",
+                                  field="camera")
+        if len(attachments) != 1:
+            raise P.ProtocolError(P.BAD_REQUEST, f"ocr needs exactly one image frame after the header, got "
+                                  f"{len(attachments)}", field="image")
+        self.jobs[job] = time.monotonic()
+        return attachments[0]
+
+    async def run(self, job: str, image: bytes) -> None:
+        try:
+            if self.engine.state != READY:
+                self.sink(job, "progress", False, {"stage": "loading_model"})
+            await self.engine.ensure_ready()
+            if job in self.jobs:
+                await self.engine.submit(job, {}, (image,))
+        except EngineUnavailable as exc:
+            self.jobs.pop(job, None)
+            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"the OCR engine failed to start: {exc}") from None
+
+    async def cancel(self, job: str) -> None:
+        """An OCR pass cannot be interrupted; the request ends now and its result is dropped."""
+        if self.jobs.pop(job, None) is not None:
+            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": "cancelled", "reason": "cancel"}})
+
+    def cancel_all(self, reason: str) -> None:
+        for job in list(self.jobs):
+            self.jobs.pop(job)
+            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": f"cancelled: {reason}",
+                                                      "reason": reason}})
+
+    def _on_engine_event(self, job: str, message: dict) -> None:
+        accepted = self.jobs.pop(job, None)
+        if accepted is None:
+            return  # cancelled meanwhile
+        if message["kind"] == "done":
+            fields = {k: v for k, v in message.items() if k not in ("type", "kind", "final")}
+            fields["timings_ms"]["total"] = round((time.monotonic() - accepted) * 1000, 1)
+            self.sink(job, "result", True, {"engine": "fast", **fields})
+        else:
+            extra = {k: v for k, v in message.items() if k not in ("type", "kind", "final", "code", "message")}
+            self.sink(job, "error", True, {"error": {"code": message["code"], "message": message["message"], **extra}})
