@@ -1,0 +1,115 @@
+"""Benchmark: fast OCR (RapidOCR) latency per frame size and accuracy on a rendered corpus.
+
+    python bench/ocr.py [--repeats 5] [--output FILE]
+
+Renders labels into 640x480, 1280x720 and 1920x1080 frames and times OCR in-process and
+through the daemon (one run, same machine, so the ratio is meaningful); renders a corpus of
+24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
+character error rate. Writes bench/results/ocr.json. The `guide` and `ask` measurements of
+the camera/OCR issue are not here yet: those operations do not exist yet.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import RESULTS, machine, write_result  # noqa: E402
+
+FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
+SIZES = (20, 28, 36, 48)
+FRAMES = ((640, 480), (1280, 720), (1920, 1080))
+WORDS = ("keep refrigerated best before batch store dry place contains milk wheat soy shake well "
+         "use within days after opening ingredients sugar water salt vitamin dose tablet twice daily "
+         "warning children heat open here expiry lot net weight product of made in").split()
+
+
+def render(lines: list[str], size: tuple[int, int], font_name: str, points: int) -> bytes:
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/" + font_name, points)
+    for i, line in enumerate(lines):
+        draw.text((size[0] // 16, size[1] // 10 + i * int(points * 1.8)), line, fill="black", font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def cer(got: str, want: str) -> float:
+    a, b = " ".join(got.split()), " ".join(want.split())
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1] / max(1, len(b))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=RESULTS / "ocr.json")
+    args = parser.parse_args()
+
+    import numpy as np
+    from PIL import Image
+    from rapidocr import RapidOCR
+
+    from edge_agent.client import Client
+    from tests.daemon_util import Daemon
+
+    engine = RapidOCR()
+    label = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B 500 ml"]
+    result: dict = {"benchmark": "ocr", "machine": machine(), "engine": "rapidocr PP-OCRv6 (fast)", "frames": []}
+    with tempfile.TemporaryDirectory() as work:
+        daemon = Daemon(Path(work) / "daemon", {"logging": {"level": "warning"}})
+        try:
+            with Client(daemon.address, timeout=120) as client:
+                for size in FRAMES:
+                    data = render(label, size, "DejaVuSans.ttf", max(20, size[1] // 20))
+                    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1]
+                    engine(pixels)
+                    client.ocr(data)  # warm-up, and the daemon loads its engine
+                    local, served, errors = [], [], []
+                    for _ in range(args.repeats):
+                        start = time.perf_counter()
+                        engine(pixels)
+                        local.append(time.perf_counter() - start)
+                        start = time.perf_counter()
+                        text = client.ocr(data)["text"]
+                        served.append(time.perf_counter() - start)
+                        errors.append(cer(text, "\n".join(label)))
+                    result["frames"].append({
+                        "size": list(size), "in_process_ms": round(statistics.median(local) * 1000, 1),
+                        "daemon_ms": round(statistics.median(served) * 1000, 1),
+                        "daemon_vs_in_process": round(statistics.median(served) / statistics.median(local), 3),
+                        "cer": round(max(errors), 4)})
+                    print(result["frames"][-1], file=sys.stderr)
+                rng = random.Random(7)
+                corpus = []
+                for page in range(24):
+                    font_name, points = FONTS[page % len(FONTS)], SIZES[(page // len(FONTS)) % len(SIZES)]
+                    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(4)]
+                    text = client.ocr(render(lines, (1280, 720), font_name, points))["text"]
+                    corpus.append({"font": font_name, "points": points, "cer": round(cer(text, "\n".join(lines)), 4)})
+        finally:
+            daemon.stop()
+    result["corpus"] = {"pages": len(corpus), "mean_cer": round(statistics.mean(c["cer"] for c in corpus), 4),
+                        "max_cer": max(c["cer"] for c in corpus), "pages_detail": corpus}
+    write_result(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
