@@ -2,7 +2,8 @@
 
     edge-agent serve [--config FILE]
     edge-agent chat [--session ID] [--system TEXT] [--json] [--max-tokens N] [--temperature T] [PROMPT]
-    edge-agent ocr --image FILE [--json]
+    edge-agent ocr --image FILE | --camera NAME [--json]
+    edge-agent capture --camera NAME --out FILE.jpg
     edge-agent status | describe
     edge-agent models [list | load NAME | unload NAME]
     edge-agent sessions [list | create [ID] | delete ID | reset ID]
@@ -52,9 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print every event as one JSON line")
 
     ocr = client_command("ocr", "read the text in an image (fast engine, no model package needed)")
-    ocr.add_argument("--image", type=Path, required=True, help="JPEG, PNG or WebP file")
+    source = ocr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="JPEG, PNG or WebP file")
+    source.add_argument("--camera", help="a camera named in the daemon's config: its newest frame")
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
+
+    capture = client_command("capture", "save the newest frame of a configured camera")
+    capture.add_argument("--camera", required=True)
+    capture.add_argument("--out", type=Path, required=True, help="JPEG file to write")
 
     client_command("status", "daemon and engine status")
     client_command("describe", "protocol version, services, limits")
@@ -136,13 +143,20 @@ def _client_command(args) -> int:
                 if not args.session:
                     client.sessions("delete", session=session)
                 return 0
-            if args.command == "ocr":
-                try:
-                    image = args.image.read_bytes()
-                except OSError as exc:
-                    print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
-                    return EXIT_USAGE
-                result = client.ocr(image, engine=args.engine)
+            if args.command == "capture":
+                data, info = client.capture(args.camera)
+                args.out.write_bytes(data)
+                print(f"{args.out}: {info['width']}x{info['height']} frame {info['sequence']} of camera "
+                      f"{args.camera}, {info['age_ms']} ms old")
+            elif args.command == "ocr":
+                image = None
+                if args.image is not None:
+                    try:
+                        image = args.image.read_bytes()
+                    except OSError as exc:
+                        print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+                        return EXIT_USAGE
+                result = client.ocr(image, engine=args.engine, camera=args.camera)
                 if args.json:
                     _print_json(result)
                 else:

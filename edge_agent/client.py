@@ -141,11 +141,11 @@ class Client:
             self._buffered[event["id"]].append(event)
 
     def events(self, op: str, timeout: float | None = None, rid: str | None = None,
-               **fields: Any) -> Iterator[dict]:
-        """Send a request and yield its events up to and including the terminal one.
-        Pass `rid` to choose the request id (to cancel it from elsewhere)."""
+               attachments: tuple[bytes, ...] = (), **fields: Any) -> Iterator[dict]:
+        """Send a request (header, then binary `attachments`) and yield its events up to and
+        including the terminal one. Pass `rid` to choose the request id (to cancel it)."""
         timeout = self.timeout if timeout is None else timeout
-        rid = self.send(op, rid=rid, **fields)
+        rid = self.send(op, rid=rid, attachments=attachments, **fields)
         finished = False
         try:
             while not finished:
@@ -164,9 +164,10 @@ class Client:
             pass
         self.reconnect()
 
-    def call(self, op: str, timeout: float | None = None, **fields: Any) -> dict:
+    def call(self, op: str, timeout: float | None = None, attachments: tuple[bytes, ...] = (),
+             **fields: Any) -> dict:
         """Send a request and return its result; raise EdgeAgentError for an error event."""
-        for event in self.events(op, timeout=timeout, **fields):
+        for event in self.events(op, timeout=timeout, attachments=attachments, **fields):
             if event.get("final"):
                 if event["event"] == "error":
                     raise EdgeAgentError(event["error"])
@@ -195,22 +196,17 @@ class Client:
     def cancel(self, target: str) -> dict:
         return self.call("cancel", target=target)
 
-    def ocr(self, image: bytes, engine: str = "fast", timeout: float | None = None) -> dict:
-        """Text in an image (JPEG, PNG or WebP bytes), in reading order, with lines and boxes."""
-        rid = self.send("ocr", attachments=(image,), engine=engine)
-        timeout = self.timeout if timeout is None else timeout
-        finished = False
-        try:
-            while not finished:
-                event = self.next_event(rid, timeout)
-                finished = bool(event.get("final"))
-        finally:
-            if not finished:
-                self._abandon(rid)
-        if event["event"] == "error":
-            raise EdgeAgentError(event["error"])
-        self.last_result = event
-        return event
+    def ocr(self, image: bytes | None = None, engine: str = "fast", camera: str | None = None,
+            timeout: float | None = None) -> dict:
+        """Text in an image (JPEG, PNG or WebP bytes) or a camera's newest frame, in reading
+        order, with lines and boxes."""
+        fields = {"engine": engine, **({"camera": camera} if camera else {})}
+        return self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (), **fields)
+
+    def capture(self, camera: str, timeout: float | None = None) -> tuple[bytes, dict]:
+        """The newest frame of a configured camera: (JPEG bytes, its description)."""
+        result = self.call("capture", timeout=timeout, camera=camera)
+        return result["attachments"][0], result
 
     def chat_events(self, prompt: str | None = None, *, messages: list[dict] | None = None,
                     session: str | None = None, timeout: float | None = None, rid: str | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -90,6 +91,17 @@ class OcrConfig:
 
 
 @dataclass
+class CameraConfig:
+    # /dev/videoN or N (V4L2), a video file or stream URL, or gst:PIPELINE (e.g. a Jetson
+    # CSI camera: gst:nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink)
+    source: str = ""
+    width: int = 0
+    height: int = 0
+    # stop reading the device after this many seconds without a capture
+    keep_alive_s: float = 30.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "info"
 
@@ -100,6 +112,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
+    cameras: dict[str, CameraConfig] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -133,6 +146,8 @@ def _build(cls, data: dict, where: str):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key} must be an integer")
             values[name] = value
+        elif isinstance(current, dict):
+            raise ConfigError(f"{key} must be given as its own tables")
         elif isinstance(current, list):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{key} must be a list of strings")
@@ -198,4 +213,15 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return validate(_build(Config, data, "config"))
+    cameras = data.pop("cameras", {}) if isinstance(data, dict) else {}
+    config = _build(Config, data, "config")
+    if not isinstance(cameras, dict):
+        raise ConfigError("[cameras] must be a table of named cameras, e.g. [cameras.front]")
+    for name, table in cameras.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+            raise ConfigError(f"camera name {name!r}: use 1-32 letters, digits, '-' or '_'")
+        camera = _build(CameraConfig, table, f"cameras.{name}")
+        if not camera.source:
+            raise ConfigError(f"cameras.{name}.source is required")
+        config.cameras[name] = camera
+    return validate(config)

@@ -34,7 +34,7 @@ CONTEXT_EXCEEDED = "context_exceeded"
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
                INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
 
-OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr")
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture")
 ROLES = ("system", "user", "assistant")
 
 
@@ -99,6 +99,11 @@ class OcrRequest:
     engine: str = "fast"
     speak: bool = False
     camera: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    camera: str
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ _PARSERS = {
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
+    "capture": ({"camera"}, lambda f: CaptureRequest(f.string("camera", required=True, max_length=64))),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }

@@ -25,6 +25,7 @@ from . import __version__
 from . import protocol as P
 from .config import Config, is_loopback_endpoint
 from .models import resolve, scan
+from .services.cameras import CameraService
 from .services.chat import ChatService
 from .services.ocr import OcrService
 from .systemd import notify, watchdog_interval_s
@@ -76,7 +77,8 @@ class Server:
         self._stopped = asyncio.Event()
         self._authenticator = None
         self.chat = ChatService(config, self.context, self._emit)
-        self.ocr = OcrService(config, self.context, self._emit)
+        self.cameras = CameraService(config)
+        self.ocr = OcrService(config, self.context, self._emit, self.cameras)
 
     # ---------------------------------------------------------------- sockets
 
@@ -125,11 +127,11 @@ class Server:
 
     # ---------------------------------------------------------------- sending
 
-    def _send(self, client: Client, payload: bytes) -> bool:
+    def _send(self, client: Client, payload: bytes, attachments: tuple[bytes, ...] = ()) -> bool:
         if client.gone:
             return False
         listener = self.listeners[client.key[0]]
-        frames = [client.key[1]] + ([b""] if client.envelope else []) + [payload]
+        frames = [client.key[1]] + ([b""] if client.envelope else []) + [payload, *attachments]
         future = listener.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         exc = future.exception() if future.done() else None
         if exc is None:
@@ -140,7 +142,7 @@ class Server:
         asyncio.ensure_future(self._client_gone(client))
         return False
 
-    def _emit(self, job_id: str, kind: str, final: bool, fields: dict) -> None:
+    def _emit(self, job_id: str, kind: str, final: bool, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
         """Service events for a job, to the client that asked."""
         job = self.jobs.get(job_id)
         if job is None:
@@ -152,7 +154,7 @@ class Server:
                 log.info("%s id=%s client=%s ended: %s", job.op, job.rid, job.client.name, fields["error"]["code"])
             else:
                 log.info("%s id=%s client=%s done", job.op, job.rid, job.client.name)
-        self._send(job.client, P.event(job.rid, kind, final, **fields))
+        self._send(job.client, P.event(job.rid, kind, final, **fields), attachments)
 
     def _service_of(self, job_id: str):
         return self.ocr if job_id in self.ocr.jobs else self.chat
@@ -257,6 +259,8 @@ class Server:
             self._start_chat(client, rid, body)
         elif op == "ocr":
             self._start_ocr(client, rid, body, request.attachments)
+        elif op == "capture":
+            self._start_capture(client, rid, body)
         else:  # parse_request knows every op; this is a bug
             raise P.ProtocolError(P.INTERNAL, f"op {op} has no handler")
 
@@ -297,7 +301,21 @@ class Server:
     def _start_ocr(self, client: Client, rid: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
         job_id = self._check_limits(client)
         image = self.ocr.begin(job_id, body, attachments)
-        self._accept(client, rid, "ocr", job_id, self.ocr.run(job_id, image))
+        self._accept(client, rid, "ocr", job_id, self.ocr.run(job_id, image, body.camera))
+
+    def _start_capture(self, client: Client, rid: str, body: P.CaptureRequest) -> None:
+        job_id = self._check_limits(client)
+        self.cameras.check(body.camera)
+
+        async def capture() -> None:
+            frame, data = await self.cameras.capture(body.camera)
+            height, width = frame.image.shape[:2]
+            self._emit(job_id, "result", True, {"camera": body.camera, "format": "jpeg", "width": int(width),
+                                                "height": int(height), "sequence": frame.sequence,
+                                                "age_ms": round((time.monotonic() - frame.captured_at) * 1000, 1)},
+                       (data,))
+
+        self._accept(client, rid, "capture", job_id, capture())
 
     def _models(self, client: Client, rid: str, body: P.ModelsRequest, admin: bool) -> None:
         if body.action == "list":
@@ -351,7 +369,7 @@ class Server:
             "protocol": {"version": P.VERSION, "supported": list(P.SUPPORTED_VERSIONS)},
             "server": {"name": "edge-agent", "version": __version__},
             "ops": list(P.OPS),
-            "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe()},
+            "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe(), "camera": self.cameras.describe()},
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
                        "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},
@@ -368,7 +386,7 @@ class Server:
         return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
                 "rss_bytes": rss + engine_rss, "daemon_rss_bytes": rss, "clients": len(self.clients),
                 "inflight": len(self.jobs), "queue_depth": self.chat.queue_depth(),
-                "sessions": len(self.chat.sessions), "engines": engines}
+                "sessions": len(self.chat.sessions), "engines": engines, "cameras": self.cameras.status()}
 
     # ---------------------------------------------------------------- run
 
@@ -379,6 +397,7 @@ class Server:
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.shutdown(signal.Signals(s).name)))
         self.chat.start()
         self.ocr.start()
+        self.cameras.start()
         tasks = [self._start_receiver(i, listener) for i, listener in enumerate(self.listeners)]
         interval = watchdog_interval_s()
         if interval:
@@ -409,6 +428,7 @@ class Server:
                                                          "down", "reason": "shutdown"}})
         await self.chat.close()
         await self.ocr.close()
+        self.cameras.close()
         for listener in self.listeners:
             listener.sock.close()  # LINGER lets the final events reach their clients
             if listener.endpoint.startswith("ipc://"):

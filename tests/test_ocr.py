@@ -181,7 +181,8 @@ def test_byte_limit():
     ({"engine": "vision"}, [b"x"], "unsupported", "engine"),
     ({"engine": "magic"}, [b"x"], "bad_request", "engine"),
     ({"speak": True}, [b"x"], "unsupported", "speak"),
-    ({"camera": "front"}, [b"x"], "unsupported", "camera"),
+    ({"camera": "front"}, [b"x"], "bad_request", "camera"),
+    ({"camera": "front"}, [], "not_found", "camera"),
 ])
 def test_bad_ocr_requests(daemon, fields, frames, code, field):
     sock = raw_socket(daemon)

@@ -143,3 +143,21 @@ def test_example_config_in_the_repository_is_valid():
 ])
 def test_loopback_detection(endpoint, loopback):
     assert is_loopback_endpoint(endpoint) is loopback
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[cameras.front]\nwidth = 640\n", "cameras.front.source is required"),
+    ("[cameras.'bad name']\nsource = '/dev/video0'\n", "camera name 'bad name'"),
+    ("[cameras.front]\nsource = '/dev/video0'\nfps = 30\n", "unknown key(s) in [cameras.front]: fps"),
+    ("cameras = 5\n", "[cameras] must be a table"),
+])
+def test_camera_config_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_camera_config(tmp_path):
+    config = load_config(write(tmp_path, "[cameras.front]\nsource = '/dev/video0'\nwidth = 1280\nheight = 720\n"
+                                         "[cameras.csi]\nsource = 'gst:nvarguscamerasrc ! appsink'\n"))
+    assert config.cameras["front"].width == 1280 and config.cameras["csi"].source.startswith("gst:")

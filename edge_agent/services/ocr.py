@@ -11,12 +11,14 @@ from .. import protocol as P
 from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
+from .cameras import CameraService
 from .chat import Sink
 
 
 class OcrService:
-    def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
+    def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         self.config = config
+        self.cameras = cameras
         self.sink = sink
         self.engine = EngineHost("ocr", "edge_agent.engines.rapidocr:serve", {}, on_event=self._on_engine_event,
                                  progress_timeout_s=config.ocr.engine_timeout_s,
@@ -44,7 +46,7 @@ class OcrService:
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
-                "max_image_pixels": MAX_PIXELS, "speak": False, "camera": False}
+                "max_image_pixels": MAX_PIXELS, "speak": False, "camera": True}
 
     def status(self) -> dict:
         return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
@@ -58,15 +60,20 @@ class OcrService:
             raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this daemon "
                                   "does not have yet", field="speak")
         if body.camera is not None:
-            raise P.ProtocolError(P.UNSUPPORTED, "camera sources are not available yet; send the image in frame 1",
-                                  field="camera")
+            if attachments:
+                raise P.ProtocolError(P.BAD_REQUEST, "give a camera or an image frame, not both", field="camera")
+            self.cameras.check(body.camera)
+            self.jobs[job] = time.monotonic()
+            return b""
         if len(attachments) != 1:
             raise P.ProtocolError(P.BAD_REQUEST, f"ocr needs exactly one image frame after the header, got "
                                   f"{len(attachments)}", field="image")
         self.jobs[job] = time.monotonic()
         return attachments[0]
 
-    async def run(self, job: str, image: bytes) -> None:
+    async def run(self, job: str, image: bytes, camera: str | None = None) -> None:
+        if camera is not None:
+            _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
         try:
             if self.engine.state != READY:
                 self.sink(job, "progress", False, {"stage": "loading_model"})

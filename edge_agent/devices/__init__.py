@@ -1,0 +1,1 @@
+"""Hardware and media sources: cameras (and, later, audio output)."""
