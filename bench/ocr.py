@@ -5,8 +5,8 @@
 Renders labels into 640x480, 1280x720 and 1920x1080 frames and times OCR in-process and
 through the daemon (one run, same machine, so the ratio is meaningful); renders a corpus of
 24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
-character error rate. Writes bench/results/ocr.json. The `guide` and `ask` measurements of
-the camera/OCR issue are not here yet: those operations do not exist yet.
+character error rate; measures `guide` calls per second on a 1280x720 frame. Writes
+bench/results/ocr.json. `ask` is not measured: the daemon has no image questions yet.
 """
 from __future__ import annotations
 
@@ -96,6 +96,16 @@ def main() -> int:
                         "daemon_vs_in_process": round(statistics.median(served) / statistics.median(local), 3),
                         "cer": round(max(errors), 4)})
                     print(result["frames"][-1], file=sys.stderr)
+                # capture guidance: calls per second through the daemon on a 1280x720 frame
+                frame = render(["KEEP REFRIGERATED"], (1280, 720), "DejaVuSans.ttf", 48)
+                client.guide(frame)
+                start = time.perf_counter()
+                calls = 20
+                for _ in range(calls):
+                    client.guide(frame)
+                result["guide"] = {"frame": [1280, 720], "calls": calls,
+                                   "calls_per_s": round(calls / (time.perf_counter() - start), 1)}
+                print(result["guide"], file=sys.stderr)
                 rng = random.Random(7)
                 corpus = []
                 for page in range(24):

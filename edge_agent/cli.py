@@ -3,6 +3,7 @@
     edge-agent serve [--config FILE]
     edge-agent chat [--session ID] [--system TEXT] [--json] [--max-tokens N] [--temperature T] [PROMPT]
     edge-agent ocr --image FILE | --camera NAME [--json]
+    edge-agent guide --image FILE | --camera NAME [--json]
     edge-agent capture --camera NAME --out FILE.jpg
     edge-agent status | describe
     edge-agent models [list | load NAME | unload NAME]
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--camera", help="a camera named in the daemon's config: its newest frame")
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
+
+    guide = client_command("guide", "capture guidance: is there text, cut off, blurred, too dark")
+    guide_source = guide.add_mutually_exclusive_group(required=True)
+    guide_source.add_argument("--image", type=Path)
+    guide_source.add_argument("--camera")
+    guide.add_argument("--json", action="store_true")
 
     capture = client_command("capture", "save the newest frame of a configured camera")
     capture.add_argument("--camera", required=True)
@@ -148,6 +155,17 @@ def _client_command(args) -> int:
                 args.out.write_bytes(data)
                 print(f"{args.out}: {info['width']}x{info['height']} frame {info['sequence']} of camera "
                       f"{args.camera}, {info['age_ms']} ms old")
+            elif args.command == "guide":
+                try:
+                    image = args.image.read_bytes() if args.image is not None else None
+                except OSError as exc:
+                    print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+                    return EXIT_USAGE
+                result = client.guide(image, camera=args.camera)
+                if args.json:
+                    _print_json(result)
+                else:
+                    print(("GOOD: " if result["good"] else "") + "; ".join(result["cues"]))
             elif args.command == "ocr":
                 image = None
                 if args.image is not None:

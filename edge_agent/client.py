@@ -203,6 +203,11 @@ class Client:
         fields = {"engine": engine, **({"camera": camera} if camera else {})}
         return self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (), **fields)
 
+    def guide(self, image: bytes | None = None, camera: str | None = None, timeout: float | None = None) -> dict:
+        """Capture guidance for an image or a camera's newest frame: `good`, `cues`, details."""
+        return self.call("guide", timeout=timeout, attachments=(image,) if image is not None else (),
+                         **({"camera": camera} if camera else {}))
+
     def capture(self, camera: str, timeout: float | None = None) -> tuple[bytes, dict]:
         """The newest frame of a configured camera: (JPEG bytes, its description)."""
         result = self.call("capture", timeout=timeout, camera=camera)

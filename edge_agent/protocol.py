@@ -34,7 +34,7 @@ CONTEXT_EXCEEDED = "context_exceeded"
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
                INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
 
-OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture")
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide")
 ROLES = ("system", "user", "assistant")
 
 
@@ -98,6 +98,11 @@ class ModelsRequest:
 class OcrRequest:
     engine: str = "fast"
     speak: bool = False
+    camera: str | None = None
+
+
+@dataclass(frozen=True)
+class GuideRequest:
     camera: str | None = None
 
 
@@ -251,6 +256,7 @@ _PARSERS = {
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
+    "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.string("camera", required=True, max_length=64))),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),

@@ -261,6 +261,10 @@ class Server:
             self._start_ocr(client, rid, body, request.attachments)
         elif op == "capture":
             self._start_capture(client, rid, body)
+        elif op == "guide":
+            job_id = self._check_limits(client)
+            image = self.ocr.begin(job_id, body, request.attachments)
+            self._accept(client, rid, "guide", job_id, self.ocr.run(job_id, image, body.camera, mode="guide"))
         else:  # parse_request knows every op; this is a bug
             raise P.ProtocolError(P.INTERNAL, f"op {op} has no handler")
 

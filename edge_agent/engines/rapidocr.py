@@ -8,6 +8,7 @@ import time
 
 import zmq
 
+from ..guidance import assess, downscale
 from ..images import ImageError, load_image
 from ..ocr_layout import Box, line_text, reading_order
 from .host import HEARTBEAT_S, receive, worker_loop_sender
@@ -39,6 +40,8 @@ class OcrWorker:
         self.sock = sock
         self.send, self.heartbeat = worker_loop_sender(sock)
         self.engine = RapidOCR()
+        # guidance looks for text only, on small frames: detection capped at 480 px
+        self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
     def recognise(self, job: str, data: bytes) -> dict:
         import numpy as np
@@ -66,6 +69,18 @@ class OcrWorker:
                                **{k: round(v * 1000, 1) for k, v in stages.items() if v is not None},
                                "layout": round((time.perf_counter() - recognised) * 1000, 1)}}
 
+    def guide(self, data: bytes) -> dict:
+        import numpy as np
+
+        start = time.perf_counter()
+        loaded = load_image(data)
+        small = downscale(np.asarray(loaded.image))
+        detected = self.detector(np.ascontiguousarray(small[:, :, ::-1]), use_det=True, use_cls=False, use_rec=False)
+        result = assess(small, detected.boxes).to_dict()
+        result["timings_ms"] = {"total": round((time.perf_counter() - start) * 1000, 1)}
+        result["image"] = {"format": loaded.format, "width": loaded.width, "height": loaded.height}
+        return result
+
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
@@ -80,7 +95,8 @@ class OcrWorker:
                 continue  # a cancel for a job that already ended: OCR jobs are not interruptible
             job = message["job"]
             try:
-                result = self.recognise(job, message["attachments"][0] if message["attachments"] else b"")
+                image = message["attachments"][0] if message["attachments"] else b""
+                result = self.guide(image) if message.get("mode") == "guide" else self.recognise(job, image)
                 self.send({"type": "event", "job": job, "kind": "done", "final": True, **result})
             except ImageError as exc:
                 self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": exc.code,

@@ -51,12 +51,12 @@ class OcrService:
     def status(self) -> dict:
         return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
 
-    def begin(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> bytes:
-        """Validate before accepting; returns the image bytes."""
-        if body.engine == "vision":
+    def begin(self, job: str, body: P.OcrRequest | P.GuideRequest, attachments: tuple[bytes, ...]) -> bytes:
+        """Validate before accepting; returns the image bytes (empty for a camera)."""
+        if getattr(body, "engine", "fast") == "vision":
             raise P.ProtocolError(P.UNSUPPORTED, "the vision OCR engine is not available yet; use engine 'fast'",
                                   field="engine")
-        if body.speak:
+        if getattr(body, "speak", False):
             raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this daemon "
                                   "does not have yet", field="speak")
         if body.camera is not None:
@@ -71,7 +71,7 @@ class OcrService:
         self.jobs[job] = time.monotonic()
         return attachments[0]
 
-    async def run(self, job: str, image: bytes, camera: str | None = None) -> None:
+    async def run(self, job: str, image: bytes, camera: str | None = None, mode: str = "ocr") -> None:
         if camera is not None:
             _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
         try:
@@ -79,7 +79,7 @@ class OcrService:
                 self.sink(job, "progress", False, {"stage": "loading_model"})
             await self.engine.ensure_ready()
             if job in self.jobs:
-                await self.engine.submit(job, {}, (image,))
+                await self.engine.submit(job, {"mode": mode}, (image,))
         except EngineUnavailable as exc:
             self.jobs.pop(job, None)
             raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"the OCR engine failed to start: {exc}") from None
@@ -102,7 +102,7 @@ class OcrService:
         if message["kind"] == "done":
             fields = {k: v for k, v in message.items() if k not in ("type", "kind", "final")}
             fields["timings_ms"]["total"] = round((time.monotonic() - accepted) * 1000, 1)
-            self.sink(job, "result", True, {"engine": "fast", **fields})
+            self.sink(job, "result", True, fields if "cues" in fields else {"engine": "fast", **fields})
         else:
             extra = {k: v for k, v in message.items() if k not in ("type", "kind", "final", "code", "message")}
             self.sink(job, "error", True, {"error": {"code": message["code"], "message": message["message"], **extra}})
