@@ -3,6 +3,7 @@
     edge-agent serve [--config FILE]
     edge-agent chat [--session ID] [--system TEXT] [--json] [--max-tokens N] [--temperature T] [PROMPT]
     edge-agent ocr --image FILE | --camera NAME [--json]
+    edge-agent ask [--image FILE ... | --camera NAME] [--session ID] QUESTION
     edge-agent guide --image FILE | --camera NAME [--json]
     edge-agent capture --camera NAME --out FILE.jpg
     edge-agent status | describe
@@ -59,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--camera", help="a camera named in the daemon's config: its newest frame")
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
+
+    ask = client_command("ask", "ask a question about an image (needs a vision package)")
+    ask_source = ask.add_mutually_exclusive_group()
+    ask_source.add_argument("--image", type=Path, action="append", help="image file (repeatable)")
+    ask_source.add_argument("--camera")
+    ask.add_argument("--session", help="follow-up question about the images of this session")
+    ask.add_argument("--max-tokens", type=int, default=None)
+    ask.add_argument("question")
 
     guide = client_command("guide", "capture guidance: is there text, cut off, blurred, too dark")
     guide_source = guide.add_mutually_exclusive_group(required=True)
@@ -155,6 +164,23 @@ def _client_command(args) -> int:
                 args.out.write_bytes(data)
                 print(f"{args.out}: {info['width']}x{info['height']} frame {info['sequence']} of camera "
                       f"{args.camera}, {info['age_ms']} ms old")
+            elif args.command == "ask":
+                try:
+                    images = tuple(p.read_bytes() for p in args.image or ())
+                except OSError as exc:
+                    print(f"edge-agent: error: cannot read image: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
+                for event in client.ask_events(args.question, images, session=args.session, camera=args.camera,
+                                               max_tokens=args.max_tokens, timeout=args.timeout):
+                    if event["event"] == "delta":
+                        sys.stdout.write(event["text"])
+                        sys.stdout.flush()
+                    elif event["event"] == "error":
+                        raise EdgeAgentError(event["error"])
+                    elif event["event"] == "result":
+                        usage = event["usage"]
+                        print(f"\n[session {event['session']}, {usage['image_tokens']} image tokens, TTFT "
+                              f"{usage['ttft_ms']} ms]", file=sys.stderr)
             elif args.command == "guide":
                 try:
                     image = args.image.read_bytes() if args.image is not None else None

@@ -203,6 +203,12 @@ class Client:
         fields = {"engine": engine, **({"camera": camera} if camera else {})}
         return self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (), **fields)
 
+    def ask_events(self, question: str, images: tuple[bytes, ...] = (), *, session: str | None = None,
+                   camera: str | None = None, timeout: float | None = None, **options: Any) -> Iterator[dict]:
+        """A question about images (or a camera's newest frame, or a session's images): events."""
+        fields = {k: v for k, v in {"session": session, "camera": camera, **options}.items() if v is not None}
+        return self.events("ask", timeout=timeout, attachments=tuple(images), question=question, **fields)
+
     def guide(self, image: bytes | None = None, camera: str | None = None, timeout: float | None = None) -> dict:
         """Capture guidance for an image or a camera's newest frame: `good`, `cues`, details."""
         return self.call("guide", timeout=timeout, attachments=(image,) if image is not None else (),

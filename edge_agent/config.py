@@ -64,6 +64,8 @@ class ModelsConfig:
     dir: str = "~/.local/share/edge-agent/models"
     # package that serves chat: a folder name inside `dir`, or a path
     chat: str = ""
+    # package that answers image questions (`ask`); "" = the first vision package in `dir`
+    vision: str = ""
     preload: bool = False
     # unload a model after this many idle seconds; 0 keeps it loaded
     keep_alive_s: float = 300.0

@@ -108,3 +108,21 @@ def reading_order(boxes: list[Box]) -> list[list[Box]]:
 
 def line_text(line: list[Box]) -> str:
     return " ".join(b.text for b in line)
+
+
+def script_hint(text: str) -> str | None:
+    """A coarse language hint from the characters: latin, cjk, cyrillic, ... or mixed."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if not char.isalpha():
+            continue
+        code = ord(char)
+        script = ("cjk" if 0x3040 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF else
+                  "cyrillic" if 0x0400 <= code <= 0x04FF else
+                  "greek" if 0x0370 <= code <= 0x03FF else
+                  "arabic" if 0x0600 <= code <= 0x06FF else "latin")
+        counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return None
+    top = max(counts, key=counts.get)
+    return top if counts[top] >= 0.8 * sum(counts.values()) else "mixed"

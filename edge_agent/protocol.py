@@ -34,7 +34,7 @@ CONTEXT_EXCEEDED = "context_exceeded"
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
                INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
 
-OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide")
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask")
 ROLES = ("system", "user", "assistant")
 
 
@@ -99,6 +99,16 @@ class OcrRequest:
     engine: str = "fast"
     speak: bool = False
     camera: str | None = None
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    question: str
+    session: str | None = None
+    camera: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,11 @@ _PARSERS = {
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
+    "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p"}, lambda f: AskRequest(
+        f.string("question", required=True), f.string("session", max_length=MAX_ID_LENGTH),
+        f.string("camera", max_length=64), f.integer("max_tokens", None, minimum=1),
+        f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
+        f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True))),
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.string("camera", required=True, max_length=64))),
     "models": ({"action", "name"}, lambda f: ModelsRequest(

@@ -28,6 +28,7 @@ from .models import resolve, scan
 from .services.cameras import CameraService
 from .services.chat import ChatService
 from .services.ocr import OcrService
+from .services.vision import VisionService
 from .systemd import notify, watchdog_interval_s
 
 log = logging.getLogger("edge_agent.server")
@@ -79,6 +80,7 @@ class Server:
         self.chat = ChatService(config, self.context, self._emit)
         self.cameras = CameraService(config)
         self.ocr = OcrService(config, self.context, self._emit, self.cameras)
+        self.vision = VisionService(config, self.context, self._emit, self.cameras)
 
     # ---------------------------------------------------------------- sockets
 
@@ -157,7 +159,10 @@ class Server:
         self._send(job.client, P.event(job.rid, kind, final, **fields), attachments)
 
     def _service_of(self, job_id: str):
-        return self.ocr if job_id in self.ocr.jobs else self.chat
+        for service in (self.ocr, self.vision):
+            if job_id in service.jobs:
+                return service
+        return self.chat
 
     async def _client_gone(self, client: Client) -> None:
         for rid, job_id in list(client.inflight.items()):
@@ -261,6 +266,10 @@ class Server:
             self._start_ocr(client, rid, body, request.attachments)
         elif op == "capture":
             self._start_capture(client, rid, body)
+        elif op == "ask":
+            job_id = self._check_limits(client)
+            self.vision.begin(job_id, body, request.attachments)
+            self._accept(client, rid, "ask", job_id, self.vision.run(job_id))
         elif op == "guide":
             job_id = self._check_limits(client)
             image = self.ocr.begin(job_id, body, request.attachments)
@@ -304,6 +313,13 @@ class Server:
 
     def _start_ocr(self, client: Client, rid: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
         job_id = self._check_limits(client)
+        if body.engine == "vision":  # Phi-3.5-vision asked to transcribe
+            if body.speak:
+                raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this "
+                                      "daemon does not have yet", field="speak")
+            self.vision.begin_ocr(job_id, body, attachments)
+            self._accept(client, rid, "ocr", job_id, self.vision.run(job_id))
+            return
         image = self.ocr.begin(job_id, body, attachments)
         self._accept(client, rid, "ocr", job_id, self.ocr.run(job_id, image, body.camera))
 
@@ -373,14 +389,15 @@ class Server:
             "protocol": {"version": P.VERSION, "supported": list(P.SUPPORTED_VERSIONS)},
             "server": {"name": "edge-agent", "version": __version__},
             "ops": list(P.OPS),
-            "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe(), "camera": self.cameras.describe()},
+            "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe(), "vision": self.vision.describe(),
+                         "camera": self.cameras.describe()},
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
                        "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},
         }
 
     def status(self) -> dict:
-        engines = {"chat": self.chat.status(), "ocr": self.ocr.status()}
+        engines = {"chat": self.chat.status(), "ocr": self.ocr.status(), "vision": self.vision.status()}
         rss = _rss_bytes(os.getpid())
         engine_rss = 0
         for engine in engines.values():
@@ -401,6 +418,7 @@ class Server:
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.shutdown(signal.Signals(s).name)))
         self.chat.start()
         self.ocr.start()
+        self.vision.start()
         self.cameras.start()
         tasks = [self._start_receiver(i, listener) for i, listener in enumerate(self.listeners)]
         interval = watchdog_interval_s()
@@ -427,11 +445,13 @@ class Server:
         log.info("%s: ending %d request(s) in flight", reason, len(self.jobs))
         self.chat.cancel_all("shutdown")
         self.ocr.cancel_all("shutdown")
+        self.vision.cancel_all("shutdown")
         for job_id, job in list(self.jobs.items()):  # non-chat jobs (models load)
             self._emit(job_id, "error", True, {"error": {"code": P.CANCELLED, "message": "the daemon is shutting "
                                                          "down", "reason": "shutdown"}})
         await self.chat.close()
         await self.ocr.close()
+        await self.vision.close()
         self.cameras.close()
         for listener in self.listeners:
             listener.sock.close()  # LINGER lets the final events reach their clients

@@ -52,13 +52,13 @@ def chat_error(client: Client, **fields) -> EdgeAgentError:
 
 
 def test_lazy_load_idle_unload_and_reload(daemons, tmp_path, int4_package):
-    d = start(daemons, tmp_path, base_sections(int4_package, models={"keep_alive_s": 1.0}))
+    d = start(daemons, tmp_path, base_sections(int4_package, models={"keep_alive_s": 3.0}))
     with d.client() as c:
         assert c.status()["engines"]["chat"]["state"] == "unloaded"  # nothing loaded before use
         events = list(c.chat_events("hi", max_tokens=3))
         assert any(e["event"] == "progress" and e["stage"] == "loading_model" for e in events)
         assert c.status()["engines"]["chat"]["state"] == "ready"
-        wait_for(lambda: c.status()["engines"]["chat"]["state"] == "unloaded", timeout=6)
+        wait_for(lambda: c.status()["engines"]["chat"]["state"] == "unloaded", timeout=20)
         assert c.status()["engines"]["chat"]["pid"] is None
         assert c.call("chat", messages=user("again"), max_tokens=3)["usage"]["generated_tokens"] > 0
 

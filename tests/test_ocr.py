@@ -178,7 +178,7 @@ def test_byte_limit():
 @pytest.mark.parametrize("fields, frames, code, field", [
     ({}, [], "bad_request", "image"),
     ({}, [b"a", b"b"], "bad_request", "image"),
-    ({"engine": "vision"}, [b"x"], "unsupported", "engine"),
+    ({"engine": "vision"}, [], "bad_request", "image"),
     ({"engine": "magic"}, [b"x"], "bad_request", "engine"),
     ({"speak": True}, [b"x"], "unsupported", "speak"),
     ({"camera": "front"}, [b"x"], "bad_request", "camera"),
@@ -192,7 +192,7 @@ def test_bad_ocr_requests(daemon, fields, frames, code, field):
 
 
 def test_status_and_describe_show_the_ocr_engine(client):
-    assert client.describe()["services"]["ocr"]["engines"] == ["fast"]
+    assert client.describe()["services"]["ocr"]["engines"] == ["fast", "vision"]
     client.ocr(png(render([((20, 30), "WARM")], size=(300, 120))))
     engine = client.status()["engines"]["ocr"]
     assert engine["state"] == "ready" and engine["rss_bytes"] > 0

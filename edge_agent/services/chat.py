@@ -43,6 +43,21 @@ class Session:
                 "created": round(self.created, 3), "last_used": round(self.last_used, 3), "busy": self.busy}
 
 
+def check_package(config: Config, package: Package, what: str) -> None:
+    """Refuse a damaged package (sizes against the manifest) or one over the memory budget."""
+    problems = check_files(package.path, package.manifest, hashes=False)
+    if problems:
+        listed = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])
+        raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{what} model {package.name} is damaged: {listed}")
+    budget = config.models.memory_budget_mb * (1 << 20)
+    need = package.memory_estimate_bytes()
+    if budget and need > budget:
+        raise P.ProtocolError(P.MODEL_UNAVAILABLE,
+                              f"{what} model {package.name} needs about {need / (1 << 20):.0f} MiB (weights and a "
+                              f"full-context KV cache), over the memory budget of "
+                              f"{config.models.memory_budget_mb} MiB", needed_mb=round(need / (1 << 20)))
+
+
 def drop_turns(messages: list[dict], turns: int) -> list[dict]:
     """Remove the oldest `turns` user turns (each user message and the answers after it)."""
     for _ in range(turns):
@@ -121,17 +136,7 @@ class ChatService:
         self.package = package
 
     def check_package(self, package: Package) -> None:
-        problems = check_files(package.path, package.manifest, hashes=False)
-        if problems:
-            listed = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"chat model {package.name} is damaged: {listed}")
-        budget = self.config.models.memory_budget_mb * (1 << 20)
-        need = package.memory_estimate_bytes()
-        if budget and need > budget:
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE,
-                                  f"chat model {package.name} needs about {need / (1 << 20):.0f} MiB (weights and a "
-                                  f"full-context KV cache), over the memory budget of "
-                                  f"{self.config.models.memory_budget_mb} MiB", needed_mb=round(need / (1 << 20)))
+        check_package(self.config, package, "chat")
 
     async def ensure_engine(self) -> EngineHost:
         async with self._load_lock:

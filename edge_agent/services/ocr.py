@@ -44,7 +44,7 @@ class OcrService:
                 await self.engine.stop()
 
     def describe(self) -> dict:
-        return {"available": True, "engines": ["fast"], "default_engine": "fast",
+        return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
                 "max_image_pixels": MAX_PIXELS, "speak": False, "camera": True}
 
@@ -53,9 +53,6 @@ class OcrService:
 
     def begin(self, job: str, body: P.OcrRequest | P.GuideRequest, attachments: tuple[bytes, ...]) -> bytes:
         """Validate before accepting; returns the image bytes (empty for a camera)."""
-        if getattr(body, "engine", "fast") == "vision":
-            raise P.ProtocolError(P.UNSUPPORTED, "the vision OCR engine is not available yet; use engine 'fast'",
-                                  field="engine")
         if getattr(body, "speak", False):
             raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this daemon "
                                   "does not have yet", field="speak")
