@@ -5,8 +5,9 @@
 Renders labels into 640x480, 1280x720 and 1920x1080 frames and times OCR in-process and
 through the daemon (one run, same machine, so the ratio is meaningful); renders a corpus of
 24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
-character error rate; measures `guide` calls per second on a 1280x720 frame. Writes
-bench/results/ocr.json. `ask` is not measured: the daemon has no image questions yet.
+character error rate; measures `guide` calls per second on a 1280x720 frame; with
+--vision-package, times `ask` (time to first token) for one image through the daemon.
+Writes bench/results/ocr.json.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS / "ocr.json")
+    parser.add_argument("--vision-package", type=Path, default=None,
+                        help="a vision package (e.g. the full-size one from bench/export_vision.py) to time `ask`")
     args = parser.parse_args()
 
     import numpy as np
@@ -73,7 +76,10 @@ def main() -> int:
     label = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B 500 ml"]
     result: dict = {"benchmark": "ocr", "machine": machine(), "engine": "rapidocr PP-OCRv6 (fast)", "frames": []}
     with tempfile.TemporaryDirectory() as work:
-        daemon = Daemon(Path(work) / "daemon", {"logging": {"level": "warning"}})
+        sections: dict = {"logging": {"level": "warning"}}
+        if args.vision_package:
+            sections["models"] = {"dir": str(args.vision_package.parent), "vision": str(args.vision_package)}
+        daemon = Daemon(Path(work) / "daemon", sections)
         try:
             with Client(daemon.address, timeout=120) as client:
                 for size in FRAMES:
@@ -106,6 +112,22 @@ def main() -> int:
                 result["guide"] = {"frame": [1280, 720], "calls": calls,
                                    "calls_per_s": round(calls / (time.perf_counter() - start), 1)}
                 print(result["guide"], file=sys.stderr)
+                if args.vision_package:
+                    # one 800x600 image; onnxruntime-genai 0.18 always prepares it with 16 crops
+                    photo = render(label, (800, 600), "DejaVuSans.ttf", 40)
+                    runs = []
+                    for n in range(3):  # the first run includes loading the model
+                        start = time.perf_counter()
+                        first = None
+                        for event in client.ask_events("What does the label say?", (photo,), max_tokens=8):
+                            if event["event"] == "delta" and first is None:
+                                first = time.perf_counter() - start
+                            if event["event"] == "result":
+                                runs.append({"ttft_s": round(first, 2), "image_tokens": event["usage"]["image_tokens"],
+                                             "total_s": round(time.perf_counter() - start, 2)})
+                    result["ask"] = {"package": str(args.vision_package), "image": [800, 600], "runs": runs,
+                                     "note": "first run includes loading the vision model"}
+                    print(result["ask"], file=sys.stderr)
                 rng = random.Random(7)
                 corpus = []
                 for page in range(24):
