@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         return _client_command(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

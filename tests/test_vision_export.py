@@ -13,11 +13,11 @@ import torch
 from edge_agent.manifest import read_manifest
 from export import data
 from export.cli import main
-from export.fixtures import build_fixture, fixture_config, fixture_tensors
+from export.fixtures import fixture_config, fixture_tensors
 from export.phi3v_modules import ImageEncoder, InputEmbedding
 from export.verify import verify_package
 from export.vision import VisionExportOptions, export_vision, hd_size
-from export.vision_layout import CLIP, PREFIX, ClipGeometry, image_tokens
+from export.vision_layout import CLIP, PREFIX, image_tokens
 
 
 def run_json(capsys, *argv) -> tuple[int, dict]:

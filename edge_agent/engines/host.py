@@ -154,6 +154,7 @@ class EngineHost:
         for job in jobs:
             self.on_event(job, {"kind": "error", "final": True, "code": "cancelled",
                                 "message": "the model was unloaded", "reason": "unload"})
+        self._generation += 1  # the watcher must not take this exit for a crash and restart it
         if self._process is not None and self._process.is_alive() and self._sock is not None:
             try:
                 await self._sock.send(json.dumps({"type": "stop"}).encode())
@@ -218,6 +219,8 @@ class EngineHost:
     async def _watch(self, generation: int) -> None:
         while generation == self._generation:
             await asyncio.sleep(HEARTBEAT_S / 2)
+            if generation != self._generation:
+                return  # stopped or replaced meanwhile: this process's exit is expected
             process = self._process
             if process is None:
                 return

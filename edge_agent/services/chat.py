@@ -22,6 +22,7 @@ from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..manifest import check_files
 from ..models import Package, resolve, scan
+from .common import cancelled, engine_error, unload_when_idle
 
 log = logging.getLogger("edge_agent.chat")
 
@@ -95,7 +96,8 @@ class ChatService:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(self._unload_when_idle())
+        self._idle_task = asyncio.ensure_future(
+            unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s, lambda: bool(self.jobs)))
         if self.config.models.preload:
             asyncio.ensure_future(self._preload())
 
@@ -164,15 +166,6 @@ class ChatService:
         if self.engine is not None:
             await self.engine.stop()
 
-    async def _unload_when_idle(self) -> None:
-        keep_alive = self.config.models.keep_alive_s
-        while True:
-            await asyncio.sleep(min(1.0, keep_alive) if keep_alive else 1.0)
-            engine = self.engine
-            if (keep_alive and engine is not None and engine.state == READY and not engine.active
-                    and not self.jobs and time.monotonic() - engine.last_used > keep_alive):
-                log.info("chat model idle for %.0f s: unloading", keep_alive)
-                await engine.stop()
 
     # ---------------------------------------------------------------- describe / status
 
@@ -311,16 +304,14 @@ class ChatService:
             await self.engine.cancel(job)  # the engine answers with a `cancelled` error
         else:
             self._forget(job)
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": "cancelled",
-                                                      "reason": "cancel"}})
+            self.sink(job, "error", True, cancelled("cancel"))
 
     def cancel_all(self, reason: str) -> list[str]:
         """Daemon shutdown: end every job now with `cancelled`."""
         jobs = list(self.jobs)
         for job in jobs:
             self._forget(job)
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": f"cancelled: {reason}",
-                                                      "reason": reason}})
+            self.sink(job, "error", True, cancelled(reason))
         return jobs
 
     def _on_engine_event(self, job: str, message: dict) -> None:
@@ -355,5 +346,4 @@ class ChatService:
                 "usage": usage})
         elif kind == "error":
             self._forget(job)
-            extra = {k: v for k, v in message.items() if k not in ("type", "kind", "final", "code", "message")}
-            self.sink(job, "error", True, {"error": {"code": message["code"], "message": message["message"], **extra}})
+            self.sink(job, "error", True, engine_error(message))

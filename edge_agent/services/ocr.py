@@ -13,6 +13,7 @@ from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
 from .cameras import CameraService
 from .chat import Sink
+from .common import cancelled, engine_error, unload_when_idle
 
 
 class OcrService:
@@ -27,7 +28,8 @@ class OcrService:
         self._idle_task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(self._unload_when_idle())
+        self._idle_task = asyncio.ensure_future(
+            unload_when_idle(lambda: self.engine, self.config.ocr.keep_alive_s, lambda: bool(self.jobs)))
 
     async def close(self) -> None:
         if self._idle_task:
@@ -35,13 +37,6 @@ class OcrService:
         await self.engine.stop()
         self.engine.close()
 
-    async def _unload_when_idle(self) -> None:
-        keep_alive = self.config.ocr.keep_alive_s
-        while True:
-            await asyncio.sleep(min(1.0, keep_alive) if keep_alive else 1.0)
-            if (keep_alive and self.engine.state == READY and not self.engine.active and not self.jobs
-                    and time.monotonic() - self.engine.last_used > keep_alive):
-                await self.engine.stop()
 
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
@@ -84,13 +79,12 @@ class OcrService:
     async def cancel(self, job: str) -> None:
         """An OCR pass cannot be interrupted; the request ends now and its result is dropped."""
         if self.jobs.pop(job, None) is not None:
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": "cancelled", "reason": "cancel"}})
+            self.sink(job, "error", True, cancelled("cancel"))
 
     def cancel_all(self, reason: str) -> None:
         for job in list(self.jobs):
             self.jobs.pop(job)
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": f"cancelled: {reason}",
-                                                      "reason": reason}})
+            self.sink(job, "error", True, cancelled(reason))
 
     def _on_engine_event(self, job: str, message: dict) -> None:
         accepted = self.jobs.pop(job, None)
@@ -101,5 +95,4 @@ class OcrService:
             fields["timings_ms"]["total"] = round((time.monotonic() - accepted) * 1000, 1)
             self.sink(job, "result", True, fields if "cues" in fields else {"engine": "fast", **fields})
         else:
-            extra = {k: v for k, v in message.items() if k not in ("type", "kind", "final", "code", "message")}
-            self.sink(job, "error", True, {"error": {"code": message["code"], "message": message["message"], **extra}})
+            self.sink(job, "error", True, engine_error(message))

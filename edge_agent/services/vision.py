@@ -17,6 +17,7 @@ from ..models import Package, resolve, scan
 from .cameras import CameraService
 from ..ocr_layout import script_hint
 from .chat import Sink, check_package
+from .common import cancelled, engine_error, unload_when_idle
 
 MAX_IMAGES = 4
 MAX_SESSIONS = 16
@@ -57,7 +58,8 @@ class VisionService:
         self._idle_task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(self._unload_when_idle())
+        self._idle_task = asyncio.ensure_future(
+            unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s, lambda: bool(self.jobs)))
 
     async def close(self) -> None:
         if self._idle_task:
@@ -66,14 +68,6 @@ class VisionService:
             await self.engine.stop()
             self.engine.close()
 
-    async def _unload_when_idle(self) -> None:
-        keep_alive = self.config.models.keep_alive_s
-        while True:
-            await asyncio.sleep(min(1.0, keep_alive) if keep_alive else 1.0)
-            engine = self.engine
-            if (keep_alive and engine is not None and engine.state == READY and not engine.active and not self.jobs
-                    and time.monotonic() - engine.last_used > keep_alive):
-                await engine.stop()
 
     def chosen_package(self) -> Package:
         wanted = self.config.models.vision
@@ -191,13 +185,12 @@ class VisionService:
             await self.engine.cancel(job)
         else:
             self._forget(job)
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": "cancelled", "reason": "cancel"}})
+            self.sink(job, "error", True, cancelled("cancel"))
 
     def cancel_all(self, reason: str) -> None:
         for job in list(self.jobs):
             self._forget(job)
-            self.sink(job, "error", True, {"error": {"code": P.CANCELLED, "message": f"cancelled: {reason}",
-                                                      "reason": reason}})
+            self.sink(job, "error", True, cancelled(reason))
 
     def _on_engine_event(self, job: str, message: dict) -> None:
         pending = self.jobs.get(job)
@@ -227,5 +220,4 @@ class VisionService:
                                             "usage": usage})
         elif kind == "error":
             self._forget(job)
-            extra = {k: v for k, v in message.items() if k not in ("type", "kind", "final", "code", "message")}
-            self.sink(job, "error", True, {"error": {"code": message["code"], "message": message["message"], **extra}})
+            self.sink(job, "error", True, engine_error(message))
