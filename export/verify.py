@@ -144,13 +144,19 @@ def _check_chat_template(tokenizer) -> CheckResult:
     return CheckResult("chat_format", PASS, "template renders the Phi-3.5 chat format")
 
 
-def greedy_generate(model, tokenizer, prompt_ids: np.ndarray, new_tokens: int) -> list[int]:
+def greedy_generate(model, prompt, new_tokens: int, prompt_length: int | None = None) -> list[int]:
+    """Greedy tokens after a prompt: token ids, or the inputs a multimodal processor made
+    (then `prompt_length` is their token count)."""
     import onnxruntime_genai as og
 
+    ids = isinstance(prompt, np.ndarray)
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + new_tokens)
+    params.set_search_options(do_sample=False, max_length=(len(prompt) if ids else prompt_length) + new_tokens)
     generator = og.Generator(model, params)
-    generator.append_tokens(prompt_ids)
+    if ids:
+        generator.append_tokens(prompt)
+    else:
+        generator.set_inputs(prompt)
     produced: list[int] = []
     while not generator.is_done() and len(produced) < new_tokens:
         generator.generate_next_token()
@@ -162,9 +168,9 @@ def _check_generation(model, tokenizer, vocab_size: int) -> CheckResult:
     prompt = tokenizer.apply_chat_template(json.dumps(GENERATION_PROMPT), add_generation_prompt=True)
     ids = np.asarray(tokenizer.encode(prompt), dtype=np.int32)
     start = time.perf_counter()
-    first = greedy_generate(model, tokenizer, ids, GENERATION_TOKENS)
+    first = greedy_generate(model, ids, GENERATION_TOKENS)
     seconds = time.perf_counter() - start
-    second = greedy_generate(model, tokenizer, ids, GENERATION_TOKENS)
+    second = greedy_generate(model, ids, GENERATION_TOKENS)
     info = {"prompt_tokens": len(ids), "tokens": first, "seconds": round(seconds, 4),
             "text": tokenizer.decode(np.asarray(first, dtype=np.int32))}
     if not first:

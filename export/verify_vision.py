@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_agent.manifest import Manifest
 
-from .verify import FAIL, PASS, CheckResult, parity_metrics, within_bounds
+from .verify import FAIL, PASS, CheckResult, greedy_generate, parity_metrics, within_bounds
 from .vision import VISION_FILE, hd_size
 from .vision_layout import image_tokens
 
@@ -106,27 +106,15 @@ def check_image_tokens(og, processor, session, paths: list[Path]) -> CheckResult
                        f"{square4} tokens", data)
 
 
-def _generate(og, model, arrays_inputs, tokens: int) -> list[int]:
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=arrays_inputs[1] + tokens)
-    generator = og.Generator(model, params)
-    generator.set_inputs(arrays_inputs[0])
-    produced = []
-    while not generator.is_done() and len(produced) < tokens:
-        generator.generate_next_token()
-        produced.append(int(generator.get_next_tokens()[0]))
-    return produced
-
-
 def check_generation(og, model, processor, paths: list[Path], vocab: int) -> CheckResult:
     prompt = "<|user|>\n<|image_1|>\n<|image_2|>\nWhat differs between the two pictures?<|end|>\n<|assistant|>\n"
     images = og.Images.open(str(paths[0]), str(paths[1]))
     inputs = processor(prompt, images=images)
     length = int(inputs["input_ids"].as_numpy().shape[1])
     start = time.perf_counter()
-    first = _generate(og, model, (inputs, length), GENERATION_TOKENS)
+    first = greedy_generate(model, inputs, GENERATION_TOKENS, length)
     seconds = time.perf_counter() - start
-    second = _generate(og, model, (processor(prompt, images=images), length), GENERATION_TOKENS)
+    second = greedy_generate(model, processor(prompt, images=images), GENERATION_TOKENS, length)
     data = {"prompt_tokens": length, "tokens": first, "seconds": round(seconds, 3)}
     if not first or any(not 0 <= t < vocab for t in first):
         return CheckResult("generation", FAIL, f"bad tokens from a two-image prompt: {first}", data)
@@ -202,7 +190,7 @@ def check_user_images(og, model, processor, tokenizer, images: list[Path], quest
     inputs = processor(prompt, images=og.Images.open(*[str(p) for p in images]))
     length = int(inputs["input_ids"].as_numpy().shape[1])
     start = time.perf_counter()
-    tokens = _generate(og, model, (inputs, length), 64)
+    tokens = greedy_generate(model, inputs, 64, length)
     seconds = time.perf_counter() - start
     answer = tokenizer.decode(np.asarray(tokens, dtype=np.int32))
     return CheckResult("user_images", PASS, f"{len(tokens)} tokens in {seconds:.1f} s: {answer!r}",

@@ -178,7 +178,7 @@ def build_modules(vision: VisionSnapshot, tensors=None):
 def export_vision_model(encoder, path: Path, options: VisionExportOptions) -> None:
     import torch
 
-    example = (torch.zeros(1, options_crops(options) + 1, 3, 336, 336), torch.tensor([[672, 672]]))
+    example = (torch.zeros(1, options.num_crops + 1, 3, 336, 336), torch.tensor([[672, 672]]))
     with torch.no_grad():
         torch.onnx.export(encoder, example, str(path), dynamo=False, opset_version=OPSET,
                           input_names=["pixel_values", "image_sizes"], output_names=["image_features"],
@@ -187,10 +187,6 @@ def export_vision_model(encoder, path: Path, options: VisionExportOptions) -> No
                                         "image_features": {0: "num_image_tokens"}})
     if options.precision == "int4":
         quantize_matmuls(path, options)
-
-
-def options_crops(options: VisionExportOptions) -> int:
-    return options.num_crops or 4
 
 
 def quantize_matmuls(path: Path, options: VisionExportOptions) -> None:

@@ -146,7 +146,7 @@ class ChatWorker:
         cached = 0
         if reuse:
             request, suffix = self.resident.request, text[len(self.resident.text):]
-            new_tokens = self.encode_suffix(suffix)
+            new_tokens = self.encode(suffix)  # the suffix starts at a special token: same ids as in one piece
             cached = self.resident.tokens
             self.resident = None
         else:
@@ -183,9 +183,6 @@ class ChatWorker:
         if dropped:
             self.send({"type": "event", "job": job_id, "kind": "dropped", "final": False, "dropped_turns": dropped,
                        "messages_kept": len(messages)})
-
-    def encode_suffix(self, suffix: str) -> np.ndarray:
-        return self.encode(suffix)
 
     def evict_resident(self) -> None:
         if self.resident is not None:

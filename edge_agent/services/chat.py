@@ -13,21 +13,17 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
 
 import zmq.asyncio
 
 from .. import protocol as P
 from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
-from ..manifest import check_files
-from ..models import Package, resolve, scan
-from .common import cancelled, engine_error, unload_when_idle
+from ..models import Package
+from .common import Sink, cancelled, check_package, choose_package, engine_error, unload_when_idle
 
 log = logging.getLogger("edge_agent.chat")
 
-# sink(job, kind, final, fields): hands an event for a job to the server
-Sink = Callable[[str, str, bool, dict], None]
 
 
 @dataclass
@@ -42,21 +38,6 @@ class Session:
     def summary(self) -> dict:
         return {"session": self.id, "turns": sum(1 for m in self.messages if m["role"] == "user"),
                 "created": round(self.created, 3), "last_used": round(self.last_used, 3), "busy": self.busy}
-
-
-def check_package(config: Config, package: Package, what: str) -> None:
-    """Refuse a damaged package (sizes against the manifest) or one over the memory budget."""
-    problems = check_files(package.path, package.manifest, hashes=False)
-    if problems:
-        listed = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])
-        raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{what} model {package.name} is damaged: {listed}")
-    budget = config.models.memory_budget_mb * (1 << 20)
-    need = package.memory_estimate_bytes()
-    if budget and need > budget:
-        raise P.ProtocolError(P.MODEL_UNAVAILABLE,
-                              f"{what} model {package.name} needs about {need / (1 << 20):.0f} MiB (weights and a "
-                              f"full-context KV cache), over the memory budget of "
-                              f"{config.models.memory_budget_mb} MiB", needed_mb=round(need / (1 << 20)))
 
 
 def drop_turns(messages: list[dict], turns: int) -> list[dict]:
@@ -115,37 +96,18 @@ class ChatService:
             self.engine.close()
 
     def chosen_package(self) -> Package:
-        models_dir = self.config.models_dir
-        wanted = self.config.models.chat
-        if wanted:
-            package = resolve(models_dir, wanted)
-            if package is None:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"chat model {wanted!r} not found (models dir {models_dir})")
-        else:
-            candidates = [p for p in scan(models_dir) if p.manifest and p.manifest.role == "chat"]
-            if not candidates:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"no chat model installed: put a package in {models_dir} "
-                                      "or set models.chat in the config")
-            package = candidates[0]
-        if package.manifest is None:
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"chat model {package.name} is unusable: {package.problem}")
-        if package.manifest.role != "chat":
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"package {package.name} has role {package.manifest.role}, not chat")
-        return package
+        return choose_package(self.config, "chat")
 
     def use_package(self, package: Package) -> None:
         """Serve chat from another package from the next load on (admin `models load`)."""
         self.package = package
-
-    def check_package(self, package: Package) -> None:
-        check_package(self.config, package, "chat")
 
     async def ensure_engine(self) -> EngineHost:
         async with self._load_lock:
             if self.engine is not None and self.engine.state == READY:
                 return self.engine
             package = self.package or self.chosen_package()
-            self.check_package(package)
+            check_package(self.config, package, "chat")
             if self.engine is None or self.engine.spec["package"] != str(package.path):
                 if self.engine is not None:
                     await self.engine.stop()

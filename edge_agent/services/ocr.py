@@ -12,8 +12,7 @@ from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
 from .cameras import CameraService
-from .chat import Sink
-from .common import cancelled, engine_error, unload_when_idle
+from .common import Sink, cancelled, engine_error, unload_when_idle
 
 
 class OcrService:

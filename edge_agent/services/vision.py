@@ -13,11 +13,10 @@ import zmq.asyncio
 from .. import protocol as P
 from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
-from ..models import Package, resolve, scan
-from .cameras import CameraService
+from ..models import Package
 from ..ocr_layout import script_hint
-from .chat import Sink, check_package
-from .common import cancelled, engine_error, unload_when_idle
+from .cameras import CameraService
+from .common import Sink, cancelled, check_package, choose_package, engine_error, unload_when_idle
 
 MAX_IMAGES = 4
 MAX_SESSIONS = 16
@@ -68,21 +67,8 @@ class VisionService:
             await self.engine.stop()
             self.engine.close()
 
-
     def chosen_package(self) -> Package:
-        wanted = self.config.models.vision
-        if wanted:
-            package = resolve(self.config.models_dir, wanted)
-            if package is None:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"vision model {wanted!r} not found")
-        else:
-            package = next((p for p in scan(self.config.models_dir) if p.manifest and p.manifest.role == "vision"), None)
-            if package is None:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"no vision model installed: export one with "
-                                      f"`edge-agent-export vision` into {self.config.models_dir}")
-        if package.manifest is None or package.manifest.role != "vision":
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"package {package.name} is not a vision package")
-        return package
+        return choose_package(self.config, "vision")
 
     async def ensure_engine(self) -> EngineHost:
         async with self._lock:
