@@ -6,6 +6,10 @@
     edge-agent ask [--image FILE ... | --camera NAME] [--session ID] QUESTION
     edge-agent guide --image FILE | --camera NAME [--json]
     edge-agent capture --camera NAME --out FILE.jpg
+    edge-agent say [--priority P] [--voice V] [--language L] [--rate R] [--volume X] [--out FILE.wav] TEXT
+    edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
+    edge-agent voices [--language L]
+    edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
     edge-agent models [list | load NAME | unload NAME]
     edge-agent sessions [list | create [ID] | delete ID | reset ID]
@@ -53,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     chat.add_argument("--drop-oldest", action="store_true", help="drop old turns instead of failing when full")
     chat.add_argument("--json", action="store_true", help="print every event as one JSON line")
+    chat.add_argument("--speak", action="store_true", help="also read the answer aloud, sentence by sentence")
 
     ocr = client_command("ocr", "read the text in an image (fast engine, no model package needed)")
     source = ocr.add_mutually_exclusive_group(required=True)
@@ -60,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--camera", help="a camera named in the daemon's config: its newest frame")
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
+    ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
     ask = client_command("ask", "ask a question about an image (needs a vision package)")
     ask_source = ask.add_mutually_exclusive_group()
@@ -67,7 +73,33 @@ def _parser() -> argparse.ArgumentParser:
     ask_source.add_argument("--camera")
     ask.add_argument("--session", help="follow-up question about the images of this session")
     ask.add_argument("--max-tokens", type=int, default=None)
+    ask.add_argument("--speak", action="store_true", help="also read the answer aloud")
     ask.add_argument("question")
+
+    say = client_command("say", "speak text on the daemon's audio device (or into a WAV file)")
+    say.add_argument("text", help="the text; - reads it from stdin")
+    say.add_argument("--priority", choices=["important", "message", "text", "notification", "progress"],
+                     default="text", help="speech-dispatcher priority (default text)")
+    say.add_argument("--voice", help="voice id or name (see `edge-agent voices`)")
+    say.add_argument("--language", help="pick a voice for this language, e.g. de, en-us")
+    say.add_argument("--rate", type=int, help="words per minute (80-450)")
+    say.add_argument("--pitch", type=int, help="0-100 (default 50)")
+    say.add_argument("--volume", type=float, help="0-1 (default 1)")
+    say.add_argument("--punctuation", choices=["none", "some", "all"], help="how much punctuation to read")
+    say.add_argument("--out", type=Path, help="write the audio to this WAV file instead of playing it")
+    say.add_argument("--play", action="store_true", help="with --out: play it on the device as well")
+
+    read = client_command("read", "read aloud what the camera sees: guidance until the frame is good, then OCR")
+    read.add_argument("--camera", required=True)
+    read.add_argument("--within", type=float, default=30.0, metavar="SECONDS",
+                      help="give up guiding after this long (default 30)")
+
+    voices = client_command("voices", "voices and languages of the speech engine, and audio devices")
+    voices.add_argument("--language", help="only voices for this language")
+
+    speech = client_command("speech", "control speech: stop the current message, cancel all, pause, resume")
+    speech.add_argument("action", choices=["stop", "cancel", "pause", "resume"])
+    speech.add_argument("--target", help="request id of one utterance of this client (default: everyone's speech)")
 
     guide = client_command("guide", "capture guidance: is there text, cut off, blurred, too dark")
     guide_source = guide.add_mutually_exclusive_group(required=True)
@@ -120,7 +152,7 @@ def _print_json(doc: dict) -> None:
 def _chat_once(client, args, prompt: str, session: str | None) -> dict:
     options = {"system": args.system if session is None else None, "max_tokens": args.max_tokens,
                "temperature": args.temperature, "seed": args.seed, "stop": args.stop,
-               "context_policy": "drop_oldest" if args.drop_oldest else None}
+               "context_policy": "drop_oldest" if args.drop_oldest else None, "speak": True if args.speak else None}
     result: dict = {}
     for event in client.chat_events(prompt, session=session, timeout=args.timeout, **options):
         if args.json:
@@ -142,6 +174,62 @@ def _chat_once(client, args, prompt: str, session: str | None) -> dict:
     return result
 
 
+def _say(client, args) -> int:
+    import wave
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    options = {"priority": args.priority, "voice": args.voice, "language": args.language, "rate": args.rate,
+               "pitch": args.pitch, "volume": args.volume, "punctuation": args.punctuation}
+    if args.out is not None:
+        options.update(output="both" if args.play else "client", format="pcm")
+    result = client.say(text, timeout=args.timeout, **options)
+    if args.out is not None:
+        chunks = result["audio"]
+        rate = chunks[0]["sample_rate"] if chunks else 22050
+        try:
+            with wave.open(str(args.out), "wb") as wav:
+                wav.setnchannels(1)
+                wav.setsampwidth(2)
+                wav.setframerate(rate)
+                for chunk in chunks:
+                    wav.writeframes(chunk["data"])
+        except OSError as exc:
+            print(f"edge-agent: error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+    where = f" into {args.out}" if args.out is not None else ""
+    device_error = f"; device: {result['device_error']}" if result.get("device_error") else ""
+    print(f"[{result['sentences']} sentence(s), {result['duration_ms'] / 1000:.1f} s of audio{where}, first audio "
+          f"after {result['first_audio_ms']} ms{device_error}]", file=sys.stderr)
+    return 0
+
+
+def _read_aloud(client, args) -> int:
+    """The voice assistant's read command: speak guidance cues until the camera sees text
+    well enough, then read the text."""
+    import time
+
+    deadline = time.monotonic() + args.within
+    last_cue = None
+    while True:
+        guidance = client.guide(camera=args.camera, timeout=args.timeout)
+        if guidance["good"]:
+            break
+        if time.monotonic() > deadline:
+            client.say("I could not get a clear view of any text.", priority="message", timeout=args.timeout)
+            print("no clear view of any text; giving up", file=sys.stderr)
+            return EXIT_ERROR
+        cue = ", ".join(guidance["cues"])
+        print(f"guidance: {cue}", file=sys.stderr)
+        if cue != last_cue:
+            client.say(cue, priority="text", timeout=args.timeout)  # returns once spoken: the user had time to move
+            last_cue = cue
+        else:
+            time.sleep(0.5)
+    result = client.call("ocr", camera=args.camera, speak={"priority": "message"}, timeout=args.timeout)
+    print(result["text"])
+    return 0
+
+
 def _client_command(args) -> int:
     from .client import Client, EdgeAgentError
 
@@ -159,6 +247,21 @@ def _client_command(args) -> int:
                 if not args.session:
                     client.sessions("delete", session=session)
                 return 0
+            if args.command == "say":
+                return _say(client, args)
+            if args.command == "read":
+                return _read_aloud(client, args)
+            if args.command == "voices":
+                result = client.voices(args.language)
+                for voice in result["voices"]:
+                    print(f"{voice['id']:<24} {voice['name']:<32} {','.join(voice['languages'])}")
+                print(f"default voice: {result['default_voice']}; output devices: "
+                      f"{', '.join(d['name'] for d in result['devices']) or 'none'}", file=sys.stderr)
+                return 0
+            if args.command == "speech":
+                result = client.speech(args.action, target=args.target, scope=None if args.target else "all")
+                print(f"{args.action}: {result['affected']} utterance(s)")
+                return 0
             if args.command == "capture":
                 data, info = client.capture(args.camera)
                 args.out.write_bytes(data)
@@ -171,7 +274,8 @@ def _client_command(args) -> int:
                     print(f"edge-agent: error: cannot read image: {exc}", file=sys.stderr)
                     return EXIT_USAGE
                 for event in client.ask_events(args.question, images, session=args.session, camera=args.camera,
-                                               max_tokens=args.max_tokens, timeout=args.timeout):
+                                               max_tokens=args.max_tokens, timeout=args.timeout,
+                                               speak=True if args.speak else None):
                     if event["event"] == "delta":
                         sys.stdout.write(event["text"])
                         sys.stdout.flush()
@@ -200,7 +304,7 @@ def _client_command(args) -> int:
                     except OSError as exc:
                         print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
                         return EXIT_USAGE
-                result = client.ocr(image, engine=args.engine, camera=args.camera)
+                result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak)
                 if args.json:
                     _print_json(result)
                 else:

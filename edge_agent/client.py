@@ -197,10 +197,10 @@ class Client:
         return self.call("cancel", target=target)
 
     def ocr(self, image: bytes | None = None, engine: str = "fast", camera: str | None = None,
-            timeout: float | None = None) -> dict:
+            timeout: float | None = None, speak: bool | dict = False) -> dict:
         """Text in an image (JPEG, PNG or WebP bytes) or a camera's newest frame, in reading
-        order, with lines and boxes."""
-        fields = {"engine": engine, **({"camera": camera} if camera else {})}
+        order, with lines and boxes; `speak` (true or speech options) also reads it aloud."""
+        fields = {"engine": engine, **({"camera": camera} if camera else {}), **({"speak": speak} if speak else {})}
         return self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (), **fields)
 
     def ask_events(self, question: str, images: tuple[bytes, ...] = (), *, session: str | None = None,
@@ -218,6 +218,36 @@ class Client:
         """The newest frame of a configured camera: (JPEG bytes, its description)."""
         result = self.call("capture", timeout=timeout, camera=camera)
         return result["attachments"][0], result
+
+    def say_events(self, text: str, *, timeout: float | None = None, rid: str | None = None,
+                   **options: Any) -> Iterator[dict]:
+        """Speak `text` (options: priority, output, format, voice, language, rate, pitch, volume,
+        punctuation, markdown): `speech` and `audio` events, then the end (`result`) or `error`."""
+        fields = {k: v for k, v in options.items() if v is not None}
+        return self.events("say", timeout=timeout, rid=rid, text=text, **fields)
+
+    def say(self, text: str, *, timeout: float | None = None, **options: Any) -> dict:
+        """Speak `text` and wait until it has been spoken; the result has the timings and, for
+        client output, `audio`: the list of audio events (each with its bytes under `data`)."""
+        audio = []
+        for event in self.say_events(text, timeout=timeout, **options):
+            if event["event"] == "audio":
+                audio.append({**event, "data": event.pop("attachments")[0]})
+            elif event["event"] == "error":
+                raise EdgeAgentError(event["error"])
+            elif event["event"] == "result":
+                self.last_result = {**event, "audio": audio}
+                return self.last_result
+        raise EdgeAgentError({"code": "internal", "message": "stream ended without a terminal event"})
+
+    def voices(self, language: str | None = None) -> dict:
+        return self.call("voices", **({"language": language} if language else {}))
+
+    def speech(self, action: str, target: str | None = None, scope: str | None = None) -> dict:
+        """stop | cancel | pause | resume: one request of this client (`target`), all of this
+        client's speech (default), or everyone's (`scope="all"`, admin)."""
+        fields = {k: v for k, v in {"target": target, "scope": scope}.items() if v is not None}
+        return self.call("speech", action=action, **fields)
 
     def chat_events(self, prompt: str | None = None, *, messages: list[dict] | None = None,
                     session: str | None = None, timeout: float | None = None, rid: str | None = None,

@@ -93,6 +93,27 @@ class OcrConfig:
 
 
 @dataclass
+class SpeechConfig:
+    # output device: "" = the system default, else a PortAudio device name (or part of one) or index
+    device: str = ""
+    # default voice (espeak-ng id such as "gmw/en-us", or a language such as "de"); "" = espeak's default
+    voice: str = ""
+    rate: int = 175  # words per minute
+    # start the synthesizer with the daemon: it is small (about 30 MB) and a cold start
+    # would delay the first words a blind user hears by a few hundred milliseconds
+    preload: bool = True
+    keep_alive_s: float = 0.0
+    # a synthesis that makes no progress for this long is killed and restarted
+    engine_timeout_s: float = 5.0
+    # playback: audio goes to the device in chunks of chunk_ms, never more than lead_ms ahead
+    # of what is heard, so stop and pause act within about chunk_ms + lead_ms
+    chunk_ms: float = 20.0
+    lead_ms: float = 40.0
+    # seconds of silence after which the device is released (and opened again when needed)
+    idle_close_s: float = 1.0
+
+
+@dataclass
 class CameraConfig:
     # /dev/videoN or N (V4L2), a video file or stream URL, or gst:PIPELINE (e.g. a Jetson
     # CSI camera: gst:nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink)
@@ -114,6 +135,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -199,6 +221,13 @@ def validate(config: Config) -> Config:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
     if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0:
         raise ConfigError("ocr.keep_alive_s must not be negative and ocr.engine_timeout_s must be positive")
+    speech = config.speech
+    if not 80 <= speech.rate <= 450:
+        raise ConfigError("speech.rate must be 80 to 450 words per minute")
+    if speech.engine_timeout_s <= 0 or speech.keep_alive_s < 0 or speech.idle_close_s < 0:
+        raise ConfigError("speech.engine_timeout_s must be positive; keep_alive_s and idle_close_s not negative")
+    if not 5 <= speech.chunk_ms <= 200 or not 0 <= speech.lead_ms <= 1000:
+        raise ConfigError("speech.chunk_ms must be 5 to 200 and speech.lead_ms 0 to 1000")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level must be debug, info, warning or error")
     return config

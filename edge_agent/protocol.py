@@ -31,10 +31,21 @@ INTERNAL = "internal"
 UNAUTHORIZED = "unauthorized"
 NOT_FOUND = "not_found"
 CONTEXT_EXCEEDED = "context_exceeded"
+DEVICE_UNAVAILABLE = "device_unavailable"
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
-               INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED)
+               INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED, DEVICE_UNAVAILABLE)
 
-OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask")
+OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask",
+       "say", "voices", "speech")
+
+# speech (docs/protocol.md §4.12): SSIP's priorities, highest first
+PRIORITIES = ("important", "message", "text", "notification", "progress")
+SPEECH_OUTPUTS = ("device", "client", "both")
+AUDIO_FORMATS = ("wav", "pcm")
+PUNCTUATION = ("none", "some", "all")
+SPEECH_ACTIONS = ("stop", "cancel", "pause", "resume")
+MAX_SAY_CHARS = 20_000
+RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
 
 
@@ -74,6 +85,7 @@ class ChatRequest:
     json_schema: dict | None = None
     context_policy: str = "error"
     stream: bool = True
+    speak: SpeechOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +107,42 @@ class ModelsRequest:
 
 
 @dataclass(frozen=True)
+class SpeechOptions:
+    """How to speak: for `say`, and for `speak` on chat, ask and ocr. None: the daemon's default."""
+    priority: str = "text"
+    output: str = "device"
+    format: str = "wav"
+    voice: str | None = None
+    language: str | None = None
+    rate: int | None = None
+    pitch: int = 50
+    volume: float = 1.0
+    punctuation: str = "none"
+    markdown: bool = True
+
+
+@dataclass(frozen=True)
+class SayRequest:
+    text: str
+    options: SpeechOptions
+
+
+@dataclass(frozen=True)
+class VoicesRequest:
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeechControlRequest:
+    action: str
+    target: str | None = None
+    scope: str = "self"
+
+
+@dataclass(frozen=True)
 class OcrRequest:
     engine: str = "fast"
-    speak: bool = False
+    speak: SpeechOptions | None = None
     camera: str | None = None
 
 
@@ -109,6 +154,7 @@ class AskRequest:
     max_tokens: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
+    speak: SpeechOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -245,14 +291,75 @@ def _parse_chat(f: _Fields) -> ChatRequest:
         json_schema=schema,
         context_policy=f.choice("context_policy", ("error", "drop_oldest"), "error"),
         stream=f.boolean("stream", True),
+        speak=_parse_speak(doc),
     )
+
+
+SPEECH_FIELDS = {"priority", "output", "format", "voice", "language", "rate", "pitch", "volume", "punctuation",
+                 "markdown"}
+
+
+def _speech_options(f: _Fields) -> SpeechOptions:
+    return SpeechOptions(
+        priority=f.choice("priority", PRIORITIES, "text"),
+        output=f.choice("output", SPEECH_OUTPUTS, "device"),
+        format=f.choice("format", AUDIO_FORMATS, "wav"),
+        voice=f.string("voice", max_length=64),
+        language=f.string("language", max_length=16),
+        rate=_in_range(f.integer("rate", None), "rate", *RATE_RANGE),
+        pitch=_in_range(f.integer("pitch", 50), "pitch", 0, 100),
+        volume=f.number("volume", 1.0, minimum=0.0, maximum=1.0),
+        punctuation=f.choice("punctuation", PUNCTUATION, "none"),
+        markdown=f.boolean("markdown", True),
+    )
+
+
+def _in_range(value: int | None, name: str, low: int, high: int) -> int | None:
+    if value is not None and not low <= value <= high:
+        raise ProtocolError(BAD_REQUEST, f"field '{name}' must be an integer in [{low}, {high}]", field=name)
+    return value
+
+
+def _parse_speak(doc: dict) -> SpeechOptions | None:
+    """`speak`: false/absent, true (default options) or an object of speech options."""
+    raw = doc.get("speak", False)
+    if raw is False:
+        return None
+    if raw is True:
+        return SpeechOptions()
+    if not isinstance(raw, dict):
+        raise ProtocolError(BAD_REQUEST, "field 'speak' must be true, false or an object of speech options",
+                            field="speak")
+    try:
+        return _speech_options(_Fields(raw, SPEECH_FIELDS))
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, f"speak: {exc.message}", field="speak") from None
+
+
+def _parse_say(f: _Fields) -> SayRequest:
+    text = f.string("text", required=True)
+    if not text.strip():
+        raise ProtocolError(BAD_REQUEST, "field 'text' must not be empty", field="text")
+    if len(text) > MAX_SAY_CHARS:
+        raise ProtocolError(TOO_LARGE, f"field 'text' is {len(text)} characters; the limit is {MAX_SAY_CHARS}",
+                            field="text")
+    return SayRequest(text, _speech_options(f))
+
+
+def _parse_speech_control(f: _Fields) -> SpeechControlRequest:
+    action = f.choice("action", SPEECH_ACTIONS, None) or _required("action")
+    target = f.string("target", max_length=MAX_ID_LENGTH)
+    scope = f.choice("scope", ("self", "all"), "self")
+    if target is not None and "scope" in f.doc:
+        raise ProtocolError(BAD_REQUEST, "give 'target' or 'scope', not both", field="scope")
+    return SpeechControlRequest(action, target, scope)
 
 
 def _parse_ocr(f: _Fields) -> OcrRequest:
     engine = f.choice("engine", ("fast", "vision", "auto"), "fast")
     if engine == "auto":
         engine = "fast"  # auto means fast until the vision engine also serves OCR
-    return OcrRequest(engine, f.boolean("speak", False), f.string("camera", max_length=64))
+    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64))
 
 
 _PARSERS = {
@@ -260,17 +367,20 @@ _PARSERS = {
     "status": (set(), lambda f: EmptyRequest()),
     "ping": (set(), lambda f: EmptyRequest()),
     "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
-              "stop", "json_schema", "context_policy", "stream"}, _parse_chat),
+              "stop", "json_schema", "context_policy", "stream", "speak"}, _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.string("target", required=True, max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system"}, lambda f: SessionsRequest(
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
-    "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p"}, lambda f: AskRequest(
+    "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak"}, lambda f: AskRequest(
         f.string("question", required=True), f.string("session", max_length=MAX_ID_LENGTH),
         f.string("camera", max_length=64), f.integer("max_tokens", None, minimum=1),
         f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
-        f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True))),
+        f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True), _parse_speak(f.doc))),
+    "say": ({"text"} | SPEECH_FIELDS, _parse_say),
+    "voices": ({"language"}, lambda f: VoicesRequest(f.string("language", max_length=16))),
+    "speech": ({"action", "target", "scope"}, _parse_speech_control),
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.string("camera", required=True, max_length=64))),
     "models": ({"action", "name"}, lambda f: ModelsRequest(

@@ -25,9 +25,11 @@ from . import __version__
 from . import protocol as P
 from .config import Config, is_loopback_endpoint
 from .models import resolve, scan
+from .pipelines import SpokenAnswer
 from .services.cameras import CameraService
 from .services.chat import ChatService
 from .services.ocr import OcrService
+from .services.speech import SpeechService
 from .services.vision import VisionService
 from .systemd import notify, watchdog_interval_s
 
@@ -81,6 +83,8 @@ class Server:
         self.cameras = CameraService(config)
         self.ocr = OcrService(config, self.context, self._emit, self.cameras)
         self.vision = VisionService(config, self.context, self._emit, self.cameras)
+        self.speech = SpeechService(config, self.context)
+        self.spoken: dict[str, SpokenAnswer] = {}  # jobs whose answer is also spoken
 
     # ---------------------------------------------------------------- sockets
 
@@ -145,7 +149,17 @@ class Server:
         return False
 
     def _emit(self, job_id: str, kind: str, final: bool, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
-        """Service events for a job, to the client that asked."""
+        """Service events for a job: through its speech pipeline if it has one, else to the client."""
+        spoken = self.spoken.get(job_id)
+        if spoken is not None:
+            spoken.on_service_event(kind, final, fields, attachments)
+        else:
+            self._deliver(job_id, kind, final, fields, attachments)
+
+    def _deliver(self, job_id: str, kind: str, final: bool, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
+        """An event for a job, to the client that asked."""
+        if final:
+            self.spoken.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is None:
             return
@@ -159,7 +173,10 @@ class Server:
         self._send(job.client, P.event(job.rid, kind, final, **fields), attachments)
 
     def _service_of(self, job_id: str):
-        for service in (self.ocr, self.vision):
+        """What can cancel a job: its speech pipeline, or the service running it."""
+        if job_id in self.spoken:
+            return self.spoken[job_id]
+        for service in (self.ocr, self.vision, self.speech):
             if job_id in service.jobs:
                 return service
         return self.chat
@@ -268,8 +285,32 @@ class Server:
             self._start_capture(client, rid, body)
         elif op == "ask":
             job_id = self._check_limits(client)
+            if body.speak:
+                self.speech.check_options(body.speak)
             self.vision.begin(job_id, body, request.attachments)
-            self._accept(client, rid, "ask", job_id, self.vision.run(job_id))
+            self._accept(client, rid, "ask", job_id, self._maybe_spoken(client, job_id, body.speak, self.vision,
+                                                                       self.vision.run(job_id), streamed=True))
+        elif op == "say":
+            job_id = self._check_limits(client)
+            self.speech.check_options(body.options)
+
+            def listener(kind: str, final: bool, fields: dict, att: tuple) -> None:
+                self._deliver(job_id, kind, final, fields, att)
+
+            if self.speech.ready_now():  # queued before the next message is read
+                self._accept(client, rid, "say", job_id, _nothing())
+                self.speech.say_text(self.speech.open_now(job_id, client.name, body.options, listener), body.text)
+            else:
+                self._accept(client, rid, "say", job_id, self.speech.say(job_id, client.name, body, listener))
+        elif op == "voices":
+            job_id = self._check_limits(client)
+
+            async def voices() -> None:
+                self._deliver(job_id, "result", True, await self.speech.voices(body.language))
+
+            self._accept(client, rid, "voices", job_id, voices())
+        elif op == "speech":
+            self._speech_control(client, rid, body, admin)
         elif op == "guide":
             job_id = self._check_limits(client)
             image = self.ocr.begin(job_id, body, request.attachments)
@@ -306,22 +347,51 @@ class Server:
 
         asyncio.ensure_future(run())
 
+    def _maybe_spoken(self, client: Client, job_id: str, speak: P.SpeechOptions | None, service, work,
+                      *, streamed: bool):
+        """`work` for a job, read aloud when the request asked for `speak`."""
+        if speak is None:
+            return work
+        spoken = SpokenAnswer(self.speech, job_id, client.name, speak,
+                              lambda kind, final, fields, att: self._deliver(job_id, kind, final, fields, att),
+                              streamed=streamed, cancel_service=lambda: service.cancel(job_id))
+        self.spoken[job_id] = spoken
+
+        async def run() -> None:
+            await spoken.start()
+            await work
+
+        return run()
+
     def _start_chat(self, client: Client, rid: str, body: P.ChatRequest) -> None:
         job_id = self._check_limits(client)
+        if body.speak:
+            self.speech.check_options(body.speak)
         self.chat.begin(job_id, body)  # raises ProtocolError: rejected before it was accepted
-        self._accept(client, rid, "chat", job_id, self.chat.run(job_id), self.chat.queue_position())
+        self._accept(client, rid, "chat", job_id, self._maybe_spoken(client, job_id, body.speak, self.chat,
+                                                                     self.chat.run(job_id), streamed=True),
+                     self.chat.queue_position())
 
     def _start_ocr(self, client: Client, rid: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
         job_id = self._check_limits(client)
+        if body.speak:
+            self.speech.check_options(body.speak)
         if body.engine == "vision":  # Phi-3.5-vision asked to transcribe
-            if body.speak:
-                raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this "
-                                      "daemon does not have yet", field="speak")
             self.vision.begin_ocr(job_id, body, attachments)
-            self._accept(client, rid, "ocr", job_id, self.vision.run(job_id))
-            return
-        image = self.ocr.begin(job_id, body, attachments)
-        self._accept(client, rid, "ocr", job_id, self.ocr.run(job_id, image, body.camera))
+            work = self._maybe_spoken(client, job_id, body.speak, self.vision, self.vision.run(job_id), streamed=True)
+        else:
+            image = self.ocr.begin(job_id, body, attachments)
+            work = self._maybe_spoken(client, job_id, body.speak, self.ocr, self.ocr.run(job_id, image, body.camera),
+                                      streamed=False)
+        self._accept(client, rid, "ocr", job_id, work)
+
+    def _speech_control(self, client: Client, rid: str, body: P.SpeechControlRequest, admin: bool) -> None:
+        if body.scope == "all" and not admin:
+            raise P.ProtocolError(P.UNAUTHORIZED, f"speech {body.action} of every client's speech is an admin "
+                                  "action (IPC clients, or CURVE clients listed in admin_keys)", field="scope")
+        target = client.inflight.get(body.target) if body.target is not None else None
+        affected = self.speech.control(body, client.name, target)
+        self._send(client, P.result(rid, action=body.action, affected=affected))
 
     def _start_capture(self, client: Client, rid: str, body: P.CaptureRequest) -> None:
         job_id = self._check_limits(client)
@@ -390,14 +460,15 @@ class Server:
             "server": {"name": "edge-agent", "version": __version__},
             "ops": list(P.OPS),
             "services": {"chat": self.chat.describe(), "ocr": self.ocr.describe(), "vision": self.vision.describe(),
-                         "camera": self.cameras.describe()},
+                         "camera": self.cameras.describe(), "speech": self.speech.describe()},
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
                        "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},
         }
 
     def status(self) -> dict:
-        engines = {"chat": self.chat.status(), "ocr": self.ocr.status(), "vision": self.vision.status()}
+        engines = {"chat": self.chat.status(), "ocr": self.ocr.status(), "vision": self.vision.status(),
+                   "speech": self.speech.status()}
         rss = _rss_bytes(os.getpid())
         engine_rss = 0
         for engine in engines.values():
@@ -419,6 +490,7 @@ class Server:
         self.chat.start()
         self.ocr.start()
         self.vision.start()
+        self.speech.start()
         self.cameras.start()
         tasks = [self._start_receiver(i, listener) for i, listener in enumerate(self.listeners)]
         interval = watchdog_interval_s()
@@ -446,12 +518,14 @@ class Server:
         self.chat.cancel_all("shutdown")
         self.ocr.cancel_all("shutdown")
         self.vision.cancel_all("shutdown")
+        self.speech.cancel_all("shutdown")
         for job_id, job in list(self.jobs.items()):  # non-chat jobs (models load)
             self._emit(job_id, "error", True, {"error": {"code": P.CANCELLED, "message": "the daemon is shutting "
                                                          "down", "reason": "shutdown"}})
         await self.chat.close()
         await self.ocr.close()
         await self.vision.close()
+        await self.speech.close()
         self.cameras.close()
         for listener in self.listeners:
             listener.sock.close()  # LINGER lets the final events reach their clients
@@ -461,6 +535,10 @@ class Server:
             self._authenticator.stop()
         self.context.term()
         self._stopped.set()
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _socket_is_live(path: Path) -> bool:

@@ -180,7 +180,7 @@ def test_byte_limit():
     ({}, [b"a", b"b"], "bad_request", "image"),
     ({"engine": "vision"}, [], "bad_request", "image"),
     ({"engine": "magic"}, [b"x"], "bad_request", "engine"),
-    ({"speak": True}, [b"x"], "unsupported", "speak"),
+    ({"speak": "loud"}, [b"x"], "bad_request", "speak"),
     ({"camera": "front"}, [b"x"], "bad_request", "camera"),
     ({"camera": "front"}, [], "not_found", "camera"),
 ])

@@ -10,7 +10,8 @@ Messages are single JSON frames:
   host -> child: {"type": "job", "job": ID, ...payload} [+ binary frames] | {"type": "cancel", "job": ID}
                  | {"type": "stop"}
   child -> host: {"type": "ready", ...info} | {"type": "load_failed", "error": MSG}
-                 {"type": "heartbeat"} | {"type": "event", "job": ID, "kind": ..., ...}
+                 {"type": "heartbeat"} | {"type": "event", "job": ID, "kind": ..., ...} [+ binary frames,
+                 handed on under "attachments"]
 A job ends when the child sends an event with "final": true. `receive(sock)` reads one
 host message in the child: the JSON header with the binary frames under "attachments".
 """
@@ -195,11 +196,13 @@ class EngineHost:
 
     async def _read(self, sock: zmq.asyncio.Socket, generation: int) -> None:
         while True:
-            raw = await sock.recv()
+            frames = await sock.recv_multipart()
             if generation != self._generation:
                 return
             self._last_heard = time.monotonic()
-            message = json.loads(raw)
+            message = json.loads(frames[0])
+            if len(frames) > 1:
+                message["attachments"] = frames[1:]
             kind = message.get("type")
             if kind == "ready":
                 if self._ready is not None and not self._ready.done():

@@ -40,16 +40,13 @@ class OcrService:
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
-                "max_image_pixels": MAX_PIXELS, "speak": False, "camera": True}
+                "max_image_pixels": MAX_PIXELS, "speak": True, "camera": True}
 
     def status(self) -> dict:
         return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
 
     def begin(self, job: str, body: P.OcrRequest | P.GuideRequest, attachments: tuple[bytes, ...]) -> bytes:
         """Validate before accepting; returns the image bytes (empty for a camera)."""
-        if getattr(body, "speak", False):
-            raise P.ProtocolError(P.UNSUPPORTED, "speaking the result needs the speech service, which this daemon "
-                                  "does not have yet", field="speak")
         if body.camera is not None:
             if attachments:
                 raise P.ProtocolError(P.BAD_REQUEST, "give a camera or an image frame, not both", field="camera")

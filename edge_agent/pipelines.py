@@ -1,0 +1,117 @@
+"""Spoken answers: a chat, ask or ocr request with `speak` is also read aloud.
+
+The pipeline sits between a service and the client. It forwards the service's events as
+they are, cuts streamed text (`delta` events) into sentences and hands each one to the speech
+service the moment it is complete, and holds the service's final event back until the
+answer has been spoken, so the request ends when the listener has heard it. The speech
+events of the utterance (`speech`, `audio`) travel in the same request's stream. Cancelling
+the request silences its speech too. Neither service knows about the other.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from . import protocol as P
+from .services.speech import SpeechService, Utterance
+from .speech_text import SentenceStream, shape
+
+# forward(kind, final, fields, attachments): an event to the client that asked
+Forward = Callable[[str, bool, dict, tuple], None]
+
+NOTHING_READ = "No text found."
+
+
+class SpokenAnswer:
+    def __init__(self, speech: SpeechService, job: str, owner: str, options: P.SpeechOptions, forward: Forward,
+                 *, streamed: bool, cancel_service: Callable[[], Awaitable[None]]):
+        self.speech = speech
+        self.job = job
+        self.owner = owner
+        self.options = options
+        self.forward = forward
+        self.streamed = streamed
+        self.cancel_service = cancel_service
+        self.sentences = SentenceStream()
+        self.utterance: Utterance | None = None
+        self.held: tuple[str, dict, tuple] | None = None  # the service's final result, until speech ends
+        self.outcome: dict | None = None  # how the speech ended
+        self.service_done = False
+        self.cancelled = False
+        self.finished = False
+
+    async def start(self) -> None:
+        """Open the utterance (it takes its place in the speech queue now). A voice the engine
+        lacks ends the speech part only: the answer itself still arrives, with the error."""
+        try:
+            self.utterance = await self.speech.open(self.job, self.owner, self.options, self._on_speech)
+        except P.ProtocolError as exc:
+            self.outcome = {"state": "error", "error": exc.to_error()}
+
+    # ---------------------------------------------------------------- from the service
+
+    def on_service_event(self, kind: str, final: bool, fields: dict, attachments: tuple) -> None:
+        if not final:
+            self.forward(kind, False, fields, attachments)
+            if kind == "delta" and self.streamed and self.utterance is not None:
+                self._speak(self.sentences.feed(fields.get("text", "")))
+            return
+        self.service_done = True
+        if kind != "result":  # the answer failed or was cancelled: so is its speech
+            if self.utterance is not None:
+                self.speech.cancel_utterance(self.utterance, "cancel")
+            self._finish(kind, fields, attachments)
+            return
+        if self.utterance is not None:
+            if self.streamed:
+                self._speak(self.sentences.flush())
+            else:
+                text = fields.get("text") or ""
+                self.speech.append_text(self.utterance, text if text.strip() else NOTHING_READ)
+            self.speech.close_utterance(self.utterance)
+        self.held = (kind, fields, attachments)
+        self._maybe_finish()
+
+    def _speak(self, sentences: list[str]) -> None:
+        options = self.options
+        shaped = [shape(s, options.punctuation, options.markdown) for s in sentences]
+        self.speech.append(self.utterance, [s for s in shaped if any(c.isalnum() for c in s)])
+
+    # ---------------------------------------------------------------- from the speech service
+
+    def _on_speech(self, kind: str, final: bool, fields: dict, attachments: tuple) -> None:
+        if not final:
+            self.forward(kind, False, fields, attachments)
+            return
+        if kind == "result":
+            self.outcome = {**fields}
+        else:
+            error = fields["error"]
+            state = "cancelled" if error["code"] == P.CANCELLED else "error"
+            self.outcome = {"state": state, "error": error, **fields.get("speech", {})}
+        self._maybe_finish()
+
+    # ---------------------------------------------------------------- ending
+
+    async def cancel(self, job: str) -> None:
+        """The client cancelled the request: stop the answer and its speech."""
+        self.cancelled = True
+        if not self.service_done:
+            await self.cancel_service()  # the service ends the job; on_service_event does the rest
+        elif self.utterance is not None:
+            self.speech.cancel_utterance(self.utterance, "cancel")
+        if self.service_done and not self.finished:
+            self._finish("error", {"error": P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()}, ())
+
+    def _maybe_finish(self) -> None:
+        if self.held is None or self.outcome is None or self.finished:
+            return
+        kind, fields, attachments = self.held
+        if self.cancelled:
+            self._finish("error", {"error": P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()}, ())
+        else:
+            self._finish(kind, {**fields, "speech": self.outcome}, attachments)
+
+    def _finish(self, kind: str, fields: dict, attachments: tuple) -> None:
+        if not self.finished:
+            self.finished = True
+            self.forward(kind, True, fields, attachments)
