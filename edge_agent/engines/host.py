@@ -277,6 +277,23 @@ def receive(sock: zmq.Socket) -> dict:
     return message
 
 
+def run_jobs(sock: zmq.Socket, heartbeat: Callable[[], None], handle: Callable[[dict], None]) -> None:
+    """A child's loop for short, uninterruptible jobs (an OCR pass, a sentence): heartbeats
+    while idle, `handle(message)` for each job, until `stop`. A `cancel` needs nothing here:
+    the job finishes in moments and the host drops its result."""
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    while True:
+        if not poller.poll(int(HEARTBEAT_S * 1000)):
+            heartbeat()
+            continue
+        message = receive(sock)
+        if message["type"] == "stop":
+            return
+        if message["type"] == "job":
+            handle(message)
+
+
 def worker_loop_sender(sock: zmq.Socket):
     """Helpers for the child side: send JSON messages and timed heartbeats."""
     last = [time.monotonic()]

@@ -11,7 +11,7 @@ import zmq
 from ..guidance import assess, downscale
 from ..images import ImageError, load_image
 from ..ocr_layout import Box, line_text, reading_order, script_hint
-from .host import HEARTBEAT_S, receive, worker_loop_sender
+from .host import run_jobs, worker_loop_sender
 
 
 class OcrWorker:
@@ -63,29 +63,18 @@ class OcrWorker:
         result["image"] = {"format": loaded.format, "width": loaded.width, "height": loaded.height}
         return result
 
-    def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        while True:
-            if not poller.poll(int(HEARTBEAT_S * 1000)):
-                self.heartbeat()
-                continue
-            message = receive(self.sock)
-            if message["type"] == "stop":
-                return
-            if message["type"] != "job":
-                continue  # a cancel for a job that already ended: OCR jobs are not interruptible
-            job = message["job"]
-            try:
-                image = message["attachments"][0] if message["attachments"] else b""
-                result = self.guide(image) if message.get("mode") == "guide" else self.recognise(job, image)
-                self.send({"type": "event", "job": job, "kind": "done", "final": True, **result})
-            except ImageError as exc:
-                self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": exc.code,
-                           "message": exc.message, "field": "image"})
-            except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
-                self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": "internal",
-                           "message": f"{type(exc).__name__}: {exc}"})
+    def handle(self, message: dict) -> None:
+        job = message["job"]
+        try:
+            image = message["attachments"][0] if message["attachments"] else b""
+            result = self.guide(image) if message.get("mode") == "guide" else self.recognise(job, image)
+            self.send({"type": "event", "job": job, "kind": "done", "final": True, **result})
+        except ImageError as exc:
+            self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": exc.code,
+                       "message": exc.message, "field": "image"})
+        except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
+            self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": "internal",
+                       "message": f"{type(exc).__name__}: {exc}"})
 
 
 def serve(sock: zmq.Socket, spec: dict) -> None:
@@ -96,4 +85,4 @@ def serve(sock: zmq.Socket, spec: dict) -> None:
         send({"type": "load_failed", "error": f"cannot start RapidOCR: {exc}"})
         return
     send({"type": "ready", "engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})
-    worker.run()
+    run_jobs(sock, worker.heartbeat, worker.handle)

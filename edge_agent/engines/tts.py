@@ -24,7 +24,7 @@ import time
 
 import zmq
 
-from .host import HEARTBEAT_S, receive, worker_loop_sender
+from .host import run_jobs, worker_loop_sender
 
 GENDERS = {"Male": "male", "Female": "female"}
 SAMPLE_RATE = 22050  # espeak-ng's rate for its own voices (pyttsx3 does not report it)
@@ -83,25 +83,14 @@ class TtsWorker:
         return {"sample_rate": SAMPLE_RATE, "samples": len(pcm) // 2,
                 "synth_ms": round((time.perf_counter() - start) * 1000, 2)}, pcm
 
-    def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        while True:
-            if not poller.poll(int(HEARTBEAT_S * 1000)):
-                self.heartbeat()
-                continue
-            message = receive(self.sock)
-            if message["type"] == "stop":
-                return
-            if message["type"] != "job":
-                continue  # a cancel: a sentence takes milliseconds, the daemon drops its audio
-            job = message["job"]
-            try:
-                info, pcm = self.synthesize(message)
-                self.sock.send_multipart([_event(job, "done", **info), pcm])
-            except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
-                self.sock.send_multipart([_event(job, "error", code="internal",
-                                                 message=f"synthesis failed: {type(exc).__name__}: {exc}")])
+    def handle(self, message: dict) -> None:
+        job = message["job"]
+        try:
+            info, pcm = self.synthesize(message)
+            self.sock.send_multipart([_event(job, "done", **info), pcm])
+        except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
+            self.sock.send_multipart([_event(job, "error", code="internal",
+                                             message=f"synthesis failed: {type(exc).__name__}: {exc}")])
 
 
 def _event(job: str, kind: str, **fields) -> bytes:
@@ -117,4 +106,4 @@ def serve(sock: zmq.Socket, spec: dict) -> None:
         return
     send({"type": "ready", "engine": "espeak-ng (pyttsx3)", "voices": worker.voices,
           "default_voice": worker.default_voice})
-    worker.run()
+    run_jobs(sock, worker.heartbeat, worker.handle)
