@@ -245,7 +245,8 @@ def test_message_does_not_interrupt_itself_and_cancels_text(client):
     assert reason(rec.final(text)) == "interrupted"
     results = rec.wait_final(first, second)
     assert [r["event"] for r in results] == ["result", "result"]
-    assert rec.ended_at(first) < rec.when(second, lambda e: e.get("state") == "begin")
+    # the second starts where the first ends (same device instant; events may tie within a chunk)
+    assert rec.ended_at(first) < rec.when(second, lambda e: e.get("state") == "begin") + 0.02
 
 
 def test_text_replaces_text(client):
