@@ -22,3 +22,15 @@ def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def tiny_chat_package(work: Path) -> Path:
+    """The tiny random Phi-3.5-mini, exported to INT4 under `work` (seconds): what a benchmark
+    serves when it is given no full-size package."""
+    from export.fixtures import build_fixture
+    from export.text import TextExportOptions, export_text
+
+    snapshot = build_fixture("phi-3.5-mini", "tiny", work / "fixture")
+    package = work / "phi-3.5-mini-tiny-int4"
+    export_text(snapshot, package, TextExportOptions(), say=lambda _m: None)
+    return package

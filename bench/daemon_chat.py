@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, tiny_chat_package, write_result  # noqa: E402
 
 PROMPT = ("You are reading a medicine label for a person who cannot see it. The label says: take one "
           "tablet twice a day with food, do not exceed four tablets in twenty-four hours, keep out of "
@@ -178,14 +178,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))
     try:
-        package = args.package
-        if package is None:
-            from export.fixtures import build_fixture
-            from export.text import TextExportOptions, export_text
-
-            snapshot = build_fixture("phi-3.5-mini", "tiny", work / "fixture")
-            package = work / "phi-3.5-mini-tiny-int4"
-            export_text(snapshot, package, TextExportOptions(), say=lambda _m: None)
+        package = args.package or tiny_chat_package(work)
         manifest = read_manifest(package)
         size = "full" if manifest.source["num_parameters"] > 1e9 else "tiny"
         result = {"benchmark": "daemon_chat", "machine": machine(), "package": str(package), "fixture_size": size,

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, tiny_chat_package, write_result  # noqa: E402
 
 SHORT = "The door is open."
 PARAGRAPH = ("Take one tablet twice a day with food. Do not take more than four tablets in twenty-four hours. "
@@ -90,14 +90,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-speech-"))
     try:
-        package = args.package
-        if package is None:
-            from export.fixtures import build_fixture
-            from export.text import TextExportOptions, export_text
-
-            snapshot = build_fixture("phi-3.5-mini", "tiny", work / "fixture")
-            package = work / "phi-3.5-mini-tiny-int4"
-            export_text(snapshot, package, TextExportOptions(), say=lambda _m: None)
+        package = args.package or tiny_chat_package(work)
         video = work / "label.avi"
         write_label_video(video)
         device = AlsaFileDevice(work / "alsa")
