@@ -315,9 +315,12 @@ def test_duplicate_id_in_flight(client):
     client.send("chat", rid="dup", messages=user("long"), max_tokens=2000)
     assert client.next_event("dup", 10)["event"] == "accepted"
     second = client.send("ping", rid="dup")
-    events = [client.next_event("dup", 10) for _ in range(2)]
-    errors = [e for e in events if e["event"] == "error" and "still in flight" in e["error"]["message"]]
-    assert second == "dup" and errors
+    # The chat's own deltas share the id and may come first; the refusal must arrive while it streams.
+    event = client.next_event("dup", 10)
+    while not (event["event"] == "error" and "still in flight" in event["error"]["message"]):
+        assert not event["final"], f"chat ended before the duplicate was refused: {event}"
+        event = client.next_event("dup", 10)
+    assert second == "dup" and event["error"]["field"] == "id"
     client.cancel("dup")
     final_event(client, "dup")
 
