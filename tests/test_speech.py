@@ -163,6 +163,11 @@ def test_both_outputs_send_the_same_audio(client, device):
     assert "device_error" not in result
 
 
+def client_pcm(client: Client, text: str, **options) -> np.ndarray:
+    frames = client.say(text, output="client", format="pcm", **options)["audio"]
+    return np.frombuffer(b"".join(f["data"] for f in frames), "<i2")
+
+
 def test_voices_languages_and_voice_options(client):
     voices = client.voices()
     ids = {v["id"] for v in voices["voices"]}
@@ -170,9 +175,7 @@ def test_voices_languages_and_voice_options(client):
     assert all(any(lang.startswith("de") for lang in v["languages"]) for v in client.voices("de")["voices"])
 
     def audio(**options):
-        frames = client.say("The quick brown fox jumps over the lazy dog.", output="client", format="pcm",
-                            **options)["audio"]
-        return np.frombuffer(b"".join(f["data"] for f in frames), "<i2")
+        return client_pcm(client, "The quick brown fox jumps over the lazy dog.", **options)
 
     normal, fast, slow = audio(), audio(rate=350), audio(rate=100)
     assert len(fast) < 0.7 * len(normal) < 0.7 * len(slow)
@@ -180,6 +183,27 @@ def test_voices_languages_and_voice_options(client):
     assert not np.array_equal(audio(language="de")[:5000], normal[:5000])
     assert not np.array_equal(audio(voice="en-us")[:5000], normal[:5000])
     assert not np.array_equal(audio(pitch=90)[:5000], normal[:5000])
+
+
+def test_configured_default_voice_may_be_a_language_and_a_missing_one_falls_back(client, int4_package, tmp_path):
+    # espeak-ng's output varies by a few samples between runs, so voices are told apart by
+    # duration: this phrase lasts about a quarter longer in German than in English.
+    phrase = "Configured voices are checked here."
+    english, german = len(client_pcm(client, phrase)), len(client_pcm(client, phrase, language="de"))
+    assert german > 1.1 * english
+
+    def close_to(samples: int, reference: int) -> bool:
+        return abs(samples - reference) < 0.02 * reference
+
+    for configured, expected in (("de", german), ("no-such-voice", english)):
+        d = Daemon(tmp_path / configured, speech_sections(int4_package, voice=configured))
+        try:
+            with d.client() as c:
+                assert close_to(len(client_pcm(c, phrase)), expected)
+                assert close_to(len(client_pcm(c, phrase, voice="en")), english)  # the request's choice wins
+        finally:
+            d.stop()
+        assert ("matches no voice or language" in d.log()) == (configured == "no-such-voice")
 
 
 @pytest.mark.parametrize("fields, code, field", [

@@ -112,6 +112,7 @@ class SpeechService:
         self.player: AudioOutput | None = None
         self._player_generation = 0
         self._seq = itertools.count()
+        self._warned_voices: set[str] = set()  # configured voices already reported as missing
         self._pending: dict[str, asyncio.Future] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -239,25 +240,30 @@ class SpeechService:
         self._check_finished(utterance)
 
     def _voice_for(self, info: dict, options: P.SpeechOptions) -> str | None:
+        """The voice id for a request: its `voice`, else the best voice for its `language`, else
+        the configured default (a voice name or a language), else the engine's default (None)."""
         voices = info["voices"]
-        wanted = options.voice or (None if options.language else self.config.speech.voice or None)
-        if wanted:
-            low = wanted.lower()
-            for voice in voices:
-                if low in (voice["id"].lower(), voice["id"].rsplit("/", 1)[-1].lower(), voice["name"].lower()):
-                    return voice["id"]
-            if options.voice:
-                raise P.ProtocolError(P.BAD_REQUEST, f"no voice {wanted!r}; the `voices` op lists them", field="voice")
-            options_language = wanted  # a configured default may be a language
-        else:
-            options_language = options.language
-        if options_language:
-            matches = [v for v in voices if any(_language_matches(lang, options_language) for lang in v["languages"])]
-            if not matches:
-                raise P.ProtocolError(P.BAD_REQUEST, f"no voice for language {options_language!r}; the `voices` op "
-                                      "lists them", field="language")
-            exact = [v for v in matches if options_language.lower() in (lang.lower() for lang in v["languages"])]
-            return (exact or matches)[0]["id"]
+        if options.voice:
+            found = _voice_named(voices, options.voice)
+            if found is None:
+                raise P.ProtocolError(P.BAD_REQUEST, f"no voice {options.voice!r}; the `voices` op lists them",
+                                      field="voice")
+            return found
+        if options.language:
+            found = _voice_speaking(voices, options.language)
+            if found is None:
+                raise P.ProtocolError(P.BAD_REQUEST, f"no voice for language {options.language!r}; the `voices` "
+                                      "op lists them", field="language")
+            return found
+        configured = self.config.speech.voice
+        if configured:
+            found = _voice_named(voices, configured) or _voice_speaking(voices, configured)
+            if found is None:  # not the client's fault: speak with the engine's default, say why once
+                if configured not in self._warned_voices:
+                    self._warned_voices.add(configured)
+                    log.warning("speech.voice %r matches no voice or language; using the engine's default",
+                                configured)
+            return found
         return None
 
     # ---------------------------------------------------------------- SSIP rules
@@ -576,6 +582,22 @@ class SpeechService:
         for fields in events:
             if not utterance.done:
                 utterance.listener("speech", False, fields, ())
+
+
+def _voice_named(voices: list[dict], wanted: str) -> str | None:
+    """A voice by its id, the last part of its id, or its name (any case)."""
+    low = wanted.lower()
+    for voice in voices:
+        if low in (voice["id"].lower(), voice["id"].rsplit("/", 1)[-1].lower(), voice["name"].lower()):
+            return voice["id"]
+    return None
+
+
+def _voice_speaking(voices: list[dict], language: str) -> str | None:
+    """The first voice for exactly this language tag, else the first for a related one."""
+    matches = [v for v in voices if any(_language_matches(lang, language) for lang in v["languages"])]
+    exact = [v for v in matches if language.lower() in (lang.lower() for lang in v["languages"])]
+    return (exact or matches)[0]["id"] if matches else None
 
 
 def _language_matches(language: str, wanted: str) -> bool:
