@@ -1,10 +1,13 @@
 """Session-wide tiny models: built once, shared read-only by every test.
 
-Tests that damage a model or package copy it into their own tmp_path first.
+Tests that damage a model or package copy it into their own tmp_path first. `small_mount`
+gives a test a real tiny filesystem to fill up.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,22 @@ def vision_package(models_root, tiny_vision_snapshot) -> Path:
     out = models_root / "phi35-vision-tiny-int4"
     export_vision(tiny_vision_snapshot, out, VisionExportOptions(), say=lambda _m: None)
     return out
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A real tiny filesystem (tmpfs) to run out of space or to be read-only; needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mounts = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"mnt{len(mounts)}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], check=True)
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)

@@ -151,25 +151,6 @@ def test_builder_failure_leaves_no_package(capsys, snapshot_copy, tmp_path):
     assert_nothing_left(output)
 
 
-@pytest.fixture
-def small_mount(tmp_path):
-    """A real tiny filesystem (tmpfs) to run out of space or to be read-only; needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mounts = []
-
-    def mount(options: str) -> Path:
-        point = tmp_path / f"mnt{len(mounts)}"
-        point.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], check=True)
-        mounts.append(point)
-        return point
-
-    yield mount
-    for point in mounts:
-        subprocess.run(["umount", str(point)], check=False)
-
-
 def test_too_little_disk(capsys, tiny_snapshot, small_mount):
     disk = small_mount("size=8m")
     status, err = export_text_cli(capsys, tiny_snapshot, disk / "pkg")

@@ -530,6 +530,27 @@ def test_device_that_appears_later_is_opened(int4_package, tmp_path):
         d.stop()
 
 
+def test_device_failing_mid_utterance_is_reported_and_reopened(int4_package, tmp_path, small_mount):
+    # The device's file lives on a 96 KiB filesystem: after about two seconds of audio every
+    # write fails (ALSA reports EIO, as for an unplugged card); opening it again truncates the
+    # file, as a card plugged back in would be usable again.
+    disk = small_mount("size=96k")
+    device = AlsaFileDevice(tmp_path / "alsa", out=disk / "device.raw")
+    d = Daemon(tmp_path / "d", speech_sections(int4_package), env=device.env)
+    try:
+        with d.client() as c:
+            with pytest.raises(EdgeAgentError) as info:
+                c.say(LONG)
+            assert info.value.code == "device_unavailable" and "audio output failed" in info.value.message
+            assert c.status()["engines"]["speech"]["audio"]["last_error"]
+            assert len(c.say("Client output goes on.", output="client")["audio"]) == 1
+            assert c.say("The device is back.")["state"] == "end"
+            assert rms(device.samples()) > 300
+            assert c.status()["engines"]["speech"]["audio"]["opened"] == 2
+    finally:
+        d.stop()
+
+
 def test_hung_synthesis_is_timed_out_and_restarted(int4_package, device, tmp_path):
     d = Daemon(tmp_path / "d", speech_sections(int4_package, engine_timeout_s=2.0), env=device.env)
     try:
