@@ -54,6 +54,7 @@ def summary(values: list[float]) -> dict:
 
 def first_audio_ms(client, device, op: str, **fields) -> tuple[float, dict]:
     """Send a request; ms from sending to the first sample at the device, and its final event."""
+    wait_until_silent(device)
     with device.watch() as watch:
         sent = time.monotonic()
         rid = client.send(op, **fields)
@@ -62,6 +63,17 @@ def first_audio_ms(client, device, op: str, **fields) -> tuple[float, dict]:
             event = client.next_event(rid, 120)
         first = watch.first_audio_at()
     return (first - sent) * 1000 if first else float("nan"), event
+
+
+def wait_until_silent(device, quiet_s: float = 0.3, timeout: float = 30.0) -> None:
+    """Until the device has had no samples for quiet_s: the tail of a stopped utterance must
+    not count as the next trial's first audio."""
+    deadline = time.monotonic() + timeout
+    size, since = device.size(), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.02)
+        if device.size() != size:
+            size, since = device.size(), time.monotonic()
 
 
 def write_label_video(path: Path) -> None:
@@ -130,6 +142,7 @@ def main() -> int:
                 list(client.chat("Warm up.", max_tokens=4))
                 boundary_to_audio, request_to_audio, no_boundary = [], [], 0
                 for _ in range(5):
+                    wait_until_silent(device)
                     with device.watch() as watch:
                         sent = time.monotonic()
                         rid = client.send("chat", messages=[{"role": "user", "content": "List three things."}],
@@ -164,6 +177,7 @@ def main() -> int:
                 lags, excess = [], []
                 rng = random.Random(0)
                 for _ in range(args.trials):
+                    wait_until_silent(device)
                     with device.watch() as watch:
                         rid = client.send("say", text=PARAGRAPH)
                         event = client.next_event(rid, 30)

@@ -56,6 +56,8 @@ class SpokenAnswer:
                 self._speak(self.sentences.feed(fields.get("text", "")))
             return
         self.service_done = True
+        if self.cancelled:  # the answer finished while the client's cancel was on its way: the cancel wins
+            kind, fields, attachments = "error", {"error": _cancelled()}, ()
         if kind != "result":  # the answer failed or was cancelled: so is its speech
             if self.utterance is not None:
                 self.speech.cancel_utterance(self.utterance, "cancel")
@@ -100,14 +102,14 @@ class SpokenAnswer:
         elif self.utterance is not None:
             self.speech.cancel_utterance(self.utterance, "cancel")
         if self.service_done and not self.finished:
-            self._finish("error", {"error": P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()}, ())
+            self._finish("error", {"error": _cancelled()}, ())
 
     def _maybe_finish(self) -> None:
         if self.held is None or self.outcome is None or self.finished:
             return
         kind, fields, attachments = self.held
         if self.cancelled:
-            self._finish("error", {"error": P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()}, ())
+            self._finish("error", {"error": _cancelled()}, ())
         else:
             self._finish(kind, {**fields, "speech": self.outcome}, attachments)
 
@@ -115,3 +117,7 @@ class SpokenAnswer:
         if not self.finished:
             self.finished = True
             self.forward(kind, True, fields, attachments)
+
+
+def _cancelled() -> dict:
+    return P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()
