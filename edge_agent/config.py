@@ -73,6 +73,9 @@ class ModelsConfig:
     memory_budget_mb: int = 0
     # intra-op threads for the decoder; 0 = all cores this process may use
     threads: int = 0
+    # niceness the compute engines (chat, vision, OCR) add to the daemon's: when they keep every
+    # core busy, speech synthesis and the socket loop still get the CPU at once; 0 = none
+    nice: int = 10
 
 
 @dataclass
@@ -219,6 +222,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("chat.engine_timeout_s and chat.load_timeout_s must be positive")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
+    if not 0 <= config.models.nice <= 19:
+        raise ConfigError("models.nice must be 0 to 19")
     if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0:
         raise ConfigError("ocr.keep_alive_s must not be negative and ocr.engine_timeout_s must be positive")
     speech = config.speech

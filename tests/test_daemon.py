@@ -126,6 +126,16 @@ def test_status_reports_the_loaded_engine(client):
     assert status["inflight"] == 0
 
 
+def test_compute_engines_yield_the_cpu_to_the_daemon_and_speech(daemon, client):
+    # [models] nice (default 10): a model that keeps every core busy must not delay the socket
+    # loop or speech synthesis (measured in bench/speech.py: chat sentence to first audio)
+    list(client.chat("hi", max_tokens=2))
+    engines = client.status()["engines"]
+    base = os.getpriority(os.PRIO_PROCESS, daemon.process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, engines["chat"]["pid"]) == min(19, base + 10)
+    assert os.getpriority(os.PRIO_PROCESS, engines["speech"]["pid"]) == base
+
+
 def test_greedy_is_deterministic_and_sampling_options(client):
     a = "".join(client.chat("Same prompt", max_tokens=12))
     b = "".join(client.chat("Same prompt", max_tokens=12))

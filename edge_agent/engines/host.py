@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
 import signal
 import tempfile
 import time
@@ -40,11 +41,13 @@ class EngineUnavailable(Exception):
     """The engine could not be started (load failed or timed out)."""
 
 
-def child_main(endpoint: str, target: str, spec: dict) -> None:
+def child_main(endpoint: str, target: str, spec: dict, nice: int = 0) -> None:
     """Entry point of the child process: import the worker and hand it a connected socket."""
     import importlib
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal goes to the daemon only
+    if nice:
+        os.nice(nice)
     module_name, func_name = target.split(":")
     context = zmq.Context()
     sock = context.socket(zmq.PAIR)
@@ -61,10 +64,11 @@ class EngineHost:
     """One engine child process, restarted on crash or hang; lives in the daemon's asyncio loop."""
 
     def __init__(self, name: str, target: str, spec: dict, *, on_event: Callable[[str, dict], None],
-                 progress_timeout_s: float, load_timeout_s: float, context: zmq.asyncio.Context):
+                 progress_timeout_s: float, load_timeout_s: float, context: zmq.asyncio.Context, nice: int = 0):
         self.name = name
         self.target = target
         self.spec = spec
+        self.nice = nice  # added to the child's niceness: a compute engine yields to the daemon and to speech
         self.on_event = on_event
         self.progress_timeout_s = progress_timeout_s
         self.load_timeout_s = load_timeout_s
@@ -110,7 +114,7 @@ class EngineHost:
         sock.bind(endpoint)
         self._sock = sock
         spawn = multiprocessing.get_context("spawn")
-        self._process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec),
+        self._process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec, self.nice),
                                       name=f"edge-agent-{self.name}", daemon=True)
         self._process.start()
         self._last_heard = time.monotonic()

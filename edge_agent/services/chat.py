@@ -116,7 +116,8 @@ class ChatService:
                     "chat", "edge_agent.engines.genai_chat:serve",
                     {"package": str(package.path), "threads": self.config.models.threads},
                     on_event=self._on_engine_event, progress_timeout_s=self.config.chat.engine_timeout_s,
-                    load_timeout_s=self.config.chat.load_timeout_s, context=self.context)
+                    load_timeout_s=self.config.chat.load_timeout_s, context=self.context,
+                    nice=self.config.models.nice)
                 self.package = package
             try:
                 await self.engine.ensure_ready()

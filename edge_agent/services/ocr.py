@@ -22,7 +22,8 @@ class OcrService:
         self.sink = sink
         self.engine = EngineHost("ocr", "edge_agent.engines.rapidocr:serve", {}, on_event=self._on_engine_event,
                                  progress_timeout_s=config.ocr.engine_timeout_s,
-                                 load_timeout_s=config.chat.load_timeout_s, context=context)
+                                 load_timeout_s=config.chat.load_timeout_s, context=context,
+                                 nice=config.models.nice)
         self.jobs: dict[str, float] = {}  # job -> accepted at
         self._idle_task: asyncio.Task | None = None
 
