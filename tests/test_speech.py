@@ -13,7 +13,6 @@ import wave
 
 import numpy as np
 import pytest
-import zmq
 
 from edge_agent import protocol as P
 from edge_agent.client import Client, EdgeAgentError

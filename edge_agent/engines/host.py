@@ -298,6 +298,20 @@ def run_jobs(sock: zmq.Socket, heartbeat: Callable[[], None], handle: Callable[[
             handle(message)
 
 
+def serve_short_jobs(sock: zmq.Socket, create: Callable[[zmq.Socket], Any], cannot_start: str,
+                     ready: Callable[[Any], dict]) -> None:
+    """A short-job child from start to stop: build its worker (`load_failed` with `cannot_start`
+    and the exception if that fails), report `ready` with the worker's facts, then run_jobs."""
+    send, _ = worker_loop_sender(sock)
+    try:
+        worker = create(sock)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
+        send({"type": "load_failed", "error": f"{cannot_start}: {type(exc).__name__}: {exc}"})
+        return
+    send({"type": "ready", **ready(worker)})
+    run_jobs(sock, worker.heartbeat, worker.handle)
+
+
 def worker_loop_sender(sock: zmq.Socket):
     """Helpers for the child side: send JSON messages and timed heartbeats."""
     last = [time.monotonic()]

@@ -11,7 +11,7 @@ import zmq
 from ..guidance import assess, downscale
 from ..images import ImageError, load_image
 from ..ocr_layout import Box, line_text, reading_order, script_hint
-from .host import run_jobs, worker_loop_sender
+from .host import serve_short_jobs, worker_loop_sender
 
 
 class OcrWorker:
@@ -78,11 +78,5 @@ class OcrWorker:
 
 
 def serve(sock: zmq.Socket, spec: dict) -> None:
-    send, _ = worker_loop_sender(sock)
-    try:
-        worker = OcrWorker(sock)
-    except Exception as exc:  # noqa: BLE001
-        send({"type": "load_failed", "error": f"cannot start RapidOCR: {exc}"})
-        return
-    send({"type": "ready", "engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})
-    run_jobs(sock, worker.heartbeat, worker.handle)
+    serve_short_jobs(sock, OcrWorker, "cannot start RapidOCR",
+                     lambda worker: {"engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})

@@ -24,7 +24,7 @@ import time
 
 import zmq
 
-from .host import run_jobs, worker_loop_sender
+from .host import serve_short_jobs, worker_loop_sender
 
 GENDERS = {"Male": "male", "Female": "female"}
 SAMPLE_RATE = 22050  # espeak-ng's rate for its own voices (pyttsx3 does not report it)
@@ -98,12 +98,6 @@ def _event(job: str, kind: str, **fields) -> bytes:
 
 
 def serve(sock: zmq.Socket, spec: dict) -> None:
-    send, _ = worker_loop_sender(sock)
-    try:
-        worker = TtsWorker(sock)
-    except Exception as exc:  # noqa: BLE001
-        send({"type": "load_failed", "error": f"cannot start espeak-ng through pyttsx3: {type(exc).__name__}: {exc}"})
-        return
-    send({"type": "ready", "engine": "espeak-ng (pyttsx3)", "voices": worker.voices,
-          "default_voice": worker.default_voice})
-    run_jobs(sock, worker.heartbeat, worker.handle)
+    serve_short_jobs(sock, TtsWorker, "cannot start espeak-ng through pyttsx3",
+                     lambda worker: {"engine": "espeak-ng (pyttsx3)", "voices": worker.voices,
+                                     "default_voice": worker.default_voice})
