@@ -100,9 +100,7 @@ class SpokenAnswer:
         if not self.service_done:
             await self.cancel_service()  # the service ends the job; on_service_event does the rest
         elif self.utterance is not None:
-            self.speech.cancel_utterance(self.utterance, "cancel")
-        if self.service_done and not self.finished:
-            self._finish("error", {"error": _cancelled()}, ())
+            self.speech.cancel_utterance(self.utterance, "cancel")  # _on_speech ends the request
 
     def _maybe_finish(self) -> None:
         if self.held is None or self.outcome is None or self.finished:
