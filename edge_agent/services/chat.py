@@ -20,7 +20,8 @@ from .. import protocol as P
 from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..models import Package
-from .common import Sink, cancelled, check_package, choose_package, engine_error, unload_when_idle
+from .common import (Sink, cancelled, check_package, choose_package, engine_error, load_model, model_engine,
+                     unload_when_idle)
 
 log = logging.getLogger("edge_agent.chat")
 
@@ -112,18 +113,10 @@ class ChatService:
                 if self.engine is not None:
                     await self.engine.stop()
                     self.engine.close()
-                self.engine = EngineHost(
-                    "chat", "edge_agent.engines.genai_chat:serve",
-                    {"package": str(package.path), "threads": self.config.models.threads},
-                    on_event=self._on_engine_event, progress_timeout_s=self.config.chat.engine_timeout_s,
-                    load_timeout_s=self.config.chat.load_timeout_s, context=self.context,
-                    nice=self.config.models.nice)
+                self.engine = model_engine("chat", "edge_agent.engines.genai_chat:serve", package, self.config,
+                                           on_event=self._on_engine_event, context=self.context)
                 self.package = package
-            try:
-                await self.engine.ensure_ready()
-            except EngineUnavailable as exc:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"chat model {package.name} failed to load: {exc}") from None
-            return self.engine
+            return await load_model(self.engine, "chat", package)
 
     async def unload(self) -> None:
         if self.engine is not None:

@@ -9,7 +9,7 @@ from typing import Callable
 
 from .. import protocol as P
 from ..config import Config
-from ..engines.host import READY, EngineHost
+from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..manifest import check_files
 from ..models import Package, resolve, scan
 
@@ -76,3 +76,20 @@ def check_package(config: Config, package: Package, what: str) -> None:
                               f"{what} model {package.name} needs about {need / (1 << 20):.0f} MiB (weights and a "
                               f"full-context KV cache), over the memory budget of "
                               f"{config.models.memory_budget_mb} MiB", needed_mb=round(need / (1 << 20)))
+
+
+def model_engine(role: str, target: str, package: Package, config: Config, *,
+                 on_event: Callable[[str, dict], None], context) -> EngineHost:
+    """The engine process that serves a model package (chat or vision) under [models] and [chat] limits."""
+    return EngineHost(role, target, {"package": str(package.path), "threads": config.models.threads},
+                      on_event=on_event, progress_timeout_s=config.chat.engine_timeout_s,
+                      load_timeout_s=config.chat.load_timeout_s, context=context, nice=config.models.nice)
+
+
+async def load_model(engine: EngineHost, role: str, package: Package) -> EngineHost:
+    """Wait until the engine has loaded its package; a failure is `model_unavailable`."""
+    try:
+        await engine.ensure_ready()
+    except EngineUnavailable as exc:
+        raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{role} model {package.name} failed to load: {exc}") from None
+    return engine

@@ -16,7 +16,8 @@ from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..models import Package
 from ..ocr_layout import script_hint
 from .cameras import CameraService
-from .common import Sink, cancelled, check_package, choose_package, engine_error, unload_when_idle
+from .common import (Sink, cancelled, check_package, choose_package, engine_error, load_model, model_engine,
+                     unload_when_idle)
 
 MAX_IMAGES = 4
 MAX_SESSIONS = 16
@@ -77,18 +78,10 @@ class VisionService:
             package = self.package or self.chosen_package()
             check_package(self.config, package, "vision")
             if self.engine is None:
-                self.engine = EngineHost("vision", "edge_agent.engines.genai_vision:serve",
-                                         {"package": str(package.path), "threads": self.config.models.threads},
-                                         on_event=self._on_engine_event,
-                                         progress_timeout_s=self.config.chat.engine_timeout_s,
-                                         load_timeout_s=self.config.chat.load_timeout_s, context=self.context,
-                                         nice=self.config.models.nice)
+                self.engine = model_engine("vision", "edge_agent.engines.genai_vision:serve", package, self.config,
+                                           on_event=self._on_engine_event, context=self.context)
                 self.package = package
-            try:
-                await self.engine.ensure_ready()
-            except EngineUnavailable as exc:
-                raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"vision model {package.name} failed to load: {exc}") from None
-            return self.engine
+            return await load_model(self.engine, "vision", package)
 
     def describe(self) -> dict:
         try:
