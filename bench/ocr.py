@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, write_result  # noqa: E402
+from tests.ocr_util import cer  # noqa: E402
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
 SIZES = (20, 28, 36, 48)
@@ -44,17 +45,6 @@ def render(lines: list[str], size: tuple[int, int], font_name: str, points: int)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def cer(got: str, want: str) -> float:
-    a, b = " ".join(got.split()), " ".join(want.split())
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] / max(1, len(b))
 
 
 def main() -> int:

@@ -75,19 +75,6 @@ def wait_until_silent(device, quiet_s: float = 0.3, timeout: float = 30.0) -> No
             size, since = device.size(), time.monotonic()
 
 
-def write_label_video(path: Path) -> None:
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (960, 540))
-    for _ in range(30):
-        frame = np.full((540, 960, 3), 175, np.uint8)  # a grey card: pure white reads as glare
-        for row, line in enumerate(("FRESH MILK", "BEST BEFORE 12 DEC", "KEEP REFRIGERATED")):
-            cv2.putText(frame, line, (60, 150 + row * 120), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (20, 20, 20), 5)
-        writer.write(frame)
-    writer.release()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", type=Path, help="chat package (default: tiny fixture, exported now)")
@@ -97,13 +84,13 @@ def main() -> int:
 
     from edge_agent.speech_text import SentenceStream
     from tests.daemon_util import Daemon
-    from tests.speech_util import SAMPLE_RATE, AlsaFileDevice
+    from tests.speech_util import SAMPLE_RATE, AlsaFileDevice, write_label_video
 
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-speech-"))
     try:
         package = args.package or tiny_chat_package(work)
         video = work / "label.avi"
-        write_label_video(video)
+        write_label_video(video, ("FRESH MILK", "BEST BEFORE 12 DEC", "KEEP REFRIGERATED"), frames=30)
         device = AlsaFileDevice(work / "alsa")
         daemon = Daemon(work / "daemon", {
             "models": {"dir": str(package.parent), "chat": str(package), "keep_alive_s": 0.0},

@@ -105,5 +105,19 @@ class Watcher:
         return max((size for t, size in self.points if t <= moment), default=0)
 
 
+def write_label_video(path: Path, lines: tuple[str, ...], frames: int = 20) -> None:
+    """A camera looking at a printed label, as a video file: a grey card (pure white reads as
+    glare to the guidance) with dark print, one text line per entry of `lines`."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (960, 540))
+    for _ in range(frames):
+        frame = np.full((540, 960, 3), 175, np.uint8)
+        for row, line in enumerate(lines):
+            cv2.putText(frame, line, (60, 150 + row * 120), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (20, 20, 20), 5)
+        writer.write(frame)
+    writer.release()
+
+
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0

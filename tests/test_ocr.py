@@ -15,6 +15,7 @@ from edge_agent.images import ImageError, load_image
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
 from .daemon_util import REPO, Daemon
+from .ocr_util import cer
 from .test_daemon import base_sections, raw_reply, raw_socket
 
 FONTS = "/usr/share/fonts/truetype/dejavu/"
@@ -49,18 +50,6 @@ def png(image: Image.Image, fmt="PNG", **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def cer(got: str, want: str) -> float:
-    """Character error rate: edit distance over the reference length (whitespace-normalized)."""
-    a, b = " ".join(got.split()), " ".join(want.split())
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] / max(1, len(b))
 
 
 LABEL = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B  500 ml"]

@@ -18,25 +18,12 @@ from edge_agent import protocol as P
 from edge_agent.client import Client, EdgeAgentError
 
 from .daemon_util import REPO, Daemon
-from .speech_util import SAMPLE_RATE, AlsaFileDevice, rms
+from .speech_util import SAMPLE_RATE, AlsaFileDevice, rms, write_label_video
 from .test_daemon import base_sections, wait_for
 
 LONG = ("This sentence is here to keep the speaker busy for a while. Here is another one, just as long as the "
         "first. And a third sentence follows, so that there is time to act. The fourth sentence ends it.")
 SHORT = "Short message."
-
-
-def write_label_video(path) -> None:
-    """A camera looking at a label: grey card, dark print, as a video file."""
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (960, 540))
-    for _ in range(20):
-        frame = np.full((540, 960, 3), 175, np.uint8)
-        for row, line in enumerate(("FRESH MILK", "KEEP REFRIGERATED")):
-            cv2.putText(frame, line, (80, 200 + row * 140), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (20, 20, 20), 6)
-        writer.write(frame)
-    writer.release()
 
 
 def speech_sections(package, **speech):
@@ -52,7 +39,7 @@ def device(tmp_path_factory):
 @pytest.fixture(scope="module")
 def daemon(int4_package, device, tmp_path_factory):
     folder = tmp_path_factory.mktemp("speech-daemon")
-    write_label_video(folder / "label.avi")
+    write_label_video(folder / "label.avi", ("FRESH MILK", "KEEP REFRIGERATED"))
     sections = speech_sections(int4_package)
     sections["cameras.label"] = {"source": str(folder / "label.avi"), "keep_alive_s": 60.0}
     d = Daemon(folder / "d", sections, env=device.env)
