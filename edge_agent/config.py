@@ -79,7 +79,8 @@ class ModelsConfig:
 
 
 @dataclass
-class ChatConfig:
+class ModelServiceConfig:
+    """[chat] and [vision]: answer lengths and engine limits of a model-backed service."""
     default_max_tokens: int = 256
     max_tokens_limit: int = 1024
     # an engine that makes no progress for this long while working is killed and restarted
@@ -88,11 +89,20 @@ class ChatConfig:
     load_timeout_s: float = 300.0
 
 
+class ChatConfig(ModelServiceConfig):
+    pass
+
+
+class VisionConfig(ModelServiceConfig):
+    pass
+
+
 @dataclass
 class OcrConfig:
     # the OCR models are small (15 MB): keep them loaded longer than the chat model
     keep_alive_s: float = 600.0
     engine_timeout_s: float = 30.0
+    load_timeout_s: float = 60.0
 
 
 @dataclass
@@ -137,6 +147,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
@@ -216,16 +227,19 @@ def validate(config: Config) -> Config:
     for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions"):
         if getattr(server, name) < 1:
             raise ConfigError(f"server.{name} must be at least 1")
-    if config.chat.default_max_tokens < 1 or config.chat.max_tokens_limit < config.chat.default_max_tokens:
-        raise ConfigError("chat.default_max_tokens must be >= 1 and <= chat.max_tokens_limit")
-    if config.chat.engine_timeout_s <= 0 or config.chat.load_timeout_s <= 0:
-        raise ConfigError("chat.engine_timeout_s and chat.load_timeout_s must be positive")
+    for name in ("chat", "vision"):
+        section = getattr(config, name)
+        if section.default_max_tokens < 1 or section.max_tokens_limit < section.default_max_tokens:
+            raise ConfigError(f"{name}.default_max_tokens must be >= 1 and <= {name}.max_tokens_limit")
+        if section.engine_timeout_s <= 0 or section.load_timeout_s <= 0:
+            raise ConfigError(f"{name}.engine_timeout_s and {name}.load_timeout_s must be positive")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
     if not 0 <= config.models.nice <= 19:
         raise ConfigError("models.nice must be 0 to 19")
-    if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0:
-        raise ConfigError("ocr.keep_alive_s must not be negative and ocr.engine_timeout_s must be positive")
+    if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0 or config.ocr.load_timeout_s <= 0:
+        raise ConfigError("ocr.keep_alive_s must not be negative; ocr.engine_timeout_s and load_timeout_s must be "
+                          "positive")
     speech = config.speech
     if not 80 <= speech.rate <= 450:
         raise ConfigError("speech.rate must be 80 to 450 words per minute")

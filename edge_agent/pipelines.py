@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Awaitable, Callable
 
 from . import protocol as P
+from .errors import cancelled
+from .events import Event
 from .services.speech import SpeechService, Utterance
 from .speech_text import SentenceStream, shape
 
-# forward(kind, final, fields, attachments): an event to the client that asked
-Forward = Callable[[str, bool, dict, tuple], None]
+# forward(event): an event to the client that asked
+Forward = Callable[[Event], None]
 
 NOTHING_READ = "No text found."
 
@@ -33,7 +35,7 @@ class SpokenAnswer:
         self.cancel_service = cancel_service
         self.sentences = SentenceStream()
         self.utterance: Utterance | None = None
-        self.held: tuple[str, dict, tuple] | None = None  # the service's final result, until speech ends
+        self.held: Event | None = None  # the service's final result, until speech ends
         self.outcome: dict | None = None  # how the speech ended
         self.service_done = False
         self.cancelled = False
@@ -49,28 +51,28 @@ class SpokenAnswer:
 
     # ---------------------------------------------------------------- from the service
 
-    def on_service_event(self, kind: str, final: bool, fields: dict, attachments: tuple) -> None:
-        if not final:
-            self.forward(kind, False, fields, attachments)
-            if kind == "delta" and self.streamed and self.utterance is not None:
-                self._speak(self.sentences.feed(fields.get("text", "")))
+    def on_service_event(self, event: Event) -> None:
+        if not event.final:
+            self.forward(event)
+            if event.kind == "delta" and self.streamed and self.utterance is not None:
+                self._speak(self.sentences.feed(event.fields.get("text", "")))
             return
         self.service_done = True
         if self.cancelled:  # the answer finished while the client's cancel was on its way: the cancel wins
-            kind, fields, attachments = "error", {"error": _cancelled()}, ()
-        if kind != "result":  # the answer failed or was cancelled: so is its speech
+            event = Event.failure(cancelled())
+        if event.kind != "result":  # the answer failed or was cancelled: so is its speech
             if self.utterance is not None:
                 self.speech.cancel_utterance(self.utterance, "cancel")
-            self._finish(kind, fields, attachments)
+            self._finish(event)
             return
         if self.utterance is not None:
             if self.streamed:
                 self._speak(self.sentences.flush())
             else:
-                text = fields.get("text") or ""
+                text = event.fields.get("text") or ""
                 self.speech.append_text(self.utterance, text if text.strip() else NOTHING_READ)
             self.speech.close_utterance(self.utterance)
-        self.held = (kind, fields, attachments)
+        self.held = event
         self._maybe_finish()
 
     def _speak(self, sentences: list[str]) -> None:
@@ -80,21 +82,21 @@ class SpokenAnswer:
 
     # ---------------------------------------------------------------- from the speech service
 
-    def _on_speech(self, kind: str, final: bool, fields: dict, attachments: tuple) -> None:
-        if not final:
-            self.forward(kind, False, fields, attachments)
+    def _on_speech(self, event: Event) -> None:
+        if not event.final:
+            self.forward(event)
             return
-        if kind == "result":
-            self.outcome = {**fields}
+        if event.kind == "result":
+            self.outcome = dict(event.fields)
         else:
-            error = fields["error"]
+            error = event.fields["error"]
             state = "cancelled" if error["code"] == P.CANCELLED else "error"
-            self.outcome = {"state": state, "error": error, **fields.get("speech", {})}
+            self.outcome = {"state": state, "error": error, **event.fields.get("speech", {})}
         self._maybe_finish()
 
     # ---------------------------------------------------------------- ending
 
-    async def cancel(self, job: str) -> None:
+    async def cancel(self) -> None:
         """The client cancelled the request: stop the answer and its speech."""
         self.cancelled = True
         if not self.service_done:
@@ -105,17 +107,12 @@ class SpokenAnswer:
     def _maybe_finish(self) -> None:
         if self.held is None or self.outcome is None or self.finished:
             return
-        kind, fields, attachments = self.held
         if self.cancelled:
-            self._finish("error", {"error": _cancelled()}, ())
+            self._finish(Event.failure(cancelled()))
         else:
-            self._finish(kind, {**fields, "speech": self.outcome}, attachments)
+            self._finish(Event.result({**self.held.fields, "speech": self.outcome}, self.held.attachments))
 
-    def _finish(self, kind: str, fields: dict, attachments: tuple) -> None:
+    def _finish(self, event: Event) -> None:
         if not self.finished:
             self.finished = True
-            self.forward(kind, True, fields, attachments)
-
-
-def _cancelled() -> dict:
-    return P.ProtocolError(P.CANCELLED, "cancelled", reason="cancel").to_error()
+            self.forward(event)

@@ -2,7 +2,8 @@
 
 docs/protocol.md is the specification; this module is its only implementation, used by the
 daemon and the Python client alike. Requests are validated here into small typed objects,
-so the server and services never see raw JSON.
+so the server and services never see raw JSON. It is longer than most modules on purpose:
+the whole wire format (every op's fields and checks) stays in one place, next to the spec.
 """
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import (BAD_REQUEST, BUSY, CANCELLED, CONTEXT_EXCEEDED, DEVICE_UNAVAILABLE,  # noqa: F401 - re-exported
+                     ERROR_CODES, INTERNAL, MODEL_UNAVAILABLE, NOT_FOUND, TIMEOUT, TOO_LARGE, UNAUTHORIZED,
+                     UNSUPPORTED, CodedError)
+from .events import Event
+
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
@@ -18,22 +24,6 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_ID_LENGTH = 64
 MAX_STOP_STRINGS = 16
 MAX_STOP_BYTES = 16 << 10
-
-# error codes (stable, see docs/protocol.md §3)
-BAD_REQUEST = "bad_request"
-TOO_LARGE = "too_large"
-UNSUPPORTED = "unsupported"
-MODEL_UNAVAILABLE = "model_unavailable"
-BUSY = "busy"
-CANCELLED = "cancelled"
-TIMEOUT = "timeout"
-INTERNAL = "internal"
-UNAUTHORIZED = "unauthorized"
-NOT_FOUND = "not_found"
-CONTEXT_EXCEEDED = "context_exceeded"
-DEVICE_UNAVAILABLE = "device_unavailable"
-ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNSUPPORTED, MODEL_UNAVAILABLE, BUSY, CANCELLED, TIMEOUT,
-               INTERNAL, UNAUTHORIZED, NOT_FOUND, CONTEXT_EXCEEDED, DEVICE_UNAVAILABLE)
 
 OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask",
        "say", "voices", "speech")
@@ -49,17 +39,9 @@ RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
 
 
-class ProtocolError(Exception):
-    """A request that cannot be served, with its stable code. Becomes an `error` event."""
-
-    def __init__(self, code: str, message: str, **extra: Any):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def to_error(self) -> dict:
-        return {"code": self.code, "message": self.message, **self.extra}
+# A request that cannot be served, with its stable code: the daemon's one coded error
+# (errors.py), named for where clients meet it. It becomes an `error` event.
+ProtocolError = CodedError
 
 
 # ---------------------------------------------------------------- requests
@@ -358,7 +340,7 @@ def _parse_speech_control(f: _Fields) -> SpeechControlRequest:
 def _parse_ocr(f: _Fields) -> OcrRequest:
     engine = f.choice("engine", ("fast", "vision", "auto"), "fast")
     if engine == "auto":
-        engine = "fast"  # auto means fast until the vision engine also serves OCR
+        engine = "fast"  # auto picks the fast engine: it reads a page in a fraction of the vision model's time
     return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64))
 
 
@@ -439,6 +421,15 @@ def encode_request(rid: str, op: str, **fields: Any) -> bytes:
 # ---------------------------------------------------------------- events
 
 def event(rid: str | None, kind: str, final: bool = False, **fields: Any) -> bytes:
+    return _event_header(rid, kind, final, fields)
+
+
+def encode_event(rid: str | None, event: Event) -> list[bytes]:
+    """A daemon event as the frames a client receives for request `rid`."""
+    return [_event_header(rid, event.kind, event.final, event.fields), *event.attachments]
+
+
+def _event_header(rid: str | None, kind: str, final: bool, fields: dict) -> bytes:
     return json.dumps({"v": VERSION, "id": rid, "event": kind, "final": final, **fields},
                       separators=(",", ":"), ensure_ascii=False).encode()
 

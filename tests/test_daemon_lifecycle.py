@@ -323,7 +323,7 @@ def test_async_client_concurrent_chats_and_cancel(daemon_for_async):
             assert await client.ping()
 
             async def ask(n):
-                events = [e async for e in client.chat(f"question {n}", max_tokens=12)]
+                events = [e async for e in client.chat_events(f"question {n}", max_tokens=12)]
                 return events[-1]
 
             results = await asyncio.gather(*(ask(n) for n in range(3)))

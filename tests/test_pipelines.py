@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from edge_agent import protocol as P
+from edge_agent.events import Event
 from edge_agent.pipelines import SpokenAnswer
 
 
@@ -33,22 +34,22 @@ class RecordingSpeech:
 
     def cancel_utterance(self, utterance, reason):
         self.calls.append(("cancel", reason))
-        self.listener("error", True, {"error": {"code": P.CANCELLED, "message": "cancelled", "reason": reason},
-                                      "speech": {"sentences": 0}}, ())
+        self.listener(Event("error", True, {"error": {"code": P.CANCELLED, "message": "cancelled", "reason": reason},
+                                            "speech": {"sentences": 0}}))
 
     def end_normally(self):
-        self.listener("result", True, {"state": "end", "sentences": 1}, ())
+        self.listener(Event("result", True, {"state": "end", "sentences": 1}))
 
 
 def make(service_cancel):
     speech, forwarded = RecordingSpeech(), []
-    answer = SpokenAnswer(speech, "j1", "client", P.SpeechOptions(), lambda *event: forwarded.append(event),
+    answer = SpokenAnswer(speech, "j1", "client", P.SpeechOptions(), forwarded.append,
                           streamed=True, cancel_service=service_cancel)
     return answer, speech, forwarded
 
 
 def finals(forwarded):
-    return [(kind, fields) for kind, final, fields, _ in forwarded if final]
+    return [(event.kind, event.fields) for event in forwarded if event.final]
 
 
 def test_cancel_that_arrives_after_the_answer_finished_still_silences_it():
@@ -56,13 +57,13 @@ def test_cancel_that_arrives_after_the_answer_finished_still_silences_it():
         async def service_already_done():
             # The engine had finished: the cancel finds nothing to stop and the answer's
             # `result` arrives while the cancel is on its way.
-            answer.on_service_event("result", True, {"text": "Hello there. More."}, ())
+            answer.on_service_event(Event("result", True, {"text": "Hello there. More."}))
 
         answer, speech, forwarded = make(service_already_done)
         await answer.start()
-        answer.on_service_event("delta", False, {"text": "Hello there. "}, ())
-        answer.on_service_event("delta", False, {"text": "More"}, ())
-        await answer.cancel("j1")
+        answer.on_service_event(Event("delta", False, {"text": "Hello there. "}))
+        answer.on_service_event(Event("delta", False, {"text": "More"}))
+        await answer.cancel()
         return speech, forwarded
 
     speech, forwarded = asyncio.run(scenario())
@@ -74,12 +75,12 @@ def test_cancel_that_arrives_after_the_answer_finished_still_silences_it():
 def test_cancel_while_the_answer_runs_ends_answer_and_speech_once():
     async def scenario():
         async def service_cancels():
-            answer.on_service_event("error", True, {"error": {"code": P.CANCELLED, "message": "cancelled"}}, ())
+            answer.on_service_event(Event("error", True, {"error": {"code": P.CANCELLED, "message": "cancelled"}}))
 
         answer, speech, forwarded = make(service_cancels)
         await answer.start()
-        answer.on_service_event("delta", False, {"text": "Hello there. "}, ())
-        await answer.cancel("j1")
+        answer.on_service_event(Event("delta", False, {"text": "Hello there. "}))
+        await answer.cancel()
         return speech, forwarded
 
     speech, forwarded = asyncio.run(scenario())
@@ -95,8 +96,8 @@ def test_final_answer_waits_for_its_speech_and_carries_the_outcome():
 
         answer, speech, forwarded = make(never)
         await answer.start()
-        answer.on_service_event("delta", False, {"text": "Hello there."}, ())
-        answer.on_service_event("result", True, {"text": "Hello there."}, ())
+        answer.on_service_event(Event("delta", False, {"text": "Hello there."}))
+        answer.on_service_event(Event("result", True, {"text": "Hello there."}))
         held = finals(forwarded)
         speech.end_normally()
         return speech, held, forwarded

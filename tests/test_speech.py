@@ -4,6 +4,7 @@ device stream, client audio frames, the spoken chat/OCR pipelines, and failure h
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import wave
 
 import numpy as np
 import pytest
+import zmq
 
 from edge_agent import protocol as P
 from edge_agent.client import Client, EdgeAgentError
@@ -56,22 +58,28 @@ def client(daemon):
 
 
 class Recorder:
-    """Events of several requests of one client, each with the time it arrived."""
+    """Events of several requests of one client, each with the time it arrived: a raw DEALER
+    socket speaking the protocol, as an app in another language would, so every arrival time
+    is the socket's own."""
 
     def __init__(self, client: Client):
-        self.client = client
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(client.address)
+        self.ids = itertools.count(1)
         self.events: list[tuple[float, dict]] = []
 
     def send(self, op: str, **fields) -> str:
-        return self.client.send(op, **fields)
+        rid = f"rec-{next(self.ids)}"
+        self.sock.send(P.encode_request(rid, op, **fields))
+        return rid
 
     def pump(self, until, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not until():
             assert time.monotonic() < deadline, f"timed out; events so far: {[e for _, e in self.events]}"
-            sock = self.client._sock
-            if sock.poll(50):
-                frames = sock.recv_multipart()
+            if self.sock.poll(50):
+                frames = self.sock.recv_multipart()
                 event = P.decode_event(frames[0])
                 self.events.append((time.monotonic(), event))
 

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import INTERNAL, TIMEOUT, CodedError
+
 LIVE, CONNECTING, RECONNECTING, STOPPED = "live", "connecting", "reconnecting", "stopped"
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-class CameraError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class CameraError(CodedError):
+    """A camera that cannot deliver: the daemon adds the camera's name."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class Camera:
             while self._frame is None or self._frame.captured_at < asked:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise CameraError("timeout", f"camera {self.spec.name!r} delivered no frame in {timeout:.0f} s "
+                    raise CameraError(TIMEOUT, f"camera {self.spec.name!r} delivered no frame in {timeout:.0f} s "
                                       f"({self.state}: {self.last_error or 'no error'})")
                 self._condition.wait(remaining)
             return self._frame
@@ -150,5 +149,5 @@ def encode_jpeg(frame: Frame, quality: int = 90) -> bytes:
 
     ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise CameraError("internal", "JPEG encoding failed")
+        raise CameraError(INTERNAL, "JPEG encoding failed")
     return data.tobytes()

@@ -15,20 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import zmq
 
+from ..errors import CONTEXT_EXCEEDED, INTERNAL, UNSUPPORTED, CodedError, cancelled
+from .channel import EngineJob
 from .genai import load_model
-from .host import HEARTBEAT_S, receive, worker_loop_sender
 from .stopstrings import StopStringFilter
+from .worker import HEARTBEAT_S, Incoming, WorkerChannel, serve_model
 
 FINISH_REASONS = {"EOS": "stop", "STOP_STRING": "stop_string", "MAX_GENERATED_TOKENS": "length",
                   "MAX_SESSION_TOKENS": "context", "CANCELLED": "cancelled", "FAILED": "failed"}
-
-
-class JobError(Exception):
-    def __init__(self, code: str, message: str, **extra):
-        super().__init__(message)
-        self.code, self.message, self.extra = code, message, extra
 
 
 @dataclass
@@ -64,12 +59,11 @@ class Job:
 
 
 class ChatWorker:
-    def __init__(self, sock: zmq.Socket, spec: dict):
+    def __init__(self, channel: WorkerChannel, spec: dict):
         import onnxruntime_genai as og
 
         self.og = og
-        self.sock = sock
-        self.send, self.heartbeat = worker_loop_sender(sock)
+        self.channel = channel
         self.model = load_model(Path(spec["package"]), spec.get("threads") or None)
         self.tokenizer = og.Tokenizer(self.model)
         self.engine = og.Engine(self.model)
@@ -99,7 +93,7 @@ class ChatWorker:
 
     def info(self) -> dict:
         caps = self.engine.get_capabilities()
-        return {"type": "ready", "context_length": self.context_length, "json_schema": self.json_schema,
+        return {"context_length": self.context_length, "json_schema": self.json_schema,
                 "seed": self.dynamic_batching, "dynamic_batching": self.dynamic_batching,
                 "max_batch": int(caps.configured_max_batch_size), "model_type": self.model.type}
 
@@ -122,7 +116,7 @@ class ChatWorker:
                 return messages, text, tokens, dropped
             first = 1 if messages[0]["role"] == "system" else 0
             if policy != "drop_oldest" or len(messages) - first <= 1:
-                raise JobError("context_exceeded",
+                raise CodedError(CONTEXT_EXCEEDED,
                                f"prompt of {len(tokens)} tokens plus max_tokens {max_tokens} exceeds the context "
                                f"of {self.context_length} tokens", prompt_tokens=len(tokens),
                                context_length=self.context_length)
@@ -135,9 +129,9 @@ class ChatWorker:
 
     # ---------------------------------------------------------------- jobs
 
-    def start_job(self, message: dict) -> None:
+    def start_job(self, job: EngineJob) -> None:
         og = self.og
-        job_id = message["job"]
+        job_id, message = job.job, job.payload
         messages, text, tokens, dropped = self.fit_context(message["messages"], message["max_tokens"],
                                                            message.get("context_policy", "error"))
         session = message.get("session")
@@ -165,7 +159,7 @@ class ChatWorker:
             turn.set_top_k(int(message.get("top_k", 0)))
         if message.get("seed") is not None:
             if not self.dynamic_batching:
-                raise JobError("unsupported", "a sampling seed needs an engine with dynamic batching "
+                raise CodedError(UNSUPPORTED, "a sampling seed needs an engine with dynamic batching "
                                "(CUDA packages with paged attention); this one is static", field="seed")
             turn.set_seed(int(message["seed"]))
         if message.get("json_schema") is not None:
@@ -181,8 +175,7 @@ class ChatWorker:
             prompt_tokens=cached + len(new_tokens), cached_tokens=cached, dropped_turns=dropped,
             stream_deltas=message.get("stream", True), started=time.monotonic())
         if dropped:
-            self.send({"type": "event", "job": job_id, "kind": "dropped", "final": False, "dropped_turns": dropped,
-                       "messages_kept": len(messages)})
+            self.channel.event(job_id, "dropped", {"dropped_turns": dropped, "messages_kept": len(messages)})
 
     def evict_resident(self) -> None:
         if self.resident is not None:
@@ -218,8 +211,7 @@ class ChatWorker:
 
     def flush(self, job: Job) -> None:
         if job.stream_deltas and (job.pending_text or job.tokens_since_send):
-            self.send({"type": "event", "job": job.id, "kind": "delta", "final": False,
-                       "text": "".join(job.pending_text), "tokens": job.tokens_since_send})
+            self.channel.event(job.id, "delta", {"text": "".join(job.pending_text), "tokens": job.tokens_since_send})
         job.pending_text.clear()
         job.tokens_since_send = 0
 
@@ -234,8 +226,7 @@ class ChatWorker:
         stopped = job.stop_hit or job.filter.stopped
         if reason == "CANCELLED" and not stopped:
             job.request.close()
-            self.send({"type": "event", "job": job.id, "kind": "error", "final": True, "code": "cancelled",
-                       "message": "cancelled", "reason": "cancel"})
+            self.channel.fail(job.id, cancelled())
             return
         if stopped:
             reason = "STOP_STRING"
@@ -251,16 +242,16 @@ class ChatWorker:
         else:
             job.request.close()
         decode_s = now - job.first_token if job.first_token else 0.0
-        self.send({"type": "event", "job": job.id, "kind": "done", "final": True, "text": text,
-                   "finish_reason": FINISH_REASONS.get(reason, reason.lower()),
-                   "dropped_turns": job.dropped_turns,
-                   "prompt_cache": "reused" if job.cached_tokens else "new",
-                   "usage": {"prompt_tokens": job.prompt_tokens, "cached_tokens": job.cached_tokens,
-                             "new_prompt_tokens": job.prompt_tokens - job.cached_tokens,
-                             "generated_tokens": job.generated,
-                             "ttft_ms": round((job.first_token - job.started) * 1000, 1) if job.first_token else None,
-                             "tokens_per_s": round((job.generated - 1) / decode_s, 2) if job.generated > 1 and decode_s > 0 else None,
-                             "total_ms": round((now - job.started) * 1000, 1)}})
+        self.channel.result(job.id, {
+            "text": text, "finish_reason": FINISH_REASONS.get(reason, reason.lower()),
+            "dropped_turns": job.dropped_turns, "prompt_cache": "reused" if job.cached_tokens else "new",
+            "usage": {"prompt_tokens": job.prompt_tokens, "cached_tokens": job.cached_tokens,
+                      "new_prompt_tokens": job.prompt_tokens - job.cached_tokens,
+                      "generated_tokens": job.generated,
+                      "engine_ttft_ms": round((job.first_token - job.started) * 1000, 1) if job.first_token else None,
+                      "tokens_per_s": round((job.generated - 1) / decode_s, 2) if job.generated > 1 and decode_s > 0
+                      else None,
+                      "engine_total_ms": round((now - job.started) * 1000, 1)}})
 
     def step(self) -> None:
         flags = self.og.EngineEventFlags
@@ -278,8 +269,7 @@ class ChatWorker:
                 touched.pop(job.id, None)
                 del self.jobs[job.id]
                 job.request.close()
-                self.send({"type": "event", "job": job.id, "kind": "error", "final": True, "code": "internal",
-                           "message": f"engine failed the request: {ev.error_code.name}"})
+                self.channel.fail(job.id, CodedError(INTERNAL, f"engine failed the request: {ev.error_code.name}"))
             elif finish is not None:
                 touched.pop(job.id, None)
                 self.finish_job(job, finish, ev.usage)
@@ -288,44 +278,32 @@ class ChatWorker:
 
     # ---------------------------------------------------------------- loop
 
-    def handle(self, message: dict) -> None:
-        kind = message.get("type")
-        if kind == "job":
+    def handle(self, message: Incoming) -> None:
+        if isinstance(message, EngineJob):
             try:
                 self.start_job(message)
-            except JobError as exc:
-                self.send({"type": "event", "job": message["job"], "kind": "error", "final": True,
-                           "code": exc.code, "message": exc.message, **exc.extra})
+            except CodedError as exc:
+                self.channel.fail(message.job, exc)
             except Exception as exc:  # noqa: BLE001 - reported to the client as `internal`
-                self.send({"type": "event", "job": message["job"], "kind": "error", "final": True,
-                           "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
-        elif kind == "cancel":
+                self.channel.fail(message.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+        elif message["type"] == "cancel":
             self.cancel_job(message["job"])
-        elif kind == "stop":
+        elif message["type"] == "stop":
             self.running = False
 
     def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
         while self.running:
             busy = self.engine.has_pending_requests() and bool(self.jobs)
-            events = dict(poller.poll(0 if busy else int(HEARTBEAT_S * 1000)))
-            while self.sock in events:
-                self.handle(receive(self.sock))
-                events = dict(poller.poll(0))
+            waiting = self.channel.poll(0 if busy else int(HEARTBEAT_S * 1000))
+            while waiting:
+                self.handle(self.channel.receive())
+                waiting = self.channel.poll(0)
             if self.jobs and self.engine.has_pending_requests():
                 self.step()
-            self.heartbeat()
+            self.channel.heartbeat()
         self.evict_resident()
 
 
-def serve(sock: zmq.Socket, spec: dict) -> None:
-    """Child-process entry point (see host.child_main)."""
-    send, _ = worker_loop_sender(sock)
-    try:
-        worker = ChatWorker(sock, spec)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
-        send({"type": "load_failed", "error": f"cannot load {spec.get('package')}: {exc}"})
-        return
-    send(worker.info())
-    worker.run()
+def serve(channel: WorkerChannel, spec: dict) -> None:
+    """Engine-process entry point (see worker.child_main)."""
+    serve_model(channel, spec, ChatWorker)

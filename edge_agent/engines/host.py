@@ -1,28 +1,17 @@
 """Running an engine in a child process that can hang or die without taking the daemon along.
 
 The daemon's socket loop talks to each engine through a ZeroMQ PAIR socket over a private
-IPC path. The child sends a heartbeat at least every HEARTBEAT_S and after every engine
-step; the host declares it hung when a job is in flight and nothing arrived for
-`progress_timeout_s`, and dead when the process exits. Either way the jobs in flight end
-with an error, the process is killed and a fresh one is started.
-
-Messages are single JSON frames:
-  host -> child: {"type": "job", "job": ID, ...payload} [+ binary frames] | {"type": "cancel", "job": ID}
-                 | {"type": "stop"}
-  child -> host: {"type": "ready", ...info} | {"type": "load_failed", "error": MSG}
-                 {"type": "heartbeat"} | {"type": "event", "job": ID, "kind": ..., ...} [+ binary frames,
-                 handed on under "attachments"]
-A job ends when the child sends an event with "final": true. `receive(sock)` reads one
-host message in the child: the JSON header with the binary frames under "attachments".
+IPC path (the messages are in engines/channel.py; the child's side is engines/worker.py).
+The child sends a heartbeat at least every HEARTBEAT_S and after every engine step; the host
+declares it hung when a job is in flight and nothing arrived for `progress_timeout_s`, and
+dead when the process exits. Either way the jobs in flight end with an error, the process is
+killed and a fresh one is started.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +20,13 @@ from typing import Any, Callable
 import zmq
 import zmq.asyncio
 
+from ..errors import INTERNAL, TIMEOUT, CodedError, cancelled
+from ..events import Event
+from .channel import EngineEvent, EngineJob, control, decode
+from .worker import HEARTBEAT_S, child_main
+
 log = logging.getLogger("edge_agent.engine")
 
-HEARTBEAT_S = 0.5
 UNLOADED, LOADING, READY, FAILED, RESTARTING = "unloaded", "loading", "ready", "failed", "restarting"
 
 
@@ -41,29 +34,10 @@ class EngineUnavailable(Exception):
     """The engine could not be started (load failed or timed out)."""
 
 
-def child_main(endpoint: str, target: str, spec: dict, nice: int = 0) -> None:
-    """Entry point of the child process: import the worker and hand it a connected socket."""
-    import importlib
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal goes to the daemon only
-    if nice:
-        os.nice(nice)
-    module_name, func_name = target.split(":")
-    context = zmq.Context()
-    sock = context.socket(zmq.PAIR)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(endpoint)
-    try:
-        getattr(importlib.import_module(module_name), func_name)(sock, spec)
-    finally:
-        sock.close()
-        context.term()
-
-
 class EngineHost:
     """One engine child process, restarted on crash or hang; lives in the daemon's asyncio loop."""
 
-    def __init__(self, name: str, target: str, spec: dict, *, on_event: Callable[[str, dict], None],
+    def __init__(self, name: str, target: str, spec: dict, *, on_event: Callable[[str, Event], None],
                  progress_timeout_s: float, load_timeout_s: float, context: zmq.asyncio.Context, nice: int = 0):
         self.name = name
         self.target = target
@@ -157,12 +131,11 @@ class EngineHost:
         """Ask the child to exit, then make sure it did. Jobs still running end `cancelled`."""
         jobs, self.active = self.active, set()
         for job in jobs:
-            self.on_event(job, {"kind": "error", "final": True, "code": "cancelled",
-                                "message": "the model was unloaded", "reason": "unload"})
+            self.on_event(job, Event.failure(cancelled("unload")))
         self._generation += 1  # the watcher must not take this exit for a crash and restart it
         if self._process is not None and self._process.is_alive() and self._sock is not None:
             try:
-                await self._sock.send(json.dumps({"type": "stop"}).encode())
+                await self._sock.send(control("stop"))
             except zmq.ZMQError:
                 pass
             deadline = time.monotonic() + timeout
@@ -190,11 +163,11 @@ class EngineHost:
         self.last_used = time.monotonic()
         if len(self.active) == 1:
             self._last_heard = time.monotonic()  # hang timing starts with the work
-        await self._sock.send_multipart([json.dumps({"type": "job", "job": job, **payload}).encode(), *attachments])
+        await self._sock.send_multipart(EngineJob(job, payload, attachments).frames())
 
     async def cancel(self, job: str) -> None:
         if job in self.active and self._sock is not None:
-            await self._sock.send(json.dumps({"type": "cancel", "job": job}).encode())
+            await self._sock.send(control("cancel", job=job))
 
     # ---------------------------------------------------------------- child messages and health
 
@@ -204,24 +177,22 @@ class EngineHost:
             if generation != self._generation:
                 return
             self._last_heard = time.monotonic()
-            message = json.loads(frames[0])
-            if len(frames) > 1:
-                message["attachments"] = frames[1:]
-            kind = message.get("type")
+            header, attachments = decode(frames)
+            kind = header.get("type")
             if kind == "ready":
                 if self._ready is not None and not self._ready.done():
-                    self._ready.set_result(message)
+                    self._ready.set_result(header)
             elif kind == "load_failed":
-                self._fail(message.get("error", "load failed"))
+                self._fail(header.get("error", "load failed"))
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_exception(EngineUnavailable(self.last_error))
                 return
             elif kind == "event":
-                job = message.pop("job")
-                if message.get("final"):
-                    self.active.discard(job)
+                message = EngineEvent.from_header(header, attachments)
+                if message.event.final:
+                    self.active.discard(message.job)
                     self.last_used = time.monotonic()
-                self.on_event(job, message)
+                self.on_event(message.job, message.event)
 
     async def _watch(self, generation: int) -> None:
         while generation == self._generation:
@@ -234,10 +205,10 @@ class EngineHost:
             if not process.is_alive():
                 code = process.exitcode
                 why = f"engine process exited with {('signal ' + str(-code)) if code and code < 0 else code}"
-                self._recover(why, "internal")
+                self._recover(why, INTERNAL)
                 return
             if self.active and time.monotonic() - self._last_heard > self.progress_timeout_s:
-                self._recover(f"engine made no progress for {self.progress_timeout_s:.0f} s", "timeout")
+                self._recover(f"engine made no progress for {self.progress_timeout_s:.0f} s", TIMEOUT)
                 return
 
     def _recover(self, why: str, code: str) -> None:
@@ -250,7 +221,7 @@ class EngineHost:
         self.restarts += 1
         self.last_error = why
         for job in jobs:
-            self.on_event(job, {"kind": "error", "final": True, "code": code, "message": why})
+            self.on_event(job, Event.failure(CodedError(code, why)))
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(EngineUnavailable(why))
         if was_ready:
@@ -273,55 +244,3 @@ class EngineHost:
         }
 
 
-def receive(sock: zmq.Socket) -> dict:
-    """One message from the host, in the child process."""
-    frames = sock.recv_multipart()
-    message = json.loads(frames[0])
-    message["attachments"] = frames[1:]
-    return message
-
-
-def run_jobs(sock: zmq.Socket, heartbeat: Callable[[], None], handle: Callable[[dict], None]) -> None:
-    """A child's loop for short, uninterruptible jobs (an OCR pass, a sentence): heartbeats
-    while idle, `handle(message)` for each job, until `stop`. A `cancel` needs nothing here:
-    the job finishes in moments and the host drops its result."""
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    while True:
-        if not poller.poll(int(HEARTBEAT_S * 1000)):
-            heartbeat()
-            continue
-        message = receive(sock)
-        if message["type"] == "stop":
-            return
-        if message["type"] == "job":
-            handle(message)
-
-
-def serve_short_jobs(sock: zmq.Socket, create: Callable[[zmq.Socket], Any], cannot_start: str,
-                     ready: Callable[[Any], dict]) -> None:
-    """A short-job child from start to stop: build its worker (`load_failed` with `cannot_start`
-    and the exception if that fails), report `ready` with the worker's facts, then run_jobs."""
-    send, _ = worker_loop_sender(sock)
-    try:
-        worker = create(sock)
-    except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
-        send({"type": "load_failed", "error": f"{cannot_start}: {type(exc).__name__}: {exc}"})
-        return
-    send({"type": "ready", **ready(worker)})
-    run_jobs(sock, worker.heartbeat, worker.handle)
-
-
-def worker_loop_sender(sock: zmq.Socket):
-    """Helpers for the child side: send JSON messages and timed heartbeats."""
-    last = [time.monotonic()]
-
-    def send(message: dict) -> None:
-        sock.send(json.dumps(message, ensure_ascii=False).encode())
-        last[0] = time.monotonic()
-
-    def heartbeat() -> None:
-        if time.monotonic() - last[0] >= HEARTBEAT_S:
-            send({"type": "heartbeat"})
-
-    return send, heartbeat

@@ -6,26 +6,25 @@ from __future__ import annotations
 import logging
 import time
 
-import zmq
-
+from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
-from ..images import ImageError, load_image
+from ..images import load_image
 from ..ocr_layout import Box, line_text, reading_order, script_hint
-from .host import serve_short_jobs, worker_loop_sender
+from .channel import EngineJob
+from .worker import WorkerChannel, serve_short_jobs
 
 
 class OcrWorker:
-    def __init__(self, sock: zmq.Socket):
+    def __init__(self, channel: WorkerChannel):
         from rapidocr import RapidOCR
 
         logging.getLogger("RapidOCR").setLevel(logging.WARNING)
-        self.sock = sock
-        self.send, self.heartbeat = worker_loop_sender(sock)
+        self.channel = channel
         self.engine = RapidOCR()
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
-    def recognise(self, job: str, data: bytes) -> dict:
+    def recognise(self, data: bytes) -> dict:
         import numpy as np
 
         start = time.perf_counter()
@@ -40,7 +39,7 @@ class OcrWorker:
         lines = reading_order(boxes)
         text = "\n".join(line_text(line) for line in lines)
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
-        return {"text": text, "language": script_hint(text),
+        return {"engine": "fast", "text": text, "language": script_hint(text),
                 "lines": [{"text": line_text(line), "confidence": round(min(b.confidence for b in line), 4),
                            "boxes": [[[round(x, 1), round(y, 1)] for x, y in b.points] for b in line]}
                           for line in lines],
@@ -63,20 +62,17 @@ class OcrWorker:
         result["image"] = {"format": loaded.format, "width": loaded.width, "height": loaded.height}
         return result
 
-    def handle(self, message: dict) -> None:
-        job = message["job"]
+    def handle(self, job: EngineJob) -> None:
         try:
-            image = message["attachments"][0] if message["attachments"] else b""
-            result = self.guide(image) if message.get("mode") == "guide" else self.recognise(job, image)
-            self.send({"type": "event", "job": job, "kind": "done", "final": True, **result})
-        except ImageError as exc:
-            self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": exc.code,
-                       "message": exc.message, "field": "image"})
+            image = job.attachments[0] if job.attachments else b""
+            task = job.payload.get("task", "read")  # read (OCR) or guide (capture guidance)
+            self.channel.result(job.job, self.guide(image) if task == "guide" else self.recognise(image))
+        except CodedError as exc:
+            self.channel.fail(job.job, exc)
         except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
-            self.send({"type": "event", "job": job, "kind": "error", "final": True, "code": "internal",
-                       "message": f"{type(exc).__name__}: {exc}"})
+            self.channel.fail(job.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
 
 
-def serve(sock: zmq.Socket, spec: dict) -> None:
-    serve_short_jobs(sock, OcrWorker, "cannot start RapidOCR",
+def serve(channel: WorkerChannel, spec: dict) -> None:
+    serve_short_jobs(channel, OcrWorker, "cannot start RapidOCR",
                      lambda worker: {"engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})

@@ -11,20 +11,18 @@ playing, which cut sentences short (or to nothing) and dropped voice/rate change
 behind them; the WAV file it writes also misses the samples that arrive with the
 end-of-message event. The daemon owns every sample from here on (devices/audio.py plays it).
 
-Jobs: {"type": "job", "job": ID, "text": ..., "voice": id|null, "rate": wpm, "pitch": 0-100,
-"volume": 0-1} -> event "done" {"sample_rate", "samples", "synth_ms"} + one binary frame
-(s16le mono).
+Jobs: payload {"text": ..., "voice": id|null, "rate": wpm, "pitch": 0-100, "volume": 0-1}
+-> result {"sample_rate", "samples", "synth_ms"} + one binary frame (s16le mono).
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import threading
 import time
 
-import zmq
-
-from .host import serve_short_jobs, worker_loop_sender
+from ..errors import INTERNAL, CodedError
+from .channel import EngineJob
+from .worker import WorkerChannel, serve_short_jobs
 
 GENDERS = {"Male": "male", "Female": "female"}
 SAMPLE_RATE = 22050  # espeak-ng's rate for its own voices (pyttsx3 does not report it)
@@ -40,13 +38,12 @@ def list_voices(engine) -> list[dict]:
 
 
 class TtsWorker:
-    def __init__(self, sock: zmq.Socket):
+    def __init__(self, channel: WorkerChannel):
         import pyttsx3
         from pyttsx3.drivers import _espeak
 
-        self.sock = sock
+        self.channel = channel
         self.espeak = _espeak
-        self.send, self.heartbeat = worker_loop_sender(sock)
         self.engine = pyttsx3.init("espeak")  # initializes espeak-ng once for this process
         self.voices = list_voices(self.engine)
         self.default_voice = self.engine.getProperty("voice")
@@ -83,21 +80,15 @@ class TtsWorker:
         return {"sample_rate": SAMPLE_RATE, "samples": len(pcm) // 2,
                 "synth_ms": round((time.perf_counter() - start) * 1000, 2)}, pcm
 
-    def handle(self, message: dict) -> None:
-        job = message["job"]
+    def handle(self, job: EngineJob) -> None:
         try:
-            info, pcm = self.synthesize(message)
-            self.sock.send_multipart([_event(job, "done", **info), pcm])
+            info, pcm = self.synthesize(job.payload)
+            self.channel.result(job.job, info, (pcm,))
         except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
-            self.sock.send_multipart([_event(job, "error", code="internal",
-                                             message=f"synthesis failed: {type(exc).__name__}: {exc}")])
+            self.channel.fail(job.job, CodedError(INTERNAL, f"synthesis failed: {type(exc).__name__}: {exc}"))
 
 
-def _event(job: str, kind: str, **fields) -> bytes:
-    return json.dumps({"type": "event", "job": job, "kind": kind, "final": True, **fields}).encode()
-
-
-def serve(sock: zmq.Socket, spec: dict) -> None:
-    serve_short_jobs(sock, TtsWorker, "cannot start espeak-ng through pyttsx3",
+def serve(channel: WorkerChannel, spec: dict) -> None:
+    serve_short_jobs(channel, TtsWorker, "cannot start espeak-ng through pyttsx3",
                      lambda worker: {"engine": "espeak-ng (pyttsx3)", "voices": worker.voices,
                                      "default_voice": worker.default_voice})

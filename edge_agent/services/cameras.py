@@ -9,11 +9,15 @@ import time
 from .. import protocol as P
 from ..config import Config
 from ..devices.camera import Camera, CameraError, CameraSpec, Frame, encode_jpeg
+from ..events import Event
+from .base import Service
 
 CAPTURE_TIMEOUT_S = 5.0
 
 
-class CameraService:
+class CameraService(Service):
+    name = "camera"
+
     def __init__(self, config: Config):
         self.config = config
         self.cameras: dict[str, Camera] = {}
@@ -23,7 +27,7 @@ class CameraService:
     def start(self) -> None:
         self._idle_task = asyncio.ensure_future(self._stop_idle())
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._idle_task:
             self._idle_task.cancel()
         for camera in self.cameras.values():
@@ -64,9 +68,17 @@ class CameraService:
         self.last_used[name] = time.monotonic()
         return frame, data
 
+    async def capture_result(self, name: str) -> Event:
+        """The `capture` op's result: the newest frame as JPEG, and what it is."""
+        frame, data = await self.capture(name)
+        height, width = frame.image.shape[:2]
+        return Event.result({"camera": name, "format": "jpeg", "width": int(width), "height": int(height),
+                             "sequence": frame.sequence,
+                             "age_ms": round((time.monotonic() - frame.captured_at) * 1000, 1)}, (data,))
+
     def describe(self) -> dict:
         return {"cameras": sorted(self.config.cameras)}
 
-    def status(self) -> dict:
-        return {name: self.cameras[name].status() if name in self.cameras else
-                {"source": spec.source, "state": "idle"} for name, spec in self.config.cameras.items()}
+    def totals(self) -> dict:
+        return {"cameras": {name: self.cameras[name].status() if name in self.cameras else
+                            {"source": spec.source, "state": "idle"} for name, spec in self.config.cameras.items()}}

@@ -1,9 +1,8 @@
-"""The chat service: sessions, model lifecycle and the bridge to the chat engine process.
+"""The chat service: sessions, model package administration, and chat jobs for the engine.
 
-It turns validated chat requests into engine jobs, keeps session histories (so a client sends
-only its new message), loads the chat package lazily or at start, unloads it after the
-keep-alive, refuses a package that does not fit the memory budget, and turns engine messages
-into protocol events. It never blocks: all engine work happens in the engine's process.
+It turns validated chat requests into engine jobs and keeps session histories (so a client
+sends only its new message). Loading, unloading, cancelling and timing are the model
+service's (services/model.py); the engine process is engines/genai_chat.py.
 """
 from __future__ import annotations
 
@@ -18,13 +17,12 @@ import zmq.asyncio
 
 from .. import protocol as P
 from ..config import Config
-from ..engines.host import READY, EngineHost, EngineUnavailable
-from ..models import Package
-from .common import (Sink, cancelled, check_package, choose_package, engine_error, load_model, model_engine,
-                     unload_when_idle)
+from ..engines.host import EngineHost
+from ..events import Event, Sink
+from ..models import Package, resolve, scan
+from .model import ModelJob, ModelService
 
 log = logging.getLogger("edge_agent.chat")
-
 
 
 @dataclass
@@ -52,34 +50,26 @@ def drop_turns(messages: list[dict], turns: int) -> list[dict]:
 
 
 @dataclass
-class PendingJob:
-    request: P.ChatRequest
-    session: Session | None
-    user_message: str
-    accepted: float
-    messages: list[dict]
-    max_tokens: int
-    first_delta: float | None = None
+class ChatJob(ModelJob):
+    request: P.ChatRequest | None = None
+    session: Session | None = None
+    user_message: str = ""
+    messages: list[dict] = field(default_factory=list)
+    max_tokens: int = 0
 
 
-class ChatService:
+class ChatService(ModelService):
+    name = "chat"
+    target = "edge_agent.engines.genai_chat:serve"
+    jobs: dict[str, ChatJob]  # type: ignore[assignment]
+
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
-        self.config = config
-        self.sink = sink
-        self.package: Package | None = None
-        self.engine: EngineHost | None = None
-        self.context = context
+        super().__init__(config, context, sink)
         self.sessions: OrderedDict[str, Session] = OrderedDict()
-        self.jobs: dict[str, PendingJob] = {}
         self._session_ids = itertools.count(1)
-        self._idle_task: asyncio.Task | None = None
-        self._load_lock = asyncio.Lock()
-
-    # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(
-            unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s, lambda: bool(self.jobs)))
+        super().start()
         if self.config.models.preload:
             asyncio.ensure_future(self._preload())
 
@@ -89,66 +79,66 @@ class ChatService:
         except P.ProtocolError as exc:
             log.error("preloading the chat model failed: %s", exc.message)
 
-    async def close(self) -> None:
-        if self._idle_task:
-            self._idle_task.cancel()
-        if self.engine is not None:
-            await self.engine.stop()
-            self.engine.close()
-
-    def chosen_package(self) -> Package:
-        return choose_package(self.config, "chat")
-
-    def use_package(self, package: Package) -> None:
-        """Serve chat from another package from the next load on (admin `models load`)."""
-        self.package = package
-
-    async def ensure_engine(self) -> EngineHost:
-        async with self._load_lock:
-            if self.engine is not None and self.engine.state == READY:
-                return self.engine
-            package = self.package or self.chosen_package()
-            check_package(self.config, package, "chat")
-            if self.engine is None or self.engine.spec["package"] != str(package.path):
-                if self.engine is not None:
-                    await self.engine.stop()
-                    self.engine.close()
-                self.engine = model_engine("chat", "edge_agent.engines.genai_chat:serve", package, self.config,
-                                           on_event=self._on_engine_event, context=self.context)
-                self.package = package
-            return await load_model(self.engine, "chat", package)
-
-    async def unload(self) -> None:
-        if self.engine is not None:
-            await self.engine.stop()
-
-
     # ---------------------------------------------------------------- describe / status
 
     def describe(self) -> dict:
         info = self.engine.info if self.engine is not None else {}
-        try:
-            package = self.package or self.chosen_package()
-            name, context = package.name, package.manifest.context_length
-            available = True
-        except P.ProtocolError:
-            name, context, available = None, None, False
-        return {"available": available, "model": name, "context_length": context,
-                "max_tokens_limit": self.config.chat.max_tokens_limit,
-                "default_max_tokens": self.config.chat.default_max_tokens, "sessions": True,
+        package = self.available_model()
+        return {"available": package is not None, "model": package.name if package else None,
+                "context_length": package.manifest.context_length if package else None,
+                "max_tokens_limit": self.settings.max_tokens_limit,
+                "default_max_tokens": self.settings.default_max_tokens, "sessions": True,
                 "stop_strings": {"max": P.MAX_STOP_STRINGS, "max_bytes": P.MAX_STOP_BYTES},
                 # known once the engine has loaded; null before
                 "json_schema": info.get("json_schema"),
                 "sampling": ["temperature", "top_p", "top_k"] + (["seed"] if info.get("seed") else []),
                 "context_policies": ["error", "drop_oldest"]}
 
-    def status(self) -> dict:
-        if self.engine is None:
-            return {"state": "unloaded", "model": None, "restarts": 0, "last_error": None,
-                    "active_requests": 0}
-        return {**self.engine.status(), "model": self.package.name if self.package else None}
+    def totals(self) -> dict:
+        return {"queue_depth": self.queue_depth(), "sessions": len(self.sessions)}
 
-    # ---------------------------------------------------------------- sessions
+    def queue_position(self) -> int:
+        """Requests that wait for a batch slot ahead of the newest one."""
+        slots = int(self.engine.info.get("max_batch", 1)) if self.engine is not None else 1
+        return max(0, len(self.jobs) - slots)
+
+    # ---------------------------------------------------------------- model packages (the `models` op)
+
+    def list_models(self) -> dict:
+        loaded = self.loaded_package()
+        models = []
+        for package in scan(self.config.models_dir):
+            entry = package.describe()
+            entry["loaded"] = loaded is not None and package.name == loaded.name
+            entry["serves"] = ["chat"] if package.manifest and package.manifest.role == "chat" else []
+            models.append(entry)
+        return {"models": models, "models_dir": str(self.config.models_dir)}
+
+    def find_model(self, name: str | None, action: str) -> Package:
+        """The package an admin names for load/unload: it must exist and serve chat."""
+        if not name:
+            raise P.ProtocolError(P.BAD_REQUEST, f"field 'name' is required for {action}", field="name")
+        package = resolve(self.config.models_dir, name)
+        if package is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"no model package {name!r} in {self.config.models_dir}",
+                                  field="name")
+        if package.manifest is None or package.manifest.role != "chat":
+            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{name} cannot serve chat: "
+                                  f"{package.problem or 'role ' + package.manifest.role}")
+        return package
+
+    async def switch_model(self, action: str, package: Package) -> dict:
+        """Admin `models load|unload`: the result fields once it is done."""
+        if action == "unload":
+            await self.unload()
+        else:
+            if self.package is None or self.package.path != package.path:
+                await self.unload()
+                self.use_package(package)
+            await self.ensure_engine()
+        return {"name": package.name, "action": action, "state": self.status()["state"]}
+
+    # ---------------------------------------------------------------- sessions (the `sessions` op)
 
     def _session(self, sid: str) -> Session:
         session = self.sessions.get(sid)
@@ -182,7 +172,7 @@ class ChatService:
             session.messages = []
         return {"session": session.id}
 
-    # ---------------------------------------------------------------- chat
+    # ---------------------------------------------------------------- chat jobs
 
     def _messages_for(self, body: P.ChatRequest) -> tuple[list[dict], Session | None, str]:
         if body.session is not None:
@@ -193,8 +183,8 @@ class ChatService:
             system = body.system if body.system is not None else session.system
             messages = ([{"role": "system", "content": system}] if system else []) + session.messages + \
                 [{"role": "user", "content": body.message}]
-            return messages, session, body.message
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+            return messages, session, body.message or ""
+        messages = [{"role": m.role, "content": m.content} for m in body.messages or ()]
         if body.system is not None:
             messages = [{"role": "system", "content": body.system}] + [m for m in messages if m["role"] != "system"]
         return messages, None, messages[-1]["content"]
@@ -202,104 +192,36 @@ class ChatService:
     def begin(self, job: str, body: P.ChatRequest) -> None:
         """Validate a chat request and claim its session, before it is accepted. Raises
         ProtocolError to reject it; on success `run(job)` does the work."""
-        max_tokens = body.max_tokens or self.config.chat.default_max_tokens
-        if max_tokens > self.config.chat.max_tokens_limit:
-            raise P.ProtocolError(P.BAD_REQUEST, f"max_tokens {max_tokens} is over the limit of "
-                                  f"{self.config.chat.max_tokens_limit}", field="max_tokens")
+        max_tokens = self.max_tokens(body.max_tokens)
         messages, session, user_message = self._messages_for(body)
         if session is not None:
             session.busy = True
-        self.jobs[job] = PendingJob(body, session, user_message, time.monotonic(), messages, max_tokens)
+        self.jobs[job] = ChatJob(time.monotonic(), request=body, session=session, user_message=user_message,
+                                 messages=messages, max_tokens=max_tokens)
 
-    async def run(self, job: str) -> None:
-        """Load the model if needed and hand the job to the engine; its events arrive through
-        the sink. Raises ProtocolError if it cannot start."""
-        pending = self.jobs[job]
+    def check_engine(self, engine: EngineHost, pending: ChatJob) -> None:  # type: ignore[override]
+        if pending.request.json_schema is not None and not engine.info.get("json_schema"):
+            raise P.ProtocolError(P.UNSUPPORTED, "this onnxruntime-genai build cannot constrain output to a "
+                                  "JSON schema", field="json_schema")
+
+    def payload(self, pending: ChatJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
         body = pending.request
-        try:
-            if self.engine is None or self.engine.state != READY:
-                self.sink(job, "progress", False, {"stage": "loading_model"})
-            engine = await self.ensure_engine()
-            if job not in self.jobs:  # cancelled while the model loaded
-                return
-            if body.json_schema is not None and not engine.info.get("json_schema"):
-                raise P.ProtocolError(P.UNSUPPORTED, "this onnxruntime-genai build cannot constrain output to a "
-                                      "JSON schema", field="json_schema")
-            await engine.submit(job, {
-                "messages": pending.messages, "session": pending.session.id if pending.session else None,
-                "max_tokens": pending.max_tokens, "temperature": body.temperature, "top_p": body.top_p,
-                "top_k": body.top_k, "seed": body.seed, "stop": list(body.stop),
-                "json_schema": body.json_schema, "context_policy": body.context_policy, "stream": body.stream})
-        except (P.ProtocolError, EngineUnavailable) as exc:
-            self._forget(job)
-            if isinstance(exc, EngineUnavailable):
-                exc = P.ProtocolError(P.MODEL_UNAVAILABLE, str(exc))
-            raise exc
+        sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "seed",
+                                                            "json_schema", "context_policy", "stream")}
+        return {"messages": pending.messages, "session": pending.session.id if pending.session else None,
+                "max_tokens": pending.max_tokens, "stop": list(body.stop), **sampling}, ()
 
-    def queue_depth(self) -> int:
-        """Chat requests accepted but not yet generating (loading the model, or no batch slot)."""
-        running = len(self.engine.active) if self.engine is not None else 0
-        return max(0, len(self.jobs) - running)
-
-    def queue_position(self) -> int:
-        """Requests that wait for a batch slot ahead of the newest one."""
-        slots = int(self.engine.info.get("max_batch", 1)) if self.engine is not None else 1
-        return max(0, len(self.jobs) - 1 - slots + 1)
-
-    def _forget(self, job: str) -> PendingJob | None:
-        pending = self.jobs.pop(job, None)
-        if pending is not None and pending.session is not None:
+    def release(self, pending: ChatJob) -> None:  # type: ignore[override]
+        if pending.session is not None:
             pending.session.busy = False
             pending.session.last_used = time.time()
-        return pending
 
-    async def cancel(self, job: str) -> None:
-        if job not in self.jobs:
-            return
-        if self.engine is not None and job in self.engine.active:
-            await self.engine.cancel(job)  # the engine answers with a `cancelled` error
-        else:
-            self._forget(job)
-            self.sink(job, "error", True, cancelled("cancel"))
+    def on_progress(self, pending: ChatJob, event: Event) -> None:  # type: ignore[override]
+        if event.kind == "dropped" and pending.session is not None:
+            pending.session.messages = drop_turns(pending.session.messages, event.fields["dropped_turns"])
 
-    def cancel_all(self, reason: str) -> list[str]:
-        """Daemon shutdown: end every job now with `cancelled`."""
-        jobs = list(self.jobs)
-        for job in jobs:
-            self._forget(job)
-            self.sink(job, "error", True, cancelled(reason))
-        return jobs
-
-    def _on_engine_event(self, job: str, message: dict) -> None:
-        pending = self.jobs.get(job)
-        if pending is None:
-            return  # a job already ended here (cancelled at shutdown)
-        kind = message["kind"]
-        if kind == "delta":
-            if pending.first_delta is None:
-                pending.first_delta = time.monotonic()
-            self.sink(job, "delta", False, {"text": message["text"], "tokens": message["tokens"]})
-        elif kind == "dropped":
-            if pending.session is not None:
-                pending.session.messages = drop_turns(pending.session.messages, message["dropped_turns"])
-        elif kind == "done":
-            self._forget(job)
-            if pending.session is not None:
-                pending.session.messages += [{"role": "user", "content": pending.user_message},
-                                             {"role": "assistant", "content": message["text"]}]
-            # ttft_ms and total_ms as the client sees them (queueing and model loading included);
-            # engine_* from the moment the engine took the job
-            usage = dict(message["usage"])
-            usage["engine_ttft_ms"] = usage.pop("ttft_ms")
-            usage["engine_total_ms"] = usage.pop("total_ms")
-            first = pending.first_delta
-            usage["ttft_ms"] = round((first - pending.accepted) * 1000, 1) if first else usage["engine_ttft_ms"]
-            usage["total_ms"] = round((time.monotonic() - pending.accepted) * 1000, 1)
-            self.sink(job, "result", True, {
-                "text": message["text"], "finish_reason": message["finish_reason"],
-                "session": pending.session.id if pending.session else None,
-                "dropped_turns": message["dropped_turns"], "prompt_cache": message["prompt_cache"],
-                "usage": usage})
-        elif kind == "error":
-            self._forget(job)
-            self.sink(job, "error", True, engine_error(message))
+    def finish(self, pending: ChatJob, fields: dict) -> dict:  # type: ignore[override]
+        if pending.session is not None:
+            pending.session.messages += [{"role": "user", "content": pending.user_message},
+                                         {"role": "assistant", "content": fields["text"]}]
+        return {**fields, "session": pending.session.id if pending.session else None}

@@ -1,5 +1,6 @@
 """The OCR service: images in, text in reading order out, through the fast engine (RapidOCR)
-in its own process. Loaded on first use, unloaded after `ocr.keep_alive_s` idle seconds."""
+in its own process; also capture guidance (`guide`) on the same engine's text detector.
+Loaded on first use, unloaded after `ocr.keep_alive_s` idle seconds."""
 from __future__ import annotations
 
 import asyncio
@@ -10,19 +11,25 @@ import zmq.asyncio
 from .. import protocol as P
 from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
+from ..errors import cancelled
+from ..events import Event, Sink
 from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
+from .base import Service, unload_when_idle
 from .cameras import CameraService
-from .common import Sink, cancelled, engine_error, unload_when_idle
+
+READ, GUIDE = "read", "guide"  # the engine's two tasks: OCR, and capture guidance
 
 
-class OcrService:
+class OcrService(Service):
+    name = "ocr"
+
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         self.config = config
         self.cameras = cameras
         self.sink = sink
         self.engine = EngineHost("ocr", "edge_agent.engines.rapidocr:serve", {}, on_event=self._on_engine_event,
                                  progress_timeout_s=config.ocr.engine_timeout_s,
-                                 load_timeout_s=config.chat.load_timeout_s, context=context,
+                                 load_timeout_s=config.ocr.load_timeout_s, context=context,
                                  nice=config.models.nice)
         self.jobs: dict[str, float] = {}  # job -> accepted at
         self._idle_task: asyncio.Task | None = None
@@ -36,7 +43,6 @@ class OcrService:
             self._idle_task.cancel()
         await self.engine.stop()
         self.engine.close()
-
 
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
@@ -60,36 +66,38 @@ class OcrService:
         self.jobs[job] = time.monotonic()
         return attachments[0]
 
-    async def run(self, job: str, image: bytes, camera: str | None = None, mode: str = "ocr") -> None:
-        if camera is not None:
-            _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
+    async def run(self, job: str, image: bytes, camera: str | None = None, task: str = READ) -> None:
         try:
+            if camera is not None:
+                _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
             if self.engine.state != READY:
-                self.sink(job, "progress", False, {"stage": "loading_model"})
+                self.sink(job, Event("progress", fields={"stage": "loading_model"}))
             await self.engine.ensure_ready()
             if job in self.jobs:
-                await self.engine.submit(job, {"mode": mode}, (image,))
+                await self.engine.submit(job, {"task": task}, (image,))
         except EngineUnavailable as exc:
             self.jobs.pop(job, None)
             raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"the OCR engine failed to start: {exc}") from None
+        except P.ProtocolError:
+            self.jobs.pop(job, None)
+            raise
 
     async def cancel(self, job: str) -> None:
         """An OCR pass cannot be interrupted; the request ends now and its result is dropped."""
         if self.jobs.pop(job, None) is not None:
-            self.sink(job, "error", True, cancelled("cancel"))
+            self.sink(job, Event.failure(cancelled()))
 
     def cancel_all(self, reason: str) -> None:
         for job in list(self.jobs):
             self.jobs.pop(job)
-            self.sink(job, "error", True, cancelled(reason))
+            self.sink(job, Event.failure(cancelled(reason)))
 
-    def _on_engine_event(self, job: str, message: dict) -> None:
+    def _on_engine_event(self, job: str, event: Event) -> None:
         accepted = self.jobs.pop(job, None)
         if accepted is None:
             return  # cancelled meanwhile
-        if message["kind"] == "done":
-            fields = {k: v for k, v in message.items() if k not in ("type", "kind", "final")}
-            fields["timings_ms"]["total"] = round((time.monotonic() - accepted) * 1000, 1)
-            self.sink(job, "result", True, fields if "cues" in fields else {"engine": "fast", **fields})
-        else:
-            self.sink(job, "error", True, engine_error(message))
+        if event.kind == "result":
+            fields = dict(event.fields)
+            fields["timings_ms"] = {**fields["timings_ms"], "total": round((time.monotonic() - accepted) * 1000, 1)}
+            event = Event.result(fields)
+        self.sink(job, event)

@@ -1,9 +1,10 @@
 """Image questions (`ask`) through a Phi-3.5-vision package: images from the request or a
 camera, a streamed answer, and follow-up questions in a session that keeps its images (the
-daemon re-sends them to the engine; the client does not)."""
+daemon re-sends them to the engine; the client does not). Also the vision engine of `ocr`:
+a transcription question in a throw-away session. Loading, cancelling and timing are the
+model service's (services/model.py); the engine process is engines/genai_vision.py."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -12,12 +13,10 @@ import zmq.asyncio
 
 from .. import protocol as P
 from ..config import Config
-from ..engines.host import READY, EngineHost, EngineUnavailable
-from ..models import Package
+from ..events import Sink
 from ..ocr_layout import script_hint
 from .cameras import CameraService
-from .common import (Sink, cancelled, check_package, choose_package, engine_error, load_model, model_engine,
-                     unload_when_idle)
+from .model import ModelJob, ModelService
 
 MAX_IMAGES = 4
 MAX_SESSIONS = 16
@@ -33,84 +32,42 @@ class ImageSession:
 
 
 @dataclass
-class AskJob:
-    session: ImageSession
-    question: str
-    accepted: float
-    options: dict
+class AskJob(ModelJob):
+    session: ImageSession = field(default_factory=lambda: ImageSession("", []))
+    question: str = ""
+    options: dict = field(default_factory=dict)
     camera: str | None = None
-    mode: str = "ask"  # or "ocr": the vision engine of the `ocr` op
-    first_delta: float | None = None
+    transcribe: bool = False  # the vision engine of the `ocr` op: the result is shaped as OCR's
 
 
-class VisionService:
+class VisionService(ModelService):
+    name = "vision"
+    target = "edge_agent.engines.genai_vision:serve"
+    jobs: dict[str, AskJob]  # type: ignore[assignment]
+
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
-        self.config = config
-        self.sink = sink
+        super().__init__(config, context, sink)
         self.cameras = cameras
-        self.context = context
-        self.engine: EngineHost | None = None
-        self.package: Package | None = None
         self.sessions: dict[str, ImageSession] = {}
-        self.jobs: dict[str, AskJob] = {}
         self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self._idle_task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(
-            unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s, lambda: bool(self.jobs)))
-
-    async def close(self) -> None:
-        if self._idle_task:
-            self._idle_task.cancel()
-        if self.engine is not None:
-            await self.engine.stop()
-            self.engine.close()
-
-    def chosen_package(self) -> Package:
-        return choose_package(self.config, "vision")
-
-    async def ensure_engine(self) -> EngineHost:
-        async with self._lock:
-            if self.engine is not None and self.engine.state == READY:
-                return self.engine
-            package = self.package or self.chosen_package()
-            check_package(self.config, package, "vision")
-            if self.engine is None:
-                self.engine = model_engine("vision", "edge_agent.engines.genai_vision:serve", package, self.config,
-                                           on_event=self._on_engine_event, context=self.context)
-                self.package = package
-            return await load_model(self.engine, "vision", package)
 
     def describe(self) -> dict:
-        try:
-            name = (self.package or self.chosen_package()).name
-        except P.ProtocolError:
-            name = None
-        return {"available": name is not None, "model": name, "max_images": MAX_IMAGES, "sessions": True,
-                "max_tokens_limit": self.config.chat.max_tokens_limit}
+        package = self.available_model()
+        return {"available": package is not None, "model": package.name if package else None,
+                "max_images": MAX_IMAGES, "sessions": True, "max_tokens_limit": self.settings.max_tokens_limit}
 
-    def status(self) -> dict:
-        if self.engine is None:
-            return {"state": "unloaded", "model": None, "restarts": 0, "last_error": None, "active_requests": 0}
-        return {**self.engine.status(), "model": self.package.name if self.package else None}
-
-    def begin_ocr(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
+    def begin_transcription(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
         """`ocr` with engine `vision`: a transcription question in a throw-away session."""
         if body.camera is None and len(attachments) != 1:
             raise P.ProtocolError(P.BAD_REQUEST, f"ocr needs exactly one image frame after the header, got "
                                   f"{len(attachments)}", field="image")
-        self.begin(job, P.AskRequest(TRANSCRIBE, camera=body.camera, max_tokens=self.config.chat.max_tokens_limit),
+        self.begin(job, P.AskRequest(TRANSCRIBE, camera=body.camera, max_tokens=self.settings.max_tokens_limit),
                    attachments)
-        self.jobs[job].mode = "ocr"
+        self.jobs[job].transcribe = True
         self.jobs[job].options["cap_to_context"] = True
 
     def begin(self, job: str, body: P.AskRequest, attachments: tuple[bytes, ...]) -> None:
-        max_tokens = body.max_tokens or self.config.chat.default_max_tokens
-        if max_tokens > self.config.chat.max_tokens_limit:
-            raise P.ProtocolError(P.BAD_REQUEST, f"max_tokens {max_tokens} is over the limit of "
-                                  f"{self.config.chat.max_tokens_limit}", field="max_tokens")
+        max_tokens = self.max_tokens(body.max_tokens)
         if len(attachments) > MAX_IMAGES:
             raise P.ProtocolError(P.BAD_REQUEST, f"at most {MAX_IMAGES} images per question", field="image")
         if body.camera is not None:
@@ -131,73 +88,29 @@ class VisionService:
         elif attachments:  # new images start the conversation about them afresh
             session.images, session.messages = list(attachments), []
         session.busy = True
-        self.jobs[job] = AskJob(session, body.question, time.monotonic(),
-                                {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p},
-                                body.camera)
+        self.jobs[job] = AskJob(time.monotonic(), session=session, question=body.question,
+                                options={"max_tokens": max_tokens, "temperature": body.temperature,
+                                         "top_p": body.top_p}, camera=body.camera)
 
-    async def run(self, job: str) -> None:
-        pending = self.jobs[job]
-        try:
-            if pending.camera is not None:
-                _frame, data = await self.cameras.capture(pending.camera)
-                pending.session.images, pending.session.messages = [data], []
-            if self.engine is None or self.engine.state != READY:
-                self.sink(job, "progress", False, {"stage": "loading_model"})
-            engine = await self.ensure_engine()
-            if job not in self.jobs:
-                return
-            messages = pending.session.messages + [{"role": "user", "content": pending.question}]
-            await engine.submit(job, {"messages": messages, **pending.options}, tuple(pending.session.images))
-        except (P.ProtocolError, EngineUnavailable) as exc:
-            self._forget(job)
-            raise exc if isinstance(exc, P.ProtocolError) else P.ProtocolError(P.MODEL_UNAVAILABLE, str(exc))
+    async def prepare(self, job: str, pending: AskJob) -> None:  # type: ignore[override]
+        if pending.camera is not None:
+            _frame, data = await self.cameras.capture(pending.camera)
+            pending.session.images, pending.session.messages = [data], []
 
-    def _forget(self, job: str) -> AskJob | None:
-        pending = self.jobs.pop(job, None)
-        if pending is not None:
-            pending.session.busy = False
-        return pending
+    def payload(self, pending: AskJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
+        messages = pending.session.messages + [{"role": "user", "content": pending.question}]
+        return {"messages": messages, **pending.options}, tuple(pending.session.images)
 
-    async def cancel(self, job: str) -> None:
-        if job not in self.jobs:
-            return
-        if self.engine is not None and job in self.engine.active:
-            await self.engine.cancel(job)
-        else:
-            self._forget(job)
-            self.sink(job, "error", True, cancelled("cancel"))
+    def release(self, pending: AskJob) -> None:  # type: ignore[override]
+        pending.session.busy = False
 
-    def cancel_all(self, reason: str) -> None:
-        for job in list(self.jobs):
-            self._forget(job)
-            self.sink(job, "error", True, cancelled(reason))
-
-    def _on_engine_event(self, job: str, message: dict) -> None:
-        pending = self.jobs.get(job)
-        if pending is None:
-            return
-        kind = message["kind"]
-        if kind == "delta":
-            pending.first_delta = pending.first_delta or time.monotonic()
-            self.sink(job, "delta", False, {"text": message["text"], "tokens": message["tokens"]})
-        elif kind == "done":
-            self._forget(job)
-            usage = dict(message["usage"])
-            usage["engine_ttft_ms"] = usage.pop("ttft_ms")
-            usage["ttft_ms"] = round((pending.first_delta - pending.accepted) * 1000, 1) if pending.first_delta \
-                else usage["engine_ttft_ms"]
-            if pending.mode == "ocr":
-                self.sessions.pop(pending.session.id, None)
-                text = message["text"].strip()
-                self.sink(job, "result", True, {"engine": "vision", "text": text, "language": script_hint(text),
-                                                "lines": [{"text": line} for line in text.splitlines() if line.strip()],
-                                                "usage": usage})
-                return
-            pending.session.messages += [{"role": "user", "content": pending.question},
-                                         {"role": "assistant", "content": message["text"]}]
-            self.sink(job, "result", True, {"text": message["text"], "finish_reason": message["finish_reason"],
-                                            "session": pending.session.id, "images": len(pending.session.images),
-                                            "usage": usage})
-        elif kind == "error":
-            self._forget(job)
-            self.sink(job, "error", True, engine_error(message))
+    def finish(self, pending: AskJob, fields: dict) -> dict:  # type: ignore[override]
+        if pending.transcribe:
+            self.sessions.pop(pending.session.id, None)
+            text = fields["text"].strip()
+            return {"engine": "vision", "text": text, "language": script_hint(text),
+                    "lines": [{"text": line} for line in text.splitlines() if line.strip()],
+                    "usage": fields["usage"]}
+        pending.session.messages += [{"role": "user", "content": pending.question},
+                                     {"role": "assistant", "content": fields["text"]}]
+        return {**fields, "session": pending.session.id, "images": len(pending.session.images)}

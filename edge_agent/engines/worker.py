@@ -1,0 +1,119 @@
+"""The engine process's side of the channel (engines/channel.py): start-up, the job loop
+for short jobs, and a sender that keeps the heartbeat the host watches (engines/host.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable, Union
+
+import zmq
+
+from ..errors import CodedError
+from ..events import Event
+from .channel import EngineError, EngineEvent, EngineJob, control, decode
+
+HEARTBEAT_S = 0.5
+
+# what the host sends: a job, or {"type": "cancel", "job": ID} / {"type": "stop"}
+Incoming = Union[EngineJob, dict]
+
+
+def child_main(endpoint: str, target: str, spec: dict, nice: int = 0) -> None:
+    """Entry point of an engine process: import the worker and hand it a connected socket."""
+    import importlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal goes to the daemon only
+    if nice:
+        os.nice(nice)
+    module_name, func_name = target.split(":")
+    context = zmq.Context()
+    sock = context.socket(zmq.PAIR)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(endpoint)
+    try:
+        getattr(importlib.import_module(module_name), func_name)(WorkerChannel(sock), spec)
+    finally:
+        sock.close()
+        context.term()
+
+
+class WorkerChannel:
+    """Sends events and control messages to the host; every send counts as a heartbeat."""
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock = sock
+        self._last_sent = time.monotonic()
+
+    def _send(self, frames: list[bytes]) -> None:
+        self.sock.send_multipart(frames)
+        self._last_sent = time.monotonic()
+
+    def ready(self, **facts: Any) -> None:
+        self._send([control("ready", **facts)])
+
+    def load_failed(self, message: str) -> None:
+        self._send([control("load_failed", error=message)])
+
+    def heartbeat(self) -> None:
+        if time.monotonic() - self._last_sent >= HEARTBEAT_S:
+            self._send([control("heartbeat")])
+
+    def event(self, job: str, kind: str, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
+        self._send(EngineEvent(job, Event(kind, False, fields, attachments)).frames())
+
+    def result(self, job: str, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
+        self._send(EngineEvent(job, Event.result(fields, attachments)).frames())
+
+    def fail(self, job: str, error: CodedError) -> None:
+        self._send(EngineError(job, error).frames())
+
+    def poll(self, timeout_ms: int) -> bool:
+        return bool(self.sock.poll(timeout_ms))
+
+    def receive(self) -> Incoming:
+        header, attachments = decode(self.sock.recv_multipart())
+        if header["type"] == "job":
+            return EngineJob(header["job"], header["payload"], attachments)
+        return header
+
+
+def run_jobs(channel: WorkerChannel, handle: Callable[[EngineJob], None]) -> None:
+    """A worker's loop for short, uninterruptible jobs (an OCR pass, a sentence): heartbeats
+    while idle, `handle(job)` for each job, until `stop`. A `cancel` needs nothing here: the
+    job finishes in moments and the host drops its result."""
+    while True:
+        if not channel.poll(int(HEARTBEAT_S * 1000)):
+            channel.heartbeat()
+            continue
+        message = channel.receive()
+        if isinstance(message, EngineJob):
+            handle(message)
+        elif message["type"] == "stop":
+            return
+
+
+def serve_short_jobs(channel: WorkerChannel, create: Callable[[WorkerChannel], Any], cannot_start: str,
+                     ready: Callable[[Any], dict]) -> None:
+    """A short-job engine from start to stop: build its worker (`load_failed` with
+    `cannot_start` and the exception if that fails), report `ready` with the worker's facts,
+    then run_jobs with the worker's `handle`."""
+    try:
+        worker = create(channel)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
+        channel.load_failed(f"{cannot_start}: {type(exc).__name__}: {exc}")
+        return
+    channel.ready(**ready(worker))
+    run_jobs(channel, worker.handle)
+
+
+def serve_model(channel: WorkerChannel, spec: dict, create: Callable[[WorkerChannel, dict], Any]) -> None:
+    """A model engine from start to stop: load (`load_failed` if that fails), report the
+    worker's `info()`, then its own `run()` loop."""
+    try:
+        worker = create(channel, spec)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+        channel.load_failed(f"cannot load {spec.get('package')}: {exc}")
+        return
+    channel.ready(**worker.info())
+    worker.run()

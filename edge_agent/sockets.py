@@ -1,0 +1,147 @@
+"""The daemon's ZeroMQ side: one ROUTER socket per configured endpoint, CURVE where asked,
+the clients seen on them, and non-blocking sends.
+
+One socket per endpoint, so CURVE can guard a TCP endpoint while the IPC socket relies on
+file permissions. A send that fails (the client is gone, its queue is full) marks the client
+gone and tells the server, which cancels its requests.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zmq
+import zmq.asyncio
+
+from .config import Config, is_loopback_endpoint
+
+log = logging.getLogger("edge_agent.server")
+
+HARD_MAX_FRAME = 64 << 20
+SEND_HWM = 100_000
+
+
+@dataclass
+class Listener:
+    endpoint: str
+    sock: zmq.asyncio.Socket
+    admin: bool  # IPC: whoever can open the socket file is the machine's admin for us
+    curve: bool
+
+
+@dataclass
+class Client:
+    key: tuple[int, bytes]  # (listener index, ZeroMQ routing id)
+    envelope: bool = False
+    gone: bool = False  # a send failed: its requests are being cancelled
+    inflight: dict[str, str] = field(default_factory=dict)  # request id -> job id
+    last_seen: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}:{self.key[1].hex()}"
+
+
+class Sockets:
+    def __init__(self, config: Config, context: zmq.asyncio.Context, on_gone: Callable[[Client], None]):
+        self.config = config
+        self.context = context
+        self.on_gone = on_gone
+        self.listeners: list[Listener] = []
+        self.clients: dict[tuple[int, bytes], Client] = {}
+        self._authenticator = None
+
+    def bind(self) -> None:
+        curve_cfg = self.config.server.curve
+        for endpoint in self.config.server.endpoints:
+            sock = self.context.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
+            sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
+            use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")
+            if use_curve:
+                self._start_authenticator()
+                from zmq.auth import load_certificate
+
+                public, secret = load_certificate(curve_cfg.server_secret_file)
+                if secret is None:
+                    raise RuntimeError(f"{curve_cfg.server_secret_file} holds no secret key")
+                sock.curve_secretkey = secret
+                sock.curve_publickey = public
+                sock.curve_server = True
+            if endpoint.startswith("ipc://"):
+                path = Path(endpoint[len("ipc://"):])
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+                    if _socket_is_live(path):
+                        raise RuntimeError(f"another daemon is already serving {endpoint}")
+                    path.unlink()  # left by a daemon that was killed
+            sock.bind(endpoint)
+            if endpoint.startswith("ipc://"):
+                os.chmod(endpoint[len("ipc://"):], 0o660)
+            self.listeners.append(Listener(endpoint, sock, admin=endpoint.startswith("ipc://"), curve=use_curve))
+            log.info("listening on %s%s", endpoint, " (CURVE)" if use_curve else "")
+            if not use_curve and not is_loopback_endpoint(endpoint):
+                raise RuntimeError(f"refusing to serve {endpoint} without CURVE")  # validate() prevents this
+
+    def _start_authenticator(self) -> None:
+        if self._authenticator is not None:
+            return
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        self._authenticator = AsyncioAuthenticator(self.context)
+        self._authenticator.start()
+        self._authenticator.configure_curve(domain="*", location=self.config.server.curve.authorized_clients_dir)
+
+    def client(self, index: int, identity: bytes, parts: list[bytes]) -> tuple[Client, list[bytes]]:
+        """The client a message came from (a peer that comes back with the same identity after
+        it was gone starts afresh), and the message without its envelope delimiter."""
+        key = (index, identity)
+        client = self.clients.get(key)
+        if client is None or client.gone:
+            client = Client(key)
+        client.envelope = bool(parts) and parts[0] == b""
+        if client.envelope:
+            parts = parts[1:]
+        client.last_seen = time.monotonic()
+        self.clients[key] = client
+        return client, parts
+
+    def send(self, client: Client, frames: list[bytes]) -> bool:
+        if client.gone:
+            return False
+        listener = self.listeners[client.key[0]]
+        envelope = [b""] if client.envelope else []
+        future = listener.sock.send_multipart([client.key[1], *envelope, *frames], flags=zmq.NOBLOCK)
+        exc = future.exception() if future.done() else None
+        if exc is None:
+            return True
+        log.log(logging.WARNING if client.inflight else logging.DEBUG,
+                "client %s unreachable (%s): cancelling its %d request(s)", client.name, exc, len(client.inflight))
+        client.gone = True
+        self.on_gone(client)
+        return False
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.sock.close()  # LINGER lets the final events reach their clients
+            if listener.endpoint.startswith("ipc://"):
+                Path(listener.endpoint[len("ipc://"):]).unlink(missing_ok=True)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+
+
+def _socket_is_live(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
