@@ -32,5 +32,5 @@ def tiny_chat_package(work: Path) -> Path:
 
     snapshot = build_fixture("phi-3.5-mini", "tiny", work / "fixture")
     package = work / "phi-3.5-mini-tiny-int4"
-    export_text(snapshot, package, TextExportOptions(), say=lambda _m: None)
+    export_text(snapshot, package, TextExportOptions(), progress=lambda _m: None)
     return package

@@ -127,7 +127,7 @@ def main() -> int:
         return 0
 
     from edge_agent.manifest import read_manifest
-    from export.text import tool_versions
+    from export.package import tool_versions
 
     args.work.mkdir(parents=True, exist_ok=True)
     result: dict = {"benchmark": "export_text", "machine": machine(), "tools": tool_versions(),

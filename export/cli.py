@@ -25,7 +25,7 @@ EXIT_VERIFY_FAILED = 1
 def _parser() -> argparse.ArgumentParser:
     from .fixtures import MODELS
     from .genai_builder import PRECISIONS
-    from .text import BLOCK_SIZES, DEFAULT_CONTEXT
+    from .package import BLOCK_SIZES, DEFAULT_CONTEXT
 
     parser = argparse.ArgumentParser(prog="edge-agent-export",
                                      description="Turn Hugging Face Phi-3.5 snapshots into onnxruntime-genai "
@@ -100,7 +100,7 @@ def run(argv: list[str] | None = None) -> int:
         options = TextExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
                                     accuracy_level=args.accuracy_level, context=args.context,
                                     force=args.force, verbose=args.verbose)
-        manifest = export_text(args.input, args.output, options, say=_log)
+        manifest = export_text(args.input, args.output, options, progress=_log)
         size = sum(f.size for f in manifest.files)
         _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
         return 0
@@ -110,7 +110,7 @@ def run(argv: list[str] | None = None) -> int:
         options = VisionExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
                                       accuracy_level=args.accuracy_level, num_crops=args.num_crops,
                                       context=args.context, force=args.force, verbose=args.verbose)
-        manifest = export_vision(args.input, args.output, options, say=_log)
+        manifest = export_vision(args.input, args.output, options, progress=_log)
         size = sum(f.size for f in manifest.files)
         _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
         return 0

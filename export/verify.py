@@ -20,9 +20,8 @@ from edge_agent.engines.genai import load_model
 from edge_agent.manifest import Manifest, ManifestError, check_files, read_manifest
 
 from . import data
+from .checks import FAIL, PARITY_BOUNDS, PASS, SKIP, CheckResult, greedy_generate, parity_metrics, within_bounds
 from .errors import ExportError
-
-PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 # The Phi-3.5 chat format, written out by hand from the model card, to check the template
 # that the package's tokenizer actually applies.
@@ -44,25 +43,6 @@ REFERENCE_PROMPTS = (
     "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
     "def add(a, b):\n    return a + b  # Grüße, 世界 🚀",
 )
-
-# Parity bounds per precision. fp32 must agree with PyTorch to float rounding. INT4 is
-# judged by how much of the logit vector survives (cosine) and by the largest error in units
-# of the reference logits' spread: top-1 agreement is reported for it but not gated, because
-# on random fixture weights the logits are nearly flat and the argmax is decided by noise.
-PARITY_BOUNDS = {
-    "fp32": {"max_abs_diff": 1e-3, "min_top1": 1.0},
-    "fp16": {"max_rel_diff": 0.1, "min_cosine": 0.999},
-    "int4": {"max_rel_diff": 1.5, "min_cosine": 0.95},
-}
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass
 class VerifyReport:
@@ -101,7 +81,7 @@ def _check_files(package: Path, manifest: Manifest) -> CheckResult:
 
 
 def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
-    from .text import PHI3_EOS_IDS
+    from .package import PHI3_EOS_IDS
 
     config = json.loads((package / "genai_config.json").read_text())
     problems = []
@@ -144,26 +124,6 @@ def _check_chat_template(tokenizer) -> CheckResult:
     return CheckResult("chat_format", PASS, "template renders the Phi-3.5 chat format")
 
 
-def greedy_generate(model, prompt, new_tokens: int, prompt_length: int | None = None) -> list[int]:
-    """Greedy tokens after a prompt: token ids, or the inputs a multimodal processor made
-    (then `prompt_length` is their token count)."""
-    import onnxruntime_genai as og
-
-    ids = isinstance(prompt, np.ndarray)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=(len(prompt) if ids else prompt_length) + new_tokens)
-    generator = og.Generator(model, params)
-    if ids:
-        generator.append_tokens(prompt)
-    else:
-        generator.set_inputs(prompt)
-    produced: list[int] = []
-    while not generator.is_done() and len(produced) < new_tokens:
-        generator.generate_next_token()
-        produced.append(int(generator.get_next_tokens()[0]))
-    return produced
-
-
 def _check_generation(model, tokenizer, vocab_size: int) -> CheckResult:
     prompt = tokenizer.apply_chat_template(json.dumps(GENERATION_PROMPT), add_generation_prompt=True)
     ids = np.asarray(tokenizer.encode(prompt), dtype=np.int32)
@@ -192,37 +152,6 @@ def onnx_prompt_logits(model, prompt_ids: np.ndarray) -> np.ndarray:
     generator = og.Generator(model, params)
     generator.append_tokens(prompt_ids)
     return np.asarray(generator.get_output("logits"), dtype=np.float32)[0]
-
-
-def parity_metrics(onnx_logits: np.ndarray, ref_logits: np.ndarray) -> dict[str, float]:
-    diff = np.abs(onnx_logits - ref_logits)
-    cosine = (onnx_logits * ref_logits).sum(-1) / (
-        np.linalg.norm(onnx_logits, axis=-1) * np.linalg.norm(ref_logits, axis=-1) + 1e-12)
-    ref_std = float(ref_logits.std())
-    return {
-        "positions": int(ref_logits.shape[0]),
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-        "ref_logit_std": ref_std,
-        "max_rel_diff": float(diff.max()) / max(ref_std, 1e-12),
-        "top1_agreement": float((onnx_logits.argmax(-1) == ref_logits.argmax(-1)).mean()),
-        "min_cosine": float(cosine.min()),
-        "mean_cosine": float(cosine.mean()),
-    }
-
-
-def within_bounds(metrics: dict[str, float], precision: str, table: dict | None = None) -> list[str]:
-    bounds = (table or PARITY_BOUNDS)[precision]
-    broken = []
-    if "max_abs_diff" in bounds and metrics["max_abs_diff"] > bounds["max_abs_diff"]:
-        broken.append(f"max abs diff {metrics['max_abs_diff']:.3g} > {bounds['max_abs_diff']}")
-    if "max_rel_diff" in bounds and metrics["max_rel_diff"] > bounds["max_rel_diff"]:
-        broken.append(f"max diff / logit std {metrics['max_rel_diff']:.3g} > {bounds['max_rel_diff']}")
-    if "min_top1" in bounds and metrics["top1_agreement"] < bounds["min_top1"]:
-        broken.append(f"top-1 agreement {metrics['top1_agreement']:.3f} < {bounds['min_top1']}")
-    if "min_cosine" in bounds and metrics["min_cosine"] < bounds["min_cosine"]:
-        broken.append(f"min cosine {metrics['min_cosine']:.4f} < {bounds['min_cosine']}")
-    return broken
 
 
 def load_reference(reference: Path, work: Path):
@@ -275,6 +204,38 @@ def _check_reference(model, tokenizer, manifest: Manifest, reference: Path) -> C
     return CheckResult("reference", PASS, f"{text} (within {manifest.precision} bounds)", summary)
 
 
+def text_checks(package: Path, manifest: Manifest, model, tokenizer, reference: Path | None,
+                progress: Callable[[str], None], images: list[Path] | None = None,
+                question: str = "") -> list[CheckResult]:
+    """The checks of a chat package once it has loaded: generation, and parity if asked."""
+    if images:
+        raise ExportError("--image needs a vision package; this one is a chat package")
+    progress("generating")
+    vocab = int(json.loads((package / "genai_config.json").read_text())["model"]["vocab_size"])
+    results = [_check_generation(model, tokenizer, vocab)]
+    if reference is not None:
+        progress(f"comparing logits with the PyTorch model from {reference}")
+        results.append(_check_reference(model, tokenizer, manifest, Path(reference)))
+    return results
+
+
+@dataclass(frozen=True)
+class RoleChecks:
+    names: tuple[str, ...]  # the checks it runs (skipped by name when the package cannot load)
+    run: Callable[..., list[CheckResult]]
+
+
+def _vision_checks(*args, **kwargs) -> list[CheckResult]:
+    from .verify_vision import vision_checks  # torch-free until a vision package is verified
+
+    return vision_checks(*args, **kwargs)
+
+
+# what is checked after loading, by the package's role
+ROLE_CHECKS = {"chat": RoleChecks(("generation",), text_checks),
+               "vision": RoleChecks(("image_tokens", "generation"), _vision_checks)}
+
+
 def verify_package(package: Path, reference: Path | None = None, threads: int | None = None,
                    progress: Callable[[str], None] | None = None, images: list[Path] | None = None,
                    question: str = "What does it say?") -> VerifyReport:
@@ -287,11 +248,11 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
     report.checks.append(result)
     if manifest is None:
         return report
+    role = ROLE_CHECKS[manifest.role]
     say("checking file hashes")
     files = _check_files(package, manifest)
     report.checks.append(files)
-    dependent = ["genai_config", "load", "tokenizer", "chat_format"]
-    dependent += ["image_tokens", "generation"] if manifest.role == "vision" else ["generation"]
+    dependent = ["genai_config", "load", "tokenizer", "chat_format", *role.names]
     if reference is not None:
         dependent.append("reference")
     if files.status == FAIL:
@@ -319,17 +280,5 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
                                      {"seconds": round(load_seconds, 3), "cpu_fallback": cpu_fallback}))
     report.checks.append(_check_tokenizer(tokenizer))
     report.checks.append(_check_chat_template(tokenizer))
-    if manifest.role == "vision":
-        from .verify_vision import vision_checks
-
-        report.checks += vision_checks(package, manifest, model, tokenizer, reference, say, images, question)
-        return report
-    if images:
-        raise ExportError("--image needs a vision package; this one is a chat package")
-    say("generating")
-    vocab = int(json.loads((package / "genai_config.json").read_text())["model"]["vocab_size"])
-    report.checks.append(_check_generation(model, tokenizer, vocab))
-    if reference is not None:
-        say(f"comparing logits with the PyTorch model from {reference}")
-        report.checks.append(_check_reference(model, tokenizer, manifest, Path(reference)))
+    report.checks += role.run(package, manifest, model, tokenizer, reference, say, images, question)
     return report

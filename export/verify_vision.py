@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_agent.manifest import Manifest
 
-from .verify import FAIL, PASS, CheckResult, greedy_generate, parity_metrics, within_bounds
+from .checks import FAIL, PASS, CheckResult, greedy_generate, parity_metrics, within_bounds
 from .vision import VISION_FILE, hd_size
 from .vision_layout import image_tokens
 
@@ -198,7 +198,7 @@ def check_user_images(og, model, processor, tokenizer, images: list[Path], quest
 
 
 def vision_checks(package: Path, manifest: Manifest, model, tokenizer, reference: Path | None,
-                  say, images: list[Path] | None = None, question: str = "What does it say?") -> list[CheckResult]:
+                  progress, images: list[Path] | None = None, question: str = "What does it say?") -> list[CheckResult]:
     import onnxruntime_genai as og
 
     results = []
@@ -208,14 +208,14 @@ def vision_checks(package: Path, manifest: Manifest, model, tokenizer, reference
     session = _vision_session(package)
     with tempfile.TemporaryDirectory(prefix="edge-agent-images-") as folder:
         paths = write_test_images(Path(folder))
-        say("checking image token counts")
+        progress("checking image token counts")
         results.append(check_image_tokens(og, processor, session, paths))
-        say("generating from a two-image prompt")
+        progress("generating from a two-image prompt")
         results.append(check_generation(og, model, processor, paths, vocab))
         if reference is not None:
-            say(f"comparing image features and logits with the PyTorch modules from {reference}")
+            progress(f"comparing image features and logits with the PyTorch modules from {reference}")
             results.append(check_reference(og, model, processor, session, manifest, Path(reference), paths))
     if images:
-        say(f"asking about {len(images)} image(s) of yours")
+        progress(f"asking about {len(images)} image(s) of yours")
         results.append(check_user_images(og, model, processor, tokenizer, [Path(p) for p in images], question))
     return results

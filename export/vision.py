@@ -27,9 +27,9 @@ from .errors import ExportError, SnapshotError
 from .fixtures import phi3_decoder_tensors
 from .genai_builder import build_decoder
 from .output import GIB, atomic_folder, check_free_space, check_output_path
-from .snapshot import LICENSE_FILES, Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
-from .text import (BLOCK_SIZES, DEFAULT_CONTEXT, MIN_CONTEXT, effective_accuracy_level, finish_genai_config,
-                   kv_bytes_per_token, quantization_info, source_info, tool_versions)
+from .package import (DEFAULT_CONTEXT, copy_licenses, effective_accuracy_level, finish_genai_config,
+                      kv_bytes_per_token, quantization_info, source_info, tool_versions, validate_options)
+from .snapshot import Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
 from .vision_layout import (CLIP, PREFIX, ClipGeometry, clip_geometry_from_shapes, image_side_tensors)
 
 VISION_ARCHITECTURES = {"Phi3VForCausalLM": "phi3_v"}
@@ -238,7 +238,7 @@ def write_genai_config(package: Path, context: int, target: str) -> dict:
 
 
 def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
-                  say: Callable[[str], None] = print) -> Manifest:
+                  progress: Callable[[str], None] = print) -> Manifest:
     import torch
 
     check_output_path(output, options.force)
@@ -248,38 +248,29 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
     if not 1 <= num_crops <= MAX_CROPS:
         raise ExportError(f"num_crops {num_crops} is outside 1..{MAX_CROPS}")
     options = VisionExportOptions(**{**options.__dict__, "num_crops": num_crops})
-    if options.precision not in ("int4", "fp32"):
-        raise ExportError(f"precision {options.precision!r} is not supported for vision packages: use int4 or fp32")
-    if options.block_size not in BLOCK_SIZES:
-        raise ExportError(f"block size {options.block_size} not supported: use one of {BLOCK_SIZES}")
-    limit = int(snapshot.config.get("max_position_embeddings", 0))
-    if not MIN_CONTEXT <= options.context <= limit:
-        raise ExportError(f"context {options.context} is outside {MIN_CONTEXT}..{limit} "
-                          "(the model's max_position_embeddings)")
+    validate_options(snapshot, options, ("int4", "fp32"), "vision")
     check_free_space(output.parent, int(snapshot.weight_bytes * 0.6) + (256 << 20), "the package")
-    say(f"snapshot {snapshot.path}: {snapshot.architecture}, {snapshot.num_parameters() / 1e9:.2f} B parameters; "
+    progress(f"snapshot {snapshot.path}: {snapshot.architecture}, {snapshot.num_parameters() / 1e9:.2f} B parameters; "
         f"image tower {vision.clip.layers} layers x {vision.clip.hidden}; {num_crops} crops")
 
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
     try:
         with atomic_folder(output, force=options.force) as staging:
-            say("text decoder (inputs_embeds) with onnxruntime-genai's model builder")
+            progress("text decoder (inputs_embeds) with onnxruntime-genai's model builder")
             view = stage_view(snapshot, work / "text", config=text_config(snapshot.config))
             build_decoder(view, staging, work / "cache", precision=options.precision, target=options.target,
                           block_size=options.block_size, accuracy_level=options.accuracy_level,
                           log_path=None if options.verbose else work / "builder.log",
                           extra={"exclude_embeds": "true"})
-            say("image encoder and embedding models from the checkpoint's weights")
+            progress("image encoder and embedding models from the checkpoint's weights")
             encoder, embedding = build_modules(vision)
             export_vision_model(encoder, staging / VISION_FILE, options)
             io_dtype = torch.float16 if options.target == "cuda" else torch.float32
             export_embedding_model(embedding, staging / EMBEDDING_FILE, snapshot.config["hidden_size"], io_dtype)
             write_genai_config(staging, options.context, options.target)
             (staging / PROCESSOR_FILE).write_text(json.dumps(processor_config(num_crops), indent=2) + "\n")
-            for name in LICENSE_FILES:
-                if (snapshot.path / name).is_file():
-                    shutil.copyfile(snapshot.path / name, staging / name)
-            say("hashing files and writing the manifest")
+            copy_licenses(snapshot, staging)
+            progress("hashing files and writing the manifest")
             manifest = Manifest(
                 role="vision", model_type="phi3v", name=snapshot.name, target=options.target,
                 precision=options.precision,
@@ -300,5 +291,5 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size = sum(f.size for f in manifest.files)
-    say(f"package {output}: {size / GIB:.2f} GiB")
+    progress(f"package {output}: {size / GIB:.2f} GiB")
     return manifest

@@ -30,14 +30,14 @@ def tiny_snapshot(models_root) -> Path:
 @pytest.fixture(scope="session")
 def int4_package(models_root, tiny_snapshot) -> Path:
     out = models_root / "phi35-mini-tiny-int4"
-    export_text(tiny_snapshot, out, TextExportOptions(), say=lambda _m: None)
+    export_text(tiny_snapshot, out, TextExportOptions(), progress=lambda _m: None)
     return out
 
 
 @pytest.fixture(scope="session")
 def fp32_package(models_root, tiny_snapshot) -> Path:
     out = models_root / "phi35-mini-tiny-fp32"
-    export_text(tiny_snapshot, out, TextExportOptions(precision="fp32"), say=lambda _m: None)
+    export_text(tiny_snapshot, out, TextExportOptions(precision="fp32"), progress=lambda _m: None)
     return out
 
 
@@ -56,7 +56,7 @@ def package_copy(int4_package, tmp_path) -> Path:
 def small_context_package(models_root, tiny_snapshot) -> Path:
     """A package whose context is only 256 tokens, to run into the limit quickly."""
     out = models_root / "phi35-mini-tiny-int4-ctx256"
-    export_text(tiny_snapshot, out, TextExportOptions(context=256), say=lambda _m: None)
+    export_text(tiny_snapshot, out, TextExportOptions(context=256), progress=lambda _m: None)
     return out
 
 
@@ -71,7 +71,7 @@ def vision_package(models_root, tiny_vision_snapshot) -> Path:
     from export.vision import VisionExportOptions, export_vision
 
     out = models_root / "phi35-vision-tiny-int4"
-    export_vision(tiny_vision_snapshot, out, VisionExportOptions(), say=lambda _m: None)
+    export_vision(tiny_vision_snapshot, out, VisionExportOptions(), progress=lambda _m: None)
     return out
 
 

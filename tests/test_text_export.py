@@ -12,7 +12,8 @@ import onnxruntime_genai as og
 from edge_agent.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from export import data
 from export.cli import main
-from export.text import PHI3_EOS_IDS, TextExportOptions, export_text
+from export.package import PHI3_EOS_IDS
+from export.text import TextExportOptions, export_text
 from export.verify import CHAT_EXPECTED, CHAT_MESSAGES, verify_package
 
 
@@ -75,7 +76,7 @@ def test_weights_are_int4_matmulnbits_with_the_requested_block(int4_package, tin
     # the 0.18 builder silently ignores misspelt option names; check what landed in the graph
     assert matmulnbits_attributes(int4_package) == {(4, 128, 4)}
     block32 = tmp_path / "b32"
-    export_text(tiny_snapshot, block32, TextExportOptions(block_size=32, accuracy_level=0), say=lambda _m: None)
+    export_text(tiny_snapshot, block32, TextExportOptions(block_size=32, accuracy_level=0), progress=lambda _m: None)
     assert matmulnbits_attributes(block32) == {(4, 32, 0)}
     manifest = read_manifest(block32)
     assert manifest.quantization["block_size"] == 32 and manifest.quantization["accuracy_level"] == 0
@@ -123,7 +124,7 @@ def test_int4_export_is_within_its_stated_bound(int4_package, tiny_snapshot):
 
 def test_generation_stops_at_the_context_limit(tiny_snapshot, tmp_path):
     package = tmp_path / "ctx"
-    export_text(tiny_snapshot, package, TextExportOptions(context=256), say=lambda _m: None)
+    export_text(tiny_snapshot, package, TextExportOptions(context=256), progress=lambda _m: None)
     model = og.Model(str(package))
     params = og.GeneratorParams(model)
     params.set_search_options(min_length=256)  # no early EOS: run into the limit
@@ -138,7 +139,7 @@ def test_generation_stops_at_the_context_limit(tiny_snapshot, tmp_path):
 
 def test_cuda_target_exports_fp16_and_verifies_here_on_the_cpu(tiny_snapshot, tmp_path):
     package = tmp_path / "cuda"
-    export_text(tiny_snapshot, package, TextExportOptions(target="cuda"), say=lambda _m: None)
+    export_text(tiny_snapshot, package, TextExportOptions(target="cuda"), progress=lambda _m: None)
     manifest = read_manifest(package)
     assert manifest.target == "cuda" and manifest.quantization["accuracy_level"] == 0
     assert manifest.kv_cache_bytes_per_token == 2 * 2 * 2 * 96 * 2  # fp16 KV: half of the CPU package's

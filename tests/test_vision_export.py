@@ -89,7 +89,7 @@ def test_package_contents(vision_package):
 def test_fp32_vision_export_matches_pytorch_closely(tiny_vision_snapshot, tmp_path):
     package = tmp_path / "fp32"
     export_vision(tiny_vision_snapshot, package, VisionExportOptions(precision="fp32", num_crops=16),
-                  say=lambda _m: None)
+                  progress=lambda _m: None)
     report = verify_package(package, reference=tiny_vision_snapshot)
     reference = next(c for c in report.checks if c.name == "reference")
     assert report.ok, report.text()
@@ -230,7 +230,7 @@ def test_corrupted_vision_model_fails_verify(capsys, vision_package, tmp_path):
 
 def test_cuda_target_vision_package_verifies_here(tiny_vision_snapshot, tmp_path):
     package = tmp_path / "cuda"
-    export_vision(tiny_vision_snapshot, package, VisionExportOptions(target="cuda"), say=lambda _m: None)
+    export_vision(tiny_vision_snapshot, package, VisionExportOptions(target="cuda"), progress=lambda _m: None)
     config = json.loads((package / "genai_config.json").read_text())
     assert all(config["model"][part]["session_options"]["provider_options"][0].keys() == {"cuda"}
                for part in ("decoder", "vision", "embedding"))

@@ -1,0 +1,116 @@
+"""What every exporter writes into a package the same way: option checks, the genai config's
+context and end tokens, the manifest's quantization, source and tool blocks, KV sizing, and
+the licence files. export/text.py and export/vision.py build on it; neither imports the other."""
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from .errors import ExportError
+from .snapshot import LICENSE_FILES, Snapshot
+
+# <|end|> ends a Phi-3 turn; <|assistant|> and <|endoftext|> must stop generation too
+# (the snapshot's config.json names only 32000, its generation_config all three)
+PHI3_EOS_IDS = (32007, 32001, 32000)
+DEFAULT_CONTEXT = 4096
+MIN_CONTEXT = 256
+BLOCK_SIZES = (32, 64, 128)
+TARGETS = ("cpu", "cuda")
+TOOL_PACKAGES = ("edge-agent", "onnxruntime-genai", "onnxruntime", "onnx", "onnx-ir", "onnxscript",
+                 "transformers", "torch", "safetensors")
+
+
+class ExportOptions(Protocol):
+    """The options both exporters share (TextExportOptions, VisionExportOptions)."""
+    target: str
+    precision: str
+    block_size: int
+    accuracy_level: int | None
+    context: int
+
+
+def validate_options(snapshot: Snapshot, options: ExportOptions, precisions: tuple[str, ...], what: str) -> None:
+    """Refuse options the exporter cannot honour, before any work starts."""
+    if options.target not in TARGETS:
+        raise ExportError(f"unknown target {options.target!r}: use cpu or cuda")
+    if options.precision not in precisions:
+        raise ExportError(f"precision {options.precision!r} is not supported for {what} packages: use "
+                          f"{' or '.join(precisions)}")
+    if options.block_size not in BLOCK_SIZES:
+        raise ExportError(f"block size {options.block_size} not supported: use one of {BLOCK_SIZES}")
+    if options.accuracy_level is not None and not 0 <= options.accuracy_level <= 4:
+        raise ExportError(f"accuracy level {options.accuracy_level} not supported: use 0-4")
+    limit = int(snapshot.config.get("max_position_embeddings", 0))
+    if not MIN_CONTEXT <= options.context <= limit:
+        raise ExportError(f"context {options.context} is outside {MIN_CONTEXT}..{limit} "
+                          "(the model's max_position_embeddings)")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOL_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def io_bytes(target: str, precision: str) -> int:
+    """Bytes per activation / KV element: fp32 on CPU unless fp16 was asked; fp16 on CUDA."""
+    if precision == "fp32":
+        return 4
+    return 2 if target == "cuda" or precision == "fp16" else 4
+
+
+def kv_bytes_per_token(config: dict, target: str, precision: str) -> int:
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config["hidden_size"] // heads
+    return 2 * config["num_hidden_layers"] * kv_heads * head_dim * io_bytes(target, precision)
+
+
+def finish_genai_config(package: Path, context: int) -> dict:
+    """Cap the KV cache at the chosen context and make every Phi-3 end token stop generation."""
+    path = package / "genai_config.json"
+    config = json.loads(path.read_text())
+    config["search"]["max_length"] = context
+    eos = config["model"].get("eos_token_id", [])
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    config["model"]["eos_token_id"] = eos + [t for t in PHI3_EOS_IDS if t not in eos]
+    path.write_text(json.dumps(config, indent=4) + "\n")
+    return config
+
+
+def effective_accuracy_level(options: ExportOptions) -> int:
+    """The level the builder applies when none is given: 4 (int8 activations) on CPU."""
+    if options.accuracy_level is not None:
+        return options.accuracy_level
+    return 4 if options.target == "cpu" else 0
+
+
+def quantization_info(options: ExportOptions, quantized_models: list[str] | None = None) -> dict:
+    """The manifest's quantization block, for text and vision exports alike."""
+    int4 = options.precision == "int4"
+    info = {"method": "MatMulNBits (round-to-nearest, symmetric)" if int4 else "none",
+            "bits": 4 if int4 else None, "block_size": options.block_size if int4 else None,
+            "accuracy_level": effective_accuracy_level(options) if int4 else None,
+            "quantized_ops": ["MatMul"] if int4 else []}
+    if quantized_models is not None:
+        info["quantized_models"] = quantized_models if int4 else []
+    return info
+
+
+def source_info(snapshot: Snapshot) -> dict:
+    return {"name": snapshot.name, "architecture": snapshot.architecture, "config_sha256": snapshot.config_sha256,
+            "num_parameters": snapshot.num_parameters(),
+            "max_position_embeddings": snapshot.config.get("max_position_embeddings")}
+
+
+def copy_licenses(snapshot: Snapshot, package: Path) -> None:
+    for name in LICENSE_FILES:
+        if (snapshot.path / name).is_file():
+            shutil.copyfile(snapshot.path / name, package / name)
