@@ -113,8 +113,8 @@ def single_client(local: InProcess, address: str, tokens: int, repeats: int) -> 
     local_runs, daemon_runs = [p[0] for p in pairs], [p[1] for p in pairs]
     return {"prompt_tokens": int(len(local.ids)), "in_process": summary(local_runs),
             "daemon": {**summary(daemon_runs), "ping_rtt_ms_p50": round(statistics.median(pings), 3)},
-            "paired_decode_ratio_median": round(statistics.median(d[1] / l[1] for l, d in pairs), 3),
-            "paired_ttft_ratio_median": round(statistics.median(d[0] / l[0] for l, d in pairs), 3)}
+            "paired_decode_ratio_median": round(statistics.median(d[1] / local[1] for local, d in pairs), 3),
+            "paired_ttft_ratio_median": round(statistics.median(d[0] / local[0] for local, d in pairs), 3)}
 
 
 def aggregate(address: str, clients: int, tokens: int) -> dict:
@@ -147,7 +147,7 @@ def cancel_latency(address: str, trials: int) -> dict:
 
     latencies = []
     with Client(address, timeout=600) as client:
-        for n in range(trials):
+        for _ in range(trials):
             rid = client.send("chat", messages=[{"role": "user", "content": PROMPT}], max_tokens=1000)
             while client.next_event(rid, 600)["event"] != "delta":
                 pass

@@ -106,7 +106,7 @@ def main() -> int:
                     # one 800x600 image; onnxruntime-genai 0.18 always prepares it with 16 crops
                     photo = render(label, (800, 600), "DejaVuSans.ttf", 40)
                     runs = []
-                    for n in range(3):  # the first run includes loading the model
+                    for _ in range(3):  # the first run includes loading the model
                         start = time.perf_counter()
                         first = None
                         for event in client.ask_events("What does the label say?", (photo,), max_tokens=8):

@@ -26,7 +26,8 @@ import itertools
 import os
 import threading
 import uuid
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -89,7 +90,7 @@ class AsyncClient:
         self._reader: asyncio.Task | None = None
         self.last_result: dict | None = None
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         await self.open()
         return self
 
@@ -152,6 +153,7 @@ class AsyncClient:
         rid = rid or self.new_id()
         self._abandoned.discard(rid)
         self._queues.setdefault(rid, asyncio.Queue())
+        assert self._sock is not None
         try:
             await asyncio.wait_for(self._sock.send_multipart([P.encode_request(rid, op, **fields), *attachments]),
                                    SEND_TIMEOUT_S)
@@ -312,6 +314,29 @@ ITERATORS = ("events", "ask_events", "chat_events", "chat", "say_events")
 class Client:
     """The blocking client: AsyncClient's operations, run on a private event loop thread."""
 
+    if TYPE_CHECKING:  # made below from AsyncClient's methods, which a type checker cannot follow
+        send: Callable[..., str]
+        next_event: Callable[..., dict]
+        call: Callable[..., dict]
+        reconnect: Callable[[], None]
+        ping: Callable[..., bool]
+        describe: Callable[[], dict]
+        status: Callable[[], dict]
+        cancel: Callable[[str], dict]
+        models: Callable[..., dict]
+        sessions: Callable[..., dict]
+        voices: Callable[..., dict]
+        speech: Callable[..., dict]
+        ocr: Callable[..., dict]
+        guide: Callable[..., dict]
+        capture: Callable[..., tuple[bytes, dict]]
+        say: Callable[..., dict]
+        events: Callable[..., Iterator[dict]]
+        ask_events: Callable[..., Iterator[dict]]
+        chat_events: Callable[..., Iterator[dict]]
+        chat: Callable[..., Iterator[str]]
+        say_events: Callable[..., Iterator[dict]]
+
     def __init__(self, address: str | None = None, timeout: float | None = 300.0, *,
                  curve_server_key: bytes | None = None, curve_client_cert: str | None = None):
         self._async = AsyncClient(address, timeout, curve_server_key=curve_server_key,
@@ -339,7 +364,7 @@ class Client:
     def _run(self, coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def _iterate(self, iterator: AsyncIterator) -> Iterator:
+    def _iterate(self, iterator: AsyncGenerator) -> Iterator:
         finished = False
         try:
             while True:
@@ -360,7 +385,7 @@ class Client:
             self._thread.join(timeout=5)
             self._loop.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -39,7 +39,7 @@ class CodedError(Exception):
         return {"code": self.code, "message": self.message, **self.extra}
 
     @classmethod
-    def from_error(cls, error: dict) -> "CodedError":
+    def from_error(cls, error: dict) -> CodedError:
         extra = {k: v for k, v in error.items() if k not in ("code", "message")}
         return cls(error["code"], error["message"], **extra)
 

@@ -6,8 +6,9 @@ request id (protocol.encode_event). The kinds and fields are those of docs/proto
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import CodedError
 
@@ -20,11 +21,11 @@ class Event:
     attachments: tuple[bytes, ...] = field(default=(), repr=False)
 
     @classmethod
-    def result(cls, fields: dict[str, Any], attachments: tuple[bytes, ...] = ()) -> "Event":
+    def result(cls, fields: dict[str, Any], attachments: tuple[bytes, ...] = ()) -> Event:
         return cls("result", True, fields, attachments)
 
     @classmethod
-    def failure(cls, error: CodedError, **fields: Any) -> "Event":
+    def failure(cls, error: CodedError, **fields: Any) -> Event:
         return cls("error", True, {"error": error.to_error(), **fields})
 
     @property

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 MANIFEST_NAME = "edge-agent.json"
 FORMAT = "edge-agent-model-package"
@@ -58,7 +59,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "Manifest":
+    def from_dict(cls, doc: Any) -> Manifest:
         if not isinstance(doc, dict):
             raise ManifestError("manifest is not a JSON object")
         if doc.get("format") != FORMAT:

@@ -124,5 +124,5 @@ def script_hint(text: str) -> str | None:
         counts[script] = counts.get(script, 0) + 1
     if not counts:
         return None
-    top = max(counts, key=counts.get)
+    top = max(counts, key=lambda script: counts[script])
     return top if counts[top] >= 0.8 * sum(counts.values()) else "mixed"

@@ -5,8 +5,9 @@ started it. Handlers validate and reject before anything is accepted; they never
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any
 
 from . import protocol as P
 from .events import Event
@@ -48,7 +49,8 @@ class Call:
 
 class Ops:
     def __init__(self, *, chat: ChatService, ocr: OcrService, vision: VisionService, speech: SpeechService,
-                 cameras: CameraService, new_job: Callable[[Client], str], cancel: Callable[[str], Awaitable[None]],
+                 cameras: CameraService, new_job: Callable[[Client], str],
+                 cancel: Callable[[str], Coroutine[Any, Any, None]],
                  deliver: Callable[[str, Event], None], spoken: dict[str, SpokenAnswer],
                  describe: Callable[[], dict], status: Callable[[], dict], spawn: Callable[[Coroutine], Any]):
         self.chat, self.ocr, self.vision, self.speech, self.cameras = chat, ocr, vision, speech, cameras

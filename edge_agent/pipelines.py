@@ -9,7 +9,7 @@ the request silences its speech too. Neither service knows about the other.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from . import protocol as P
 from .errors import cancelled
@@ -76,6 +76,7 @@ class SpokenAnswer:
         self._maybe_finish()
 
     def _speak(self, sentences: list[str]) -> None:
+        assert self.utterance is not None
         options = self.options
         shaped = [shape(s, options.punctuation, options.markdown) for s in sentences]
         self.speech.append(self.utterance, [s for s in shaped if any(c.isalnum() for c in s)])

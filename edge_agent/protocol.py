@@ -10,11 +10,24 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from .errors import (BAD_REQUEST, BUSY, CANCELLED, CONTEXT_EXCEEDED, DEVICE_UNAVAILABLE,  # noqa: F401 - re-exported
-                     ERROR_CODES, INTERNAL, MODEL_UNAVAILABLE, NOT_FOUND, TIMEOUT, TOO_LARGE, UNAUTHORIZED,
-                     UNSUPPORTED, CodedError)
+from .errors import (  # noqa: F401 - re-exported
+    BAD_REQUEST,
+    BUSY,
+    CANCELLED,
+    CONTEXT_EXCEEDED,
+    DEVICE_UNAVAILABLE,
+    ERROR_CODES,
+    INTERNAL,
+    MODEL_UNAVAILABLE,
+    NOT_FOUND,
+    TIMEOUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNSUPPORTED,
+    CodedError,
+)
 from .events import Event
 
 VERSION = 1
@@ -174,10 +187,14 @@ class _Fields:
     def _bad(self, name: str, what: str) -> ProtocolError:
         return ProtocolError(BAD_REQUEST, f"field '{name}' must be {what}", field=name)
 
-    def string(self, name: str, default=None, *, max_length: int | None = None, required=False) -> str | None:
+    @overload
+    def string(self, name: str, default: str, *, max_length: int | None = None) -> str: ...
+
+    @overload
+    def string(self, name: str, default: None = None, *, max_length: int | None = None) -> str | None: ...
+
+    def string(self, name: str, default: str | None = None, *, max_length: int | None = None) -> str | None:
         if name not in self.doc:
-            if required:
-                raise ProtocolError(BAD_REQUEST, f"field '{name}' is required", field=name)
             return default
         value = self.doc[name]
         if not isinstance(value, str):
@@ -185,6 +202,18 @@ class _Fields:
         if max_length is not None and not 1 <= len(value) <= max_length:
             raise self._bad(name, f"1 to {max_length} characters long")
         return value
+
+    def required_string(self, name: str, *, max_length: int | None = None) -> str:
+        value = self.string(name, max_length=max_length)
+        if value is None:
+            raise ProtocolError(BAD_REQUEST, f"field '{name}' is required", field=name)
+        return value
+
+    @overload
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int: ...
+
+    @overload
+    def integer(self, name: str, default: None, *, minimum: int | None = None) -> int | None: ...
 
     def integer(self, name: str, default: int | None, *, minimum: int | None = None) -> int | None:
         if name not in self.doc:
@@ -216,6 +245,12 @@ class _Fields:
         if not isinstance(value, bool):
             raise self._bad(name, "true or false")
         return value
+
+    @overload
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str: ...
+
+    @overload
+    def choice(self, name: str, choices: tuple[str, ...], default: None) -> str | None: ...
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
         value = self.string(name, default)
@@ -296,6 +331,18 @@ def _speech_options(f: _Fields) -> SpeechOptions:
     )
 
 
+@overload
+def _in_range(value: int, name: str, low: int, high: int) -> int: ...
+
+
+@overload
+def _in_range(value: None, name: str, low: int, high: int) -> None: ...
+
+
+@overload
+def _in_range(value: int | None, name: str, low: int, high: int) -> int | None: ...
+
+
 def _in_range(value: int | None, name: str, low: int, high: int) -> int | None:
     if value is not None and not low <= value <= high:
         raise ProtocolError(BAD_REQUEST, f"field '{name}' must be an integer in [{low}, {high}]", field=name)
@@ -319,7 +366,7 @@ def _parse_speak(doc: dict) -> SpeechOptions | None:
 
 
 def _parse_say(f: _Fields) -> SayRequest:
-    text = f.string("text", required=True)
+    text = f.required_string("text")
     if not text.strip():
         raise ProtocolError(BAD_REQUEST, "field 'text' must not be empty", field="text")
     if len(text) > MAX_SAY_CHARS:
@@ -350,13 +397,13 @@ _PARSERS = {
     "ping": (set(), lambda f: EmptyRequest()),
     "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
               "stop", "json_schema", "context_policy", "stream", "speak"}, _parse_chat),
-    "cancel": ({"target"}, lambda f: CancelRequest(f.string("target", required=True, max_length=MAX_ID_LENGTH))),
+    "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system"}, lambda f: SessionsRequest(
         f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
         f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
     "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak"}, lambda f: AskRequest(
-        f.string("question", required=True), f.string("session", max_length=MAX_ID_LENGTH),
+        f.required_string("question"), f.string("session", max_length=MAX_ID_LENGTH),
         f.string("camera", max_length=64), f.integer("max_tokens", None, minimum=1),
         f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
         f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True), _parse_speak(f.doc))),
@@ -364,13 +411,13 @@ _PARSERS = {
     "voices": ({"language"}, lambda f: VoicesRequest(f.string("language", max_length=16))),
     "speech": ({"action", "target", "scope"}, _parse_speech_control),
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
-    "capture": ({"camera"}, lambda f: CaptureRequest(f.string("camera", required=True, max_length=64))),
+    "capture": ({"camera"}, lambda f: CaptureRequest(f.required_string("camera", max_length=64))),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }
 
 
-def _required(name: str):
+def _required(name: str) -> str:
     raise ProtocolError(BAD_REQUEST, f"field '{name}' is required", field=name)
 
 

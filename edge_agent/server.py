@@ -17,9 +17,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Coroutine
 
 import zmq
 import zmq.asyncio
@@ -29,11 +29,11 @@ from . import protocol as P
 from .config import Config
 from .errors import cancelled
 from .events import Event
+from .ops import Call, Ops, Work
 from .pipelines import SpokenAnswer
 from .services.base import Service
 from .services.cameras import CameraService
 from .services.chat import ChatService
-from .ops import Call, Ops, Work
 from .services.ocr import OcrService
 from .services.speech import SpeechService
 from .services.vision import VisionService
@@ -263,17 +263,20 @@ class Server:
         loop = asyncio.get_running_loop()
         self.sockets.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda s=sig: self._spawn(self.shutdown(signal.Signals(s).name)))
+            loop.add_signal_handler(sig, self._on_signal, sig)
         for service in self.services:
             service.start()
         receivers = [self._start_receiver(i, listener) for i, listener in enumerate(self.sockets.listeners)]
         interval = watchdog_interval_s()
         watchdog = self._spawn(self._watchdog(interval)) if interval else None
-        notify(f"READY=1\nSTATUS=serving on {', '.join(l.endpoint for l in self.sockets.listeners)}")
+        notify(f"READY=1\nSTATUS=serving on {', '.join(s.endpoint for s in self.sockets.listeners)}")
         log.info("edge-agent %s ready (pid %d)", __version__, os.getpid())
         await self._stopped.wait()
         for task in receivers + ([watchdog] if watchdog else []):
             task.cancel()
+
+    def _on_signal(self, sig: int) -> None:
+        self._spawn(self.shutdown(signal.Signals(sig).name))
 
     async def _watchdog(self, interval: float) -> None:
         # fed from the event loop itself: a blocked loop stops the pings and systemd restarts us

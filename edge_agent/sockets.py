@@ -12,9 +12,10 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -55,7 +56,7 @@ class Sockets:
         self.on_gone = on_gone
         self.listeners: list[Listener] = []
         self.clients: dict[tuple[int, bytes], Client] = {}
-        self._authenticator = None
+        self._authenticator: Any = None  # zmq.auth.asyncio.AsyncioAuthenticator, with CURVE
 
     def bind(self) -> None:
         curve_cfg = self.config.server.curve
@@ -119,7 +120,7 @@ class Sockets:
             return False
         listener = self.listeners[client.key[0]]
         envelope = [b""] if client.envelope else []
-        future = listener.sock.send_multipart([client.key[1], *envelope, *frames], flags=zmq.NOBLOCK)
+        future: Any = listener.sock.send_multipart([client.key[1], *envelope, *frames], flags=zmq.NOBLOCK)
         exc = future.exception() if future.done() else None
         if exc is None:
             return True

@@ -202,7 +202,8 @@ class SentenceStream:
         self.buffer += text
         points = _cut_points(self.buffer)
         if not points:
-            if len(self.buffer) > self.limit * 2 and len(_FENCE_LINE.findall(self.buffer)) % 2 == 0:  # no boundary for a long time: cut at a space
+            # no boundary for a long time: cut at a space
+            if len(self.buffer) > self.limit * 2 and len(_FENCE_LINE.findall(self.buffer)) % 2 == 0:
                 head = _split_long(self.buffer, self.limit)
                 self.buffer = head.pop()
                 return [s for s in head if any(c.isalnum() for c in s)]

@@ -35,8 +35,10 @@ def greedy_generate(model, prompt, new_tokens: int, prompt_length: int | None = 
     import onnxruntime_genai as og
 
     ids = isinstance(prompt, np.ndarray)
+    length = len(prompt) if ids else prompt_length
+    assert length is not None, "prompt_length is required with processor inputs"
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=(len(prompt) if ids else prompt_length) + new_tokens)
+    params.set_search_options(do_sample=False, max_length=length + new_tokens)
     generator = og.Generator(model, params)
     if ids:
         generator.append_tokens(prompt)

@@ -107,10 +107,10 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "vision":
         from .vision import VisionExportOptions, export_vision
 
-        options = VisionExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
-                                      accuracy_level=args.accuracy_level, num_crops=args.num_crops,
-                                      context=args.context, force=args.force, verbose=args.verbose)
-        manifest = export_vision(args.input, args.output, options, progress=_log)
+        vision_options = VisionExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
+                                             accuracy_level=args.accuracy_level, num_crops=args.num_crops,
+                                             context=args.context, force=args.force, verbose=args.verbose)
+        manifest = export_vision(args.input, args.output, vision_options, progress=_log)
         size = sum(f.size for f in manifest.files)
         _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
         return 0

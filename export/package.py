@@ -3,11 +3,14 @@ context and end tokens, the manifest's quantization, source and tool blocks, KV 
 the licence files. export/text.py and export/vision.py build on it; neither imports the other."""
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from edge_agent.manifest import Manifest, describe_files, write_manifest
 
 from .errors import ExportError
 from .snapshot import LICENSE_FILES, Snapshot
@@ -25,11 +28,16 @@ TOOL_PACKAGES = ("edge-agent", "onnxruntime-genai", "onnxruntime", "onnx", "onnx
 
 class ExportOptions(Protocol):
     """The options both exporters share (TextExportOptions, VisionExportOptions)."""
-    target: str
-    precision: str
-    block_size: int
-    accuracy_level: int | None
-    context: int
+    @property
+    def target(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def accuracy_level(self) -> int | None: ...
+    @property
+    def context(self) -> int: ...
 
 
 def validate_options(snapshot: Snapshot, options: ExportOptions, precisions: tuple[str, ...], what: str) -> None:
@@ -114,3 +122,18 @@ def copy_licenses(snapshot: Snapshot, package: Path) -> None:
     for name in LICENSE_FILES:
         if (snapshot.path / name).is_file():
             shutil.copyfile(snapshot.path / name, package / name)
+
+
+def write_package_manifest(package: Path, snapshot: Snapshot, options: ExportOptions, *, role: str, model_type: str,
+                           quantized_models: list[str] | None = None, details: dict[str, Any] | None = None
+                           ) -> Manifest:
+    """Hash the finished package's files and write its manifest (edge_agent/manifest.py's schema)."""
+    manifest = Manifest(
+        role=role, model_type=model_type, name=snapshot.name, target=options.target, precision=options.precision,
+        quantization=quantization_info(options, quantized_models), context_length=options.context,
+        kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
+        source=source_info(snapshot), tools=tool_versions(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        files=describe_files(package), details=details or {})
+    write_manifest(package, manifest)
+    return manifest

@@ -37,7 +37,8 @@ class ImageEncoder(nn.Module):
         merged = 4 * clip.hidden
         self.glb_GN = nn.Parameter(torch.zeros(1, 1, merged))
         self.sub_GN = nn.Parameter(torch.zeros(1, 1, 1, merged))
-        self.img_projection = nn.Sequential(nn.Linear(merged, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        self.img_projection = nn.Sequential(nn.Linear(merged, hidden_size), nn.GELU(),
+                                            nn.Linear(hidden_size, hidden_size))
 
     def load_checkpoint(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         state = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .errors import SnapshotError
 
@@ -101,7 +101,7 @@ def write_streaming(path: Path, specs: Iterable[tuple[str, str, tuple[int, ...]]
     with path.open("wb") as handle:
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
-        for name, dtype, shape in specs:
+        for name, _dtype, _shape in specs:
             data = produce(name)
             expected = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]  # type: ignore[index]
             if len(data) != expected:

@@ -7,20 +7,25 @@ The package appears at its final path only when complete.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from edge_agent.manifest import Manifest, describe_files, write_manifest
+from edge_agent.manifest import Manifest
 
 from .fixtures import phi3_decoder_tensors
 from .genai_builder import PRECISIONS, build_decoder
 from .output import GIB, atomic_folder, check_free_space, check_output_path
-from .package import (DEFAULT_CONTEXT, copy_licenses, finish_genai_config, io_bytes, kv_bytes_per_token,
-                      quantization_info, source_info, tool_versions, validate_options)
+from .package import (
+    DEFAULT_CONTEXT,
+    copy_licenses,
+    finish_genai_config,
+    io_bytes,
+    validate_options,
+    write_package_manifest,
+)
 from .snapshot import Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
 
 TEXT_ARCHITECTURES = {"Phi3ForCausalLM": "phi3"}
@@ -80,21 +85,7 @@ def export_text(input_dir: Path, output: Path, options: TextExportOptions,
             finish_genai_config(staging, options.context)
             copy_licenses(snapshot, staging)
             progress("hashing files and writing the manifest")
-            manifest = Manifest(
-                role="chat",
-                model_type="phi3",
-                name=snapshot.name,
-                target=options.target,
-                precision=options.precision,
-                quantization=quantization_info(options),
-                context_length=options.context,
-                kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
-                source=source_info(snapshot),
-                tools=tool_versions(),
-                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                files=describe_files(staging),
-            )
-            write_manifest(staging, manifest)
+            manifest = write_package_manifest(staging, snapshot, options, role="chat", model_type="phi3")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -183,7 +184,7 @@ def _check_reference(model, tokenizer, manifest: Manifest, reference: Path) -> C
             with torch.no_grad():
                 ref_logits = ref_model(torch.tensor(ids, dtype=torch.long)[None]).logits[0].float().numpy()
             per_prompt.append(parity_metrics(onnx_logits, ref_logits))
-    summary = {
+    summary: dict[str, Any] = {
         "prompts": len(per_prompt),
         "positions": sum(m["positions"] for m in per_prompt),
         "max_abs_diff": max(m["max_abs_diff"] for m in per_prompt),

@@ -31,7 +31,8 @@ CROP_BUDGETS = (1, 4, 16)
 GEOMETRY_SIZES = ((500, 500), (1000, 300), (300, 1000))
 GENERATION_TOKENS = 8
 # features are compared like logits; an INT4 tower is judged by cosine and spread-relative error
-FEATURE_BOUNDS = {"fp32": {"max_rel_diff": 1e-3, "min_cosine": 0.9999}, "int4": {"max_rel_diff": 1.5, "min_cosine": 0.95}}
+FEATURE_BOUNDS = {"fp32": {"max_rel_diff": 1e-3, "min_cosine": 0.9999},
+                  "int4": {"max_rel_diff": 1.5, "min_cosine": 0.95}}
 
 
 def write_test_images(folder: Path) -> list[Path]:
@@ -46,7 +47,7 @@ def write_test_images(folder: Path) -> list[Path]:
         if mode == "L":
             image = image.convert("L")
         elif mode == "P":
-            image = image.convert("P", palette=Image.ADAPTIVE, colors=16)
+            image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
         path = folder / name
         image.save(path, fmt)
         paths.append(path)
@@ -124,7 +125,8 @@ def check_generation(og, model, processor, paths: list[Path], vocab: int) -> Che
                        f"in {seconds:.2f} s, repeatable", data)
 
 
-def check_reference(og, model, processor, session, manifest: Manifest, reference: Path, paths: list[Path]) -> CheckResult:
+def check_reference(og, model, processor, session, manifest: Manifest, reference: Path,
+                    paths: list[Path]) -> CheckResult:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -139,7 +141,8 @@ def check_reference(og, model, processor, session, manifest: Manifest, reference
     arrays = _process(og, processor, prompt, [paths[0]])
     onnx_features = session.run(None, {"pixel_values": arrays["pixel_values"], "image_sizes": arrays["image_sizes"]})[0]
     with torch.no_grad():
-        ref_features = encoder(torch.from_numpy(arrays["pixel_values"]), torch.from_numpy(arrays["image_sizes"])).numpy()
+        ref_features = encoder(torch.from_numpy(arrays["pixel_values"]),
+                               torch.from_numpy(arrays["image_sizes"])).numpy()
     features = parity_metrics(onnx_features.astype(np.float32), ref_features)
     with tempfile.TemporaryDirectory(prefix="edge-agent-verify-") as work:
         from transformers.utils import logging as hf_logging
@@ -162,14 +165,16 @@ def check_reference(og, model, processor, session, manifest: Manifest, reference
     generator.generate_next_token()
     onnx_logits = np.asarray(generator.get_output("logits"), dtype=np.float32).reshape(-1, ref_logits.shape[-1])[-1:]
     logits = parity_metrics(onnx_logits, ref_logits)
-    data = {"features": features, "first_step_logits": logits, "bounds": {"features": FEATURE_BOUNDS[manifest.precision]}}
+    data = {"features": features, "first_step_logits": logits,
+            "bounds": {"features": FEATURE_BOUNDS[manifest.precision]}}
     broken = [f"features: {b}" for b in within_bounds(features, manifest.precision, FEATURE_BOUNDS)] + \
         [f"logits: {b}" for b in within_bounds(logits, manifest.precision)]
     text = (f"image features ({features['positions']} tokens): max abs diff {features['max_abs_diff']:.3g}, min cosine "
             f"{features['min_cosine']:.4f}; first-step logits: max abs diff {logits['max_abs_diff']:.3g}, "
             f"top-1 {'same' if logits['top1_agreement'] == 1 else 'differs'}")
     if broken:
-        return CheckResult("reference", FAIL, f"{text}; outside the {manifest.precision} bounds: " + "; ".join(broken), data)
+        return CheckResult("reference", FAIL, f"{text}; outside the {manifest.precision} bounds: " + "; ".join(broken),
+                           data)
     return CheckResult("reference", PASS, f"{text} (within {manifest.precision} bounds)", data)
 
 

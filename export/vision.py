@@ -11,26 +11,32 @@ No code from the snapshot runs: its config and weights are read as data.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from edge_agent.manifest import Manifest, describe_files, write_manifest
+from edge_agent.manifest import Manifest
 
 from .errors import ExportError, SnapshotError
 from .fixtures import phi3_decoder_tensors
 from .genai_builder import build_decoder
 from .output import GIB, atomic_folder, check_free_space, check_output_path
-from .package import (DEFAULT_CONTEXT, copy_licenses, effective_accuracy_level, finish_genai_config,
-                      kv_bytes_per_token, quantization_info, source_info, tool_versions, validate_options)
+from .package import (
+    DEFAULT_CONTEXT,
+    copy_licenses,
+    effective_accuracy_level,
+    finish_genai_config,
+    validate_options,
+    write_package_manifest,
+)
 from .snapshot import Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
-from .vision_layout import (CLIP, PREFIX, ClipGeometry, clip_geometry_from_shapes, image_side_tensors)
+from .vision_layout import CLIP, PREFIX, ClipGeometry, clip_geometry_from_shapes, image_side_tensors
 
 VISION_ARCHITECTURES = {"Phi3VForCausalLM": "phi3_v"}
 # what onnxruntime-extensions' Phi3ImageTransform computes; other settings cannot be expressed
@@ -137,7 +143,7 @@ def text_config(config: dict) -> dict:
 def processor_config(num_crops: int) -> dict:
     """onnxruntime-extensions' image pipeline: decode, RGB, HD transform (crops, CLIP norm)."""
     def op(name: str, kind: str, attrs: dict | None = None) -> dict:
-        operation = {"name": name, "domain": "com.microsoft.extensions", "type": kind}
+        operation: dict[str, Any] = {"name": name, "domain": "com.microsoft.extensions", "type": kind}
         if attrs:
             operation["attrs"] = attrs
         return {"operation": operation}
@@ -178,6 +184,7 @@ def build_modules(vision: VisionSnapshot, tensors=None):
 def export_vision_model(encoder, path: Path, options: VisionExportOptions) -> None:
     import torch
 
+    assert options.num_crops is not None  # export_vision settles it before exporting
     example = (torch.zeros(1, options.num_crops + 1, 3, 336, 336), torch.tensor([[672, 672]]))
     with torch.no_grad():
         torch.onnx.export(encoder, example, str(path), dynamo=False, opset_version=OPSET,
@@ -271,23 +278,14 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
             (staging / PROCESSOR_FILE).write_text(json.dumps(processor_config(num_crops), indent=2) + "\n")
             copy_licenses(snapshot, staging)
             progress("hashing files and writing the manifest")
-            manifest = Manifest(
-                role="vision", model_type="phi3v", name=snapshot.name, target=options.target,
-                precision=options.precision,
-                quantization=quantization_info(options, ["model.onnx", VISION_FILE]),
-                context_length=options.context,
-                kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
-                source=source_info(snapshot),
-                tools=tool_versions(),
-                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                files=describe_files(staging),
+            manifest = write_package_manifest(
+                staging, snapshot, options, role="vision", model_type="phi3v",
+                quantized_models=["model.onnx", VISION_FILE],
                 details={"num_crops": num_crops, "num_img_tokens": NUM_IMG_TOKENS,
                          "image_tower": {"hidden": vision.clip.hidden, "intermediate": vision.clip.intermediate,
                                          "layers": vision.clip.layers, "layers_used": vision.clip.layers - 1},
                          "embedding_table_dtype": "float16",
-                         "models": {"vision": VISION_FILE, "embedding": EMBEDDING_FILE, "decoder": "model.onnx"}},
-            )
-            write_manifest(staging, manifest)
+                         "models": {"vision": VISION_FILE, "embedding": EMBEDDING_FILE, "decoder": "model.onnx"}})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size = sum(f.size for f in manifest.files)

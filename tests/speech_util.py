@@ -69,7 +69,7 @@ class AlsaFileDevice:
             data = self.out.read_bytes()[since_bytes:] if self.out.exists() else b""
         return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
 
-    def watch(self) -> "Watcher":
+    def watch(self) -> Watcher:
         return Watcher(self)
 
 
@@ -81,7 +81,7 @@ class Watcher:
         self.started = time.monotonic()
         self.start_bytes = device.size()
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         return self
 
     def __exit__(self, *exc) -> None:

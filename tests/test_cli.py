@@ -88,7 +88,8 @@ def test_bad_config_exits_2(tmp_path):
 
 def test_help_lists_every_command():
     result = edge_agent("--help")
-    for command in ("serve", "chat", "ask", "ocr", "guide", "capture", "status", "describe", "models", "sessions", "check"):
+    for command in ("serve", "chat", "ask", "ocr", "guide", "capture", "status", "describe", "models", "sessions",
+                    "check"):
         assert command in result.stdout
     chat_help = edge_agent("chat", "--help").stdout
     for option in ("--session", "--system", "--json", "--connect", "--max-tokens", "--stop"):

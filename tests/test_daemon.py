@@ -95,7 +95,8 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
 def test_describe(client):
     info = client.describe()
     assert info["protocol"] == {"version": 1, "supported": [1]}
-    assert set(info["ops"]) == {"describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask", "say", "voices", "speech"}
+    assert set(info["ops"]) == {"describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture",
+                                "guide", "ask", "say", "voices", "speech"}
     assert info["limits"]["max_inflight_per_client"] == 3 and info["limits"]["max_queue"] == 5
     chat = info["services"]["chat"]
     assert chat["available"] and chat["context_length"] == 4096 and chat["sessions"]

@@ -76,7 +76,7 @@ def test_two_columns_are_read_one_after_the_other(client):
     result = client.ocr(png(render(lines, size=(960, 300), points=30)))
     assert cer(result["text"], "\n".join(left + right)) <= 0.05, result["text"]
     got = result["text"].splitlines()
-    assert got.index(next(l for l in got if "until" in l)) < got.index(next(l for l in got if "right column" in l))
+    assert got.index(next(g for g in got if "until" in g)) < got.index(next(g for g in got if "right column" in g))
 
 
 def test_heading_spanning_the_columns_comes_first(client):
@@ -207,5 +207,5 @@ def test_reading_order_unit():
         return Box(text, 0.9, [[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
 
     boxes = [box("r1", 600, 100, 300), box("l1", 0, 100, 300), box("l2", 0, 140, 300), box("r2", 600, 140, 300)]
-    assert [line_text(l) for l in reading_order(boxes)] == ["l1", "l2", "r1", "r2"]
+    assert [line_text(line) for line in reading_order(boxes)] == ["l1", "l2", "r1", "r2"]
     assert reading_order([]) == []

@@ -101,7 +101,8 @@ def test_chat_template_is_the_phi35_format(int4_package):
     assert tokenizer.apply_chat_template(json.dumps(CHAT_MESSAGES), add_generation_prompt=True) == CHAT_EXPECTED
     # the template file shipped in the package renders the same with plain Jinja
     template = jinja2.Template((int4_package / "chat_template.jinja").read_text())
-    assert template.render(messages=CHAT_MESSAGES, add_generation_prompt=True, eos_token="<|endoftext|>") == CHAT_EXPECTED
+    rendered = template.render(messages=CHAT_MESSAGES, add_generation_prompt=True, eos_token="<|endoftext|>")
+    assert rendered == CHAT_EXPECTED
 
 
 def test_fp32_export_matches_pytorch_closely(fp32_package, tiny_snapshot):

@@ -31,8 +31,10 @@ def test_fixture_keeps_the_real_config_and_layout(tiny_vision_snapshot):
     real = data.load_config("phi-3.5-vision-instruct.config.json")
     tiny = json.loads((tiny_vision_snapshot / "config.json").read_text())
     assert tiny.keys() == real.keys()
-    assert tiny["rope_scaling"]["type"] == "su" and tiny["eos_token_id"] == 2 and tiny["embd_layer"] == real["embd_layer"]
-    assert tiny["img_processor"]["image_dim_out"] == 128 and tiny["img_processor"]["model_name"] == real["img_processor"]["model_name"]
+    assert tiny["rope_scaling"]["type"] == "su" and tiny["eos_token_id"] == 2
+    assert tiny["embd_layer"] == real["embd_layer"]
+    assert tiny["img_processor"]["image_dim_out"] == 128
+    assert tiny["img_processor"]["model_name"] == real["img_processor"]["model_name"]
     assert (tiny_vision_snapshot / "preprocessor_config.json").read_text() == \
         data.config_path("phi-3.5-vision-instruct.preprocessor_config.json").read_text()
     index = json.loads((tiny_vision_snapshot / "model.safetensors.index.json").read_text())

@@ -25,8 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class AudioOutput:
         self._segments: deque[Segment] = deque()
         self._abort = False
         self._closing = False
-        self._stream = None
+        self._stream: Any = None  # sounddevice.RawOutputStream while open
         self._stream_rate = 0
         self._clock_start = 0.0  # monotonic time of sample 0 since the last (re)start
         self._written = 0  # samples handed to the device since _clock_start
@@ -221,4 +222,5 @@ class AudioOutput:
                     idle_since = time.monotonic()
             if finished:
                 # the last sample is at the device; it is heard once the clock reaches it
-                self.on_event("end", segment.tag, {"at": time.monotonic() + self._ahead_samples() / segment.sample_rate})
+                heard_at = time.monotonic() + self._ahead_samples() / segment.sample_rate
+                self.on_event("end", segment.tag, {"at": heard_at})

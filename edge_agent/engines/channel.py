@@ -48,7 +48,7 @@ class EngineEvent:
                         "fields": event.fields}), *event.attachments]
 
     @classmethod
-    def from_header(cls, header: dict, attachments: tuple[bytes, ...]) -> "EngineEvent":
+    def from_header(cls, header: dict, attachments: tuple[bytes, ...]) -> EngineEvent:
         return cls(header["job"], Event(header["kind"], bool(header["final"]), header["fields"], attachments))
 
 

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ FINISH_REASONS = {"EOS": "stop", "STOP_STRING": "stop_string", "MAX_GENERATED_TO
 @dataclass
 class Resident:
     """A finished session turn whose request (and KV cache) is kept for the next turn."""
-    session: str
-    request: object
+    session: str | None
+    request: Any  # og.Request
     text: str  # the exact text whose tokens are in the KV cache
     tokens: int
 
@@ -38,9 +39,9 @@ class Resident:
 @dataclass
 class Job:
     id: str
-    request: object
+    request: Any  # og.Request
     turn: int
-    stream: object
+    stream: Any  # og.TokenizerStream
     filter: StopStringFilter
     session: str | None
     prompt_text: str
@@ -105,7 +106,8 @@ class ChatWorker:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text), dtype=np.int32)
 
-    def fit_context(self, messages: list[dict], max_tokens: int, policy: str) -> tuple[list[dict], str, np.ndarray, int]:
+    def fit_context(self, messages: list[dict], max_tokens: int,
+                    policy: str) -> tuple[list[dict], str, np.ndarray, int]:
         """Render and tokenize; drop oldest turns if asked and needed. Returns the messages
         kept, the prompt text, its tokens and the number of turns dropped."""
         dropped = 0
@@ -135,13 +137,14 @@ class ChatWorker:
         messages, text, tokens, dropped = self.fit_context(message["messages"], message["max_tokens"],
                                                            message.get("context_policy", "error"))
         session = message.get("session")
-        reuse = (self.resident is not None and self.resident.session == session and not self.jobs
-                 and dropped == 0 and text.startswith(self.resident.text))
+        resident = self.resident
+        reuse = (resident is not None and resident.session == session and not self.jobs
+                 and dropped == 0 and text.startswith(resident.text))
         cached = 0
-        if reuse:
-            request, suffix = self.resident.request, text[len(self.resident.text):]
+        if resident is not None and reuse:
+            request, suffix = resident.request, text[len(resident.text):]
             new_tokens = self.encode(suffix)  # the suffix starts at a special token: same ids as in one piece
-            cached = self.resident.tokens
+            cached = resident.tokens
             self.resident = None
         else:
             self.evict_resident()

@@ -14,8 +14,9 @@ import logging
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -54,7 +55,7 @@ class EngineHost:
         self.loaded_at: float | None = None
         self.last_used = time.monotonic()
         self.active: set[str] = set()
-        self._process: multiprocessing.Process | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready: asyncio.Future | None = None
@@ -88,14 +89,15 @@ class EngineHost:
         sock.bind(endpoint)
         self._sock = sock
         spawn = multiprocessing.get_context("spawn")
-        self._process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec, self.nice),
-                                      name=f"edge-agent-{self.name}", daemon=True)
-        self._process.start()
+        process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec, self.nice),
+                                name=f"edge-agent-{self.name}", daemon=True)
+        process.start()
+        self._process = process
         self._last_heard = time.monotonic()
         self._ready = asyncio.get_running_loop().create_future()
         self._tasks = [asyncio.ensure_future(self._read(sock, self._generation)),
                        asyncio.ensure_future(self._watch(self._generation))]
-        log.info("%s engine: started process %s", self.name, self._process.pid)
+        log.info("%s engine: started process %s", self.name, process.pid)
         try:
             self.info = await asyncio.wait_for(asyncio.shield(self._ready), self.load_timeout_s)
         except asyncio.TimeoutError:

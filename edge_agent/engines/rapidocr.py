@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
@@ -30,7 +31,7 @@ class OcrWorker:
         start = time.perf_counter()
         loaded = load_image(data)
         decoded = time.perf_counter()
-        output = self.engine(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
+        output: Any = self.engine(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
         recognised = time.perf_counter()
         boxes = []
         if output.boxes is not None:
@@ -56,7 +57,8 @@ class OcrWorker:
         start = time.perf_counter()
         loaded = load_image(data)
         small = downscale(np.asarray(loaded.image))
-        detected = self.detector(np.ascontiguousarray(small[:, :, ::-1]), use_det=True, use_cls=False, use_rec=False)
+        detected: Any = self.detector(np.ascontiguousarray(small[:, :, ::-1]), use_det=True, use_cls=False,
+                                      use_rec=False)
         result = assess(small, detected.boxes).to_dict()
         result["timings_ms"] = {"total": round((time.perf_counter() - start) * 1000, 1)}
         result["image"] = {"format": loaded.format, "width": loaded.width, "height": loaded.height}

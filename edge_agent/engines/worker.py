@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -16,7 +17,7 @@ from .channel import EngineError, EngineEvent, EngineJob, control, decode
 HEARTBEAT_S = 0.5
 
 # what the host sends: a job, or {"type": "cancel", "job": ID} / {"type": "stop"}
-Incoming = Union[EngineJob, dict]
+Incoming = EngineJob | dict
 
 
 def child_main(endpoint: str, target: str, spec: dict, nice: int = 0) -> None:

@@ -49,13 +49,13 @@ def drop_turns(messages: list[dict], turns: int) -> list[dict]:
     return messages
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChatJob(ModelJob):
-    request: P.ChatRequest | None = None
-    session: Session | None = None
-    user_message: str = ""
-    messages: list[dict] = field(default_factory=list)
-    max_tokens: int = 0
+    request: P.ChatRequest
+    session: Session | None
+    user_message: str
+    messages: list[dict]
+    max_tokens: int
 
 
 class ChatService(ModelService):
@@ -85,7 +85,7 @@ class ChatService(ModelService):
         info = self.engine.info if self.engine is not None else {}
         package = self.available_model()
         return {"available": package is not None, "model": package.name if package else None,
-                "context_length": package.manifest.context_length if package else None,
+                "context_length": package.manifest.context_length if package and package.manifest else None,
                 "max_tokens_limit": self.settings.max_tokens_limit,
                 "default_max_tokens": self.settings.default_max_tokens, "sessions": True,
                 "stop_strings": {"max": P.MAX_STOP_STRINGS, "max_bytes": P.MAX_STOP_BYTES},
@@ -123,8 +123,8 @@ class ChatService(ModelService):
             raise P.ProtocolError(P.NOT_FOUND, f"no model package {name!r} in {self.config.models_dir}",
                                   field="name")
         if package.manifest is None or package.manifest.role != "chat":
-            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{name} cannot serve chat: "
-                                  f"{package.problem or 'role ' + package.manifest.role}")
+            why = package.problem if package.manifest is None else f"role {package.manifest.role}"
+            raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{name} cannot serve chat: {why}")
         return package
 
     async def switch_model(self, action: str, package: Package) -> dict:
@@ -196,7 +196,7 @@ class ChatService(ModelService):
         messages, session, user_message = self._messages_for(body)
         if session is not None:
             session.busy = True
-        self.jobs[job] = ChatJob(time.monotonic(), request=body, session=session, user_message=user_message,
+        self.jobs[job] = ChatJob(accepted=time.monotonic(), request=body, session=session, user_message=user_message,
                                  messages=messages, max_tokens=max_tokens)
 
     def check_engine(self, engine: EngineHost, pending: ChatJob) -> None:  # type: ignore[override]

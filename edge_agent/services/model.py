@@ -26,7 +26,7 @@ from .packages import check_package, choose_package
 log = logging.getLogger("edge_agent.models")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelJob:
     """A request between acceptance and its terminal event."""
     accepted: float  # time.monotonic() when the daemon accepted it

@@ -31,6 +31,7 @@ def choose_package(config: Config, role: str) -> Package:
 
 def check_package(config: Config, package: Package, what: str) -> None:
     """Refuse a damaged package (sizes against the manifest) or one over the memory budget."""
+    assert package.manifest is not None  # choose_package and find_model refuse a package without one
     problems = check_files(package.path, package.manifest, hashes=False)
     if problems:
         listed = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])

@@ -5,7 +5,8 @@ reports come back on the event loop, and only for audio queued since the last fl
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

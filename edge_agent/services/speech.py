@@ -9,7 +9,8 @@ appending sentences to an open utterance until they close it.
 Who holds the device is decided by the SSIP queue (services/ssip.py, docs/protocol.md
 §4.12 has the table). Pause keeps an utterance's place and the exact sample it stopped at;
 other, unpaused utterances may speak meanwhile. Everything here runs in the daemon's event
-loop; the audio thread reports back through the playback.
+loop; the audio thread reports back through the playback. The file stays whole (a little over
+400 lines): an utterance's life, from open to its one terminal event, is one state machine.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import itertools
 import logging
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import zmq.asyncio
@@ -89,7 +91,7 @@ class Utterance:
 
     def summary(self) -> dict:
         duration = self.audio_samples / self.sample_rate if self.sample_rate else 0.0
-        out = {"sentences": len(self.sentences), "duration_ms": round(duration * 1000, 1),
+        out: dict[str, Any] = {"sentences": len(self.sentences), "duration_ms": round(duration * 1000, 1),
                "first_audio_ms": round((self.first_audio - self.created) * 1000, 1) if self.first_audio else None,
                "synth_ms": round(self.synth_s * 1000, 1),
                "rtf": round(self.synth_s / duration, 4) if duration else None}
@@ -373,7 +375,7 @@ class SpeechService(Service):
             return  # silenced meanwhile
         if kind == "start":
             utterance.playing = index
-            events = []
+            events: list[dict[str, Any]] = []
             if not utterance.began:
                 utterance.began = True
                 utterance.first_audio = info["at"]

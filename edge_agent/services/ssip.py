@@ -24,7 +24,9 @@ INTERRUPTED, REPLACED, DISCARDED = "interrupted", "replaced", "discarded"
 
 
 class Queued(Protocol):
-    priority: str
+    @property
+    def priority(self) -> str: ...
+
     seq: int  # arrival order
     paused: bool
     done: bool

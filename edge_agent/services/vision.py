@@ -31,12 +31,12 @@ class ImageSession:
     busy: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AskJob(ModelJob):
-    session: ImageSession = field(default_factory=lambda: ImageSession("", []))
-    question: str = ""
-    options: dict = field(default_factory=dict)
-    camera: str | None = None
+    session: ImageSession
+    question: str
+    options: dict
+    camera: str | None
     transcribe: bool = False  # the vision engine of the `ocr` op: the result is shaped as OCR's
 
 
@@ -88,7 +88,7 @@ class VisionService(ModelService):
         elif attachments:  # new images start the conversation about them afresh
             session.images, session.messages = list(attachments), []
         session.busy = True
-        self.jobs[job] = AskJob(time.monotonic(), session=session, question=body.question,
+        self.jobs[job] = AskJob(accepted=time.monotonic(), session=session, question=body.question,
                                 options={"max_tokens": max_tokens, "temperature": body.temperature,
                                          "top_p": body.top_p}, camera=body.camera)
 
