@@ -11,7 +11,7 @@ from edge_agent.config import Config
 from edge_agent.server import Server
 
 from .daemon_util import Daemon
-from .test_daemon import base_sections, user
+from .test_daemon import base_sections, user, wait_for
 from .test_speech import LONG
 
 
@@ -66,3 +66,17 @@ def test_cancel_ends_a_job_of_any_op_with_cancelled_and_nothing_after(daemon, op
         with pytest.raises(TimeoutError):  # exactly one terminal event: no late `timeout` or result
             client.next_event(rid, 6)
         assert client.status()["inflight"] == 0
+
+
+def test_cancel_of_a_model_load_ends_it_with_cancelled_and_the_load_goes_on(daemon, int4_package):
+    with daemon.client(timeout=30) as admin:  # IPC clients are admins
+        admin.models("unload", int4_package.name)
+        assert admin.status()["engines"]["chat"]["state"] == "unloaded"
+        rid = admin.send("models", action="load", name=int4_package.name)
+        assert admin.next_event(rid, 10)["event"] == "accepted"  # a load is a request like any other
+        assert admin.cancel(rid)["cancelled"] is True  # the engine process takes a second or more to start
+        event = admin.next_event(rid, 5)
+        assert event["event"] == "error" and event["error"]["code"] == "cancelled", event
+        with pytest.raises(TimeoutError):
+            admin.next_event(rid, 3)
+        wait_for(lambda: admin.status()["engines"]["chat"]["state"] == "ready", timeout=30)

@@ -1,1 +1,1 @@
-"""Hardware and media sources: cameras (and, later, audio output)."""
+"""Hardware and media: cameras (devices/camera.py) and audio output (devices/audio.py)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..engines.host import READY, EngineHost
 
@@ -16,8 +17,22 @@ from ..engines.host import READY, EngineHost
 class Service:
     name = ""
 
+    def __init__(self) -> None:
+        self._background: set[asyncio.Task] = set()
+
     def start(self) -> None:
         """Called once the event loop runs: background tasks, preloading."""
+
+    def background(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Run `coroutine` for as long as the service lives (the loop keeps only weak references)."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def stop_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()
 
     def describe(self) -> dict:
         return {}

@@ -19,17 +19,16 @@ class CameraService(Service):
     name = "camera"
 
     def __init__(self, config: Config):
+        super().__init__()
         self.config = config
         self.cameras: dict[str, Camera] = {}
         self.last_used: dict[str, float] = {}
-        self._idle_task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(self._stop_idle())
+        self.background(self._stop_idle())
 
     async def close(self) -> None:
-        if self._idle_task:
-            self._idle_task.cancel()
+        self.stop_background()
         for camera in self.cameras.values():
             camera.close()
         self.cameras.clear()

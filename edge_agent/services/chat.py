@@ -6,7 +6,6 @@ service's (services/model.py); the engine process is engines/genai_chat.py.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -71,7 +70,7 @@ class ChatService(ModelService):
     def start(self) -> None:
         super().start()
         if self.config.models.preload:
-            asyncio.ensure_future(self._preload())
+            self.background(self._preload())
 
     async def _preload(self) -> None:
         try:

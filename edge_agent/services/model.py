@@ -37,6 +37,7 @@ class ModelService(Service):
     target = ""  # the engine process's entry point, module:function
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
+        super().__init__()
         self.config = config
         self.settings: ModelServiceConfig = getattr(config, self.name)
         self.context = context
@@ -45,17 +46,15 @@ class ModelService(Service):
         self.engine: EngineHost | None = None
         self.jobs: dict[str, ModelJob] = {}
         self._load_lock = asyncio.Lock()
-        self._idle_task: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(
-            unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s, lambda: bool(self.jobs)))
+        self.background(unload_when_idle(lambda: self.engine, self.config.models.keep_alive_s,
+                                         lambda: bool(self.jobs)))
 
     async def close(self) -> None:
-        if self._idle_task:
-            self._idle_task.cancel()
+        self.stop_background()
         if self.engine is not None:
             await self.engine.stop()
             self.engine.close()

@@ -3,7 +3,6 @@ in its own process; also capture guidance (`guide`) on the same engine's text de
 Loaded on first use, unloaded after `ocr.keep_alive_s` idle seconds."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import zmq.asyncio
@@ -24,6 +23,7 @@ class OcrService(Service):
     name = "ocr"
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
+        super().__init__()
         self.config = config
         self.cameras = cameras
         self.sink = sink
@@ -32,15 +32,12 @@ class OcrService(Service):
                                  load_timeout_s=config.ocr.load_timeout_s, context=context,
                                  nice=config.models.nice)
         self.jobs: dict[str, float] = {}  # job -> accepted at
-        self._idle_task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._idle_task = asyncio.ensure_future(
-            unload_when_idle(lambda: self.engine, self.config.ocr.keep_alive_s, lambda: bool(self.jobs)))
+        self.background(unload_when_idle(lambda: self.engine, self.config.ocr.keep_alive_s, lambda: bool(self.jobs)))
 
     async def close(self) -> None:
-        if self._idle_task:
-            self._idle_task.cancel()
+        self.stop_background()
         await self.engine.stop()
         self.engine.close()
 

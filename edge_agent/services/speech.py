@@ -104,6 +104,7 @@ class SpeechService(Service):
     name = "speech"
 
     def __init__(self, config: Config, context: zmq.asyncio.Context):
+        super().__init__()
         self.config = config
         self.synthesizer = Synthesizer(config, context)
         self.playback = Playback(config.speech, self._device_report)
@@ -111,7 +112,6 @@ class SpeechService(Service):
         self.utterances: dict[str, Utterance] = {}
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -119,12 +119,11 @@ class SpeechService(Service):
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.playback.start()
-        self._tasks = [asyncio.ensure_future(self._synthesis_loop()),
-                       asyncio.ensure_future(unload_when_idle(lambda: self.synthesizer.engine,
-                                                              self.config.speech.keep_alive_s,
-                                                              lambda: bool(self.utterances)))]
+        self.background(self._synthesis_loop())
+        self.background(unload_when_idle(lambda: self.synthesizer.engine, self.config.speech.keep_alive_s,
+                                         lambda: bool(self.utterances)))
         if self.config.speech.preload:
-            asyncio.ensure_future(self._preload())
+            self.background(self._preload())
 
     async def _preload(self) -> None:
         try:
@@ -134,8 +133,7 @@ class SpeechService(Service):
 
     async def close(self) -> None:
         self.cancel_all("shutdown")
-        for task in self._tasks:
-            task.cancel()
+        self.stop_background()
         self.playback.close()
         await self.synthesizer.close()
 
