@@ -8,6 +8,7 @@ in pieces (chat tokens). Pure functions, no dependencies: unit-tested in tests/t
 """
 from __future__ import annotations
 
+import bisect
 import re
 
 PUNCTUATION_LEVELS = ("none", "some", "all")
@@ -40,24 +41,30 @@ ALL_SYMBOLS = {**SOME_SYMBOLS, ".": "dot", ",": "comma", ";": "semicolon", ":": 
                "-": "dash", "`": "backtick"}
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.S | re.M)
-_INLINE_CODE = re.compile(r"`([^`\n]+)`")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+# Every pattern runs in time linear in the text (a `say` is up to 20,000 characters, shaped
+# while other clients wait): no open-ended repeat may rescan the rest of the text from each
+# position where it then fails, so spans are bounded or stop at their own delimiter, and runs
+# are matched from their first character only (tests/test_speech_text.py times the worst cases).
+_INLINE_CODE = re.compile(r"`([^`\n]{1,300})`")
+_IMAGE = re.compile(r"!\[([^\[\]\n]{0,300})\]\([^()\n]{0,500}\)")
+_LINK = re.compile(r"\[([^\[\]\n]{1,300})\]\([^()\n]{0,500}\)")
 _URL = re.compile(r"\bhttps?://[^\s)>\]]+")
-_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+(.*?)[ \t#]*$", re.M)
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+(.*)$", re.M)
 _BULLET = re.compile(r"^[ \t]*(?:[-*+•]|\d+[.)])[ \t]+", re.M)
 _QUOTE = re.compile(r"^[ \t]*>[ \t]?", re.M)
 _RULE = re.compile(r"^[ \t]*([-*_])([ \t]*\1){2,}[ \t]*$", re.M)
-_TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$", re.M)
-_EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1")
-_HTML_TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
+_TABLE_SEP = re.compile(r"^[ \t]*(?:\|[ \t]*)?:?-{3,}:?(?:[ \t]*\|[ \t]*:?-{3,}:?)*[ \t]*(?:\|[ \t]*)?$", re.M)
+_EMPHASIS = re.compile("|".join(rf"{d}(?=\S)([^{c}\n]+?)(?<=\S){d}" for d, c in
+                                (("\\*\\*", "*"), ("__", "_"), ("\\*", "*"), ("_", "_"), ("~~", "~"))))
+_TABLE_CELL = re.compile(r"(?<![ \t])[ \t]*\|[ \t]*")
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>\n]{0,300}>")
 
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _TIME = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?!:)")
 _THOUSANDS = re.compile(r"\b(\d{1,3})((?:,\d{3})+)\b(?!\.\d)")
 _CURRENCY = re.compile(r"([$€£¥])\s?(\d+(?:\.\d+)?)")
-_UNIT = re.compile(r"(\d(?:[\d.]*\d)?)\s?(" + "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
-                   + r")(?![A-Za-z0-9])")
+_UNIT = re.compile(r"(?<![\d.])(\d(?:[\d.]{0,30}\d)?)\s?("
+                   + "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True)) + r")(?![A-Za-z0-9])")
 _RANGE = re.compile(r"(\d)\s?[–-]\s?(\d)")
 
 
@@ -69,13 +76,14 @@ def strip_markdown(text: str) -> str:
     text = _URL.sub("link", text)
     text = _TABLE_SEP.sub("", text)
     text = _RULE.sub("", text)
-    text = _HEADING.sub(lambda m: m.group(1).rstrip(".:") + ".", text)  # a heading ends a sentence
+    # a heading ends a sentence
+    text = _HEADING.sub(lambda m: m.group(1).rstrip(" \t#").rstrip(".:") + ".", text)
     text = _BULLET.sub("", text)
     text = _QUOTE.sub("", text)
     text = _HTML_TAG.sub("", text)
     for _ in range(2):  # nested emphasis: ***bold italic***
-        text = _EMPHASIS.sub(r"\2", text)
-    text = re.sub(r"[ \t]*\|[ \t]*", ", ", text)  # table cells read as a list
+        text = _EMPHASIS.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+    text = _TABLE_CELL.sub(", ", text)  # table cells read as a list
     return text
 
 
@@ -137,7 +145,8 @@ MAX_SENTENCE_CHARS = 300
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "approx", "inc",
                   "ltd", "jr", "sr", "mt"}
 # a sentence ends at . ! ? … (plus closing quotes/brackets) followed by whitespace, or at a line break
-_BOUNDARY = re.compile(r"([.!?…]+[\"'”’)\]]*)(\s+)|\n+")
+_BOUNDARY = re.compile(r"(?<![.!?…])([.!?…]+[\"'”’)\]]*)(\s+)|\n+")
+_WORD_WINDOW = 32  # an abbreviation is decided by the last word before the dot: a few characters
 
 
 def _is_abbreviation(before: str) -> bool:
@@ -147,18 +156,20 @@ def _is_abbreviation(before: str) -> bool:
 
 def _split_long(sentence: str, limit: int) -> list[str]:
     """A sentence too long to start fast: cut at clause marks, else at spaces."""
-    pieces = []
-    while len(sentence) > limit:
-        window = sentence[:limit]
+    pieces, start, end = [], 0, len(sentence)
+    while end - start > limit:  # positions, not copies of the rest: linear in the sentence
+        window = sentence[start:start + limit]
         cut = max(window.rfind(", "), window.rfind("; "), window.rfind(": "), window.rfind(" – "))
         if cut < limit // 3:
             cut = window.rfind(" ")
         if cut <= 0:
             cut = limit - 1
-        pieces.append(sentence[:cut + 1].strip())
-        sentence = sentence[cut + 1:].strip()
-    if sentence:
-        pieces.append(sentence)
+        pieces.append(window[:cut + 1].strip())
+        start += cut + 1
+        while start < end and sentence[start].isspace():
+            start += 1
+    if start < end:
+        pieces.append(sentence[start:].strip())
     return pieces
 
 
@@ -168,12 +179,14 @@ _FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
 def _cut_points(text: str) -> list[int]:
     """Where sentences may end; never inside a code fence, nor after one still open."""
     fences = [m.start() for m in _FENCE_LINE.finditer(text)]
-    spans = list(zip(fences[::2], fences[1::2] + [len(text) + 1]))
+    starts, ends = fences[::2], fences[1::2] + [len(text) + 1]
     points = []
     for match in _BOUNDARY.finditer(text):
-        if match.group(1) and match.group(1)[0] == "." and _is_abbreviation(text[:match.start(1)]):
+        dot = match.start(1)
+        if match.group(1) and match.group(1)[0] == "." and _is_abbreviation(text[max(0, dot - _WORD_WINDOW):dot]):
             continue
-        if any(start < match.start() < end for start, end in spans):
+        inside = bisect.bisect_left(starts, match.start()) - 1  # the last fence opened before it
+        if inside >= 0 and match.start() < ends[inside]:
             continue
         points.append(match.end())
     return points

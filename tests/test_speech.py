@@ -378,6 +378,27 @@ def test_cancel_by_id_and_all_of_a_clients_speech(daemon, client):
         assert event["event"] == "result"  # another client's speech is untouched
 
 
+def test_long_say_requests_do_not_block_the_socket_loop(daemon, client):
+    """Eight 20,000-character texts that once took seconds each to shape in the event loop
+    (quadratic patterns; `ping` waited 52 s and systemd's watchdog would have fired)."""
+    texts = ["*a " * (P.MAX_SAY_CHARS // 3), "a. " * (P.MAX_SAY_CHARS // 3)]
+    with daemon.client(timeout=30) as other:
+        sent = [(c, c.send("say", text=texts[n % 2], priority="message")) for c in (client, other) for n in range(4)]
+        pings = []
+        for _ in range(10):
+            start = time.monotonic()
+            assert client.ping(timeout=5)
+            pings.append(time.monotonic() - start)
+        assert max(pings) < 0.5, pings
+        client.speech("cancel")
+        other.speech("cancel")
+        for c, rid in sent:
+            event = c.next_event(rid, 30)
+            while not event["final"]:
+                event = c.next_event(rid, 30)
+            assert event["event"] == "error" and event["error"]["code"] == "cancelled"
+
+
 def test_status_and_describe_show_speech(client):
     assert client.status()["engines"]["speech"]["state"] == "ready"
     speech = client.describe()["services"]["speech"]

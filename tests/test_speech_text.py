@@ -1,8 +1,11 @@
 """Text shaping and sentence splitting for speech (pure functions)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from edge_agent import protocol as P
 from edge_agent.speech_text import SentenceStream, shape, split_sentences
 
 
@@ -72,3 +75,35 @@ def test_sentence_stream_cuts_a_run_on_text():
     stream = SentenceStream(limit=50)
     out = stream.feed("word " * 40)
     assert out and all(len(s) <= 50 for s in out)
+
+
+# Inputs that made shaping quadratic (seconds for 20,000 characters) or that would with a naive
+# pattern: runs that open a span and never close it, long runs of one mark, unclosed fences.
+ADVERSARIAL = {
+    "emphasis": "*a ", "underscore": "_a ", "bold": "**a ", "sentences": "a. ", "dots": ".", "bangs": "!",
+    "links": "[a", "images": "![a", "link-parens": "[a](", "code": "`a", "tags": "<a", "digits": "1",
+    "digit-dots": "1.", "headings": "# ", "fences": "```\n", "open-fences": "```a\n", "spaces": " ",
+    "pipes": "| ", "quotes": "> ", "bullets": "- ",
+}
+
+
+def _shape_seconds(text: str, punctuation: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        split_sentences(shape(text, punctuation))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_worst_case_text_shapes_in_linear_time(name):
+    unit = ADVERSARIAL[name]
+    longest = (unit * (P.MAX_SAY_CHARS // len(unit) + 1))[:P.MAX_SAY_CHARS]
+    tenth = longest[:P.MAX_SAY_CHARS // 10]
+    for punctuation in P.PUNCTUATION:
+        small, large = _shape_seconds(tenth, punctuation), _shape_seconds(longest, punctuation)
+        # ten times the text may take at most about ten times as long (quadratic was 100x)
+        assert large < 25 * small + 0.005, f"{name}/{punctuation}: {small * 1000:.1f} ms -> {large * 1000:.1f} ms"
+    # the default level, at the `say` limit, well inside one event-loop turn's budget
+    assert _shape_seconds(longest, "none") < 0.05

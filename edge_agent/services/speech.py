@@ -30,7 +30,7 @@ import zmq.asyncio
 from .. import protocol as P
 from ..config import Config
 from ..devices.audio import AudioUnavailable, list_devices
-from ..errors import DEVICE_UNAVAILABLE, CodedError
+from ..errors import DEVICE_UNAVAILABLE, INTERNAL, CodedError
 from ..errors import cancelled as cancellation
 from ..events import Event
 from ..speech_text import shape, split_sentences
@@ -56,6 +56,8 @@ class Utterance:
     voice_id: str | None = None
     sentences: list[str] = field(default_factory=list)
     closed: bool = False
+    shaping: int = 0  # texts still being shaped off the loop (append_text)
+    last_shaping: asyncio.Task | None = None
     seq: int = 0
     paused: bool = False
     done: bool = False
@@ -197,8 +199,28 @@ class SpeechService(Service):
         self.close_utterance(utterance)
 
     def append_text(self, utterance: Utterance, text: str) -> None:
-        options = utterance.options
-        self.append(utterance, split_sentences(shape(text, options.punctuation, options.markdown)))
+        """Shape and split `text` in a worker thread (up to 20,000 characters: the socket loop
+        must not wait for it), then append its sentences, in the order the texts came."""
+        utterance.shaping += 1
+        options, before = utterance.options, utterance.last_shaping
+        assert self._loop is not None
+        shaped = self._loop.run_in_executor(None, _sentences, text, options.punctuation, options.markdown)
+
+        async def land() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            try:
+                sentences = await shaped
+            except Exception as exc:  # noqa: BLE001 - a bug in shaping ends this utterance, not the daemon
+                log.exception("shaping text for %s failed", utterance.id)
+                self._end(utterance, error={"code": INTERNAL, "message": f"text shaping failed: {exc}"})
+                return
+            finally:
+                utterance.shaping -= 1
+            self.append(utterance, sentences)
+            self._check_finished(utterance)
+
+        utterance.last_shaping = self.background(land())
 
     def append(self, utterance: Utterance, sentences: list[str]) -> None:
         if utterance.done or not sentences:
@@ -281,7 +303,7 @@ class SpeechService(Service):
     # ---------------------------------------------------------------- ending
 
     def _check_finished(self, utterance: Utterance) -> None:
-        if utterance.done or not utterance.closed:
+        if utterance.done or not utterance.closed or utterance.shaping:
             return
         total = len(utterance.sentences)
         if utterance.synthesized < total:
@@ -412,6 +434,10 @@ class SpeechService(Service):
         for fields in events:
             if not utterance.done:
                 utterance.tell("speech", **fields)
+
+
+def _sentences(text: str, punctuation: str, markdown: bool) -> list[str]:
+    return split_sentences(shape(text, punctuation, markdown))
 
 
 def _wav(pcm: np.ndarray, rate: int) -> bytes:
