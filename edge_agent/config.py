@@ -54,6 +54,9 @@ class ServerConfig:
     max_inflight_per_client: int = 4
     max_queue: int = 16
     max_sessions: int = 64
+    # a client with nothing in flight is forgotten after this many seconds without a message
+    # (ZeroMQ does not say when a peer leaves; its next message starts it afresh)
+    client_idle_s: float = 60.0
     # how long a shutting-down daemon waits for clients to receive their final events
     shutdown_grace_s: float = 2.0
     curve: CurveConfig = field(default_factory=CurveConfig)
@@ -227,6 +230,8 @@ def validate(config: Config) -> Config:
     for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions"):
         if getattr(server, name) < 1:
             raise ConfigError(f"server.{name} must be at least 1")
+    if server.client_idle_s <= 0:
+        raise ConfigError("server.client_idle_s must be positive")
     for name in ("chat", "vision"):
         section = getattr(config, name)
         if section.default_max_tokens < 1 or section.max_tokens_limit < section.default_max_tokens:

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import protocol as P
 from .events import Event
+from .logsafe import loggable
 from .pipelines import SpokenAnswer
 from .services.cameras import CameraService
 from .services.chat import ChatService
@@ -94,7 +95,7 @@ class Ops:
         job_id = call.client.inflight.get(call.body.target)
         if job_id is None:
             return {"cancelled": False, "reason": "unknown"}
-        log.info("cancel id=%s client=%s", call.body.target, call.client.name)
+        log.info("cancel id=%s client=%s", loggable(call.body.target), call.client.name)
         self._spawn(self._cancel(job_id))
         return {"cancelled": True}
 

@@ -37,6 +37,8 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_ID_LENGTH = 64
 MAX_STOP_STRINGS = 16
 MAX_STOP_BYTES = 16 << 10
+MAX_INTEGER = 2**31 - 1  # integer fields reach the engines as int32 unless a field says otherwise
+MAX_TOP_K = 100_000  # more than any vocabulary a package here has
 
 OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask",
        "say", "voices", "speech")
@@ -210,19 +212,21 @@ class _Fields:
         return value
 
     @overload
-    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int: ...
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int = ...) -> int: ...
 
     @overload
-    def integer(self, name: str, default: None, *, minimum: int | None = None) -> int | None: ...
+    def integer(self, name: str, default: None, *, minimum: int | None = None,
+                maximum: int = ...) -> int | None: ...
 
-    def integer(self, name: str, default: int | None, *, minimum: int | None = None) -> int | None:
+    def integer(self, name: str, default: int | None, *, minimum: int | None = None,
+                maximum: int = MAX_INTEGER) -> int | None:
         if name not in self.doc:
             return default
         value = self.doc[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._bad(name, "an integer")
-        if minimum is not None and value < minimum:
-            raise self._bad(name, f"an integer >= {minimum}")
+        if (minimum is not None and value < minimum) or value > maximum:
+            raise self._bad(name, f"an integer in [{minimum if minimum is not None else '-inf'}, {maximum}]")
         return value
 
     def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None,
@@ -302,8 +306,8 @@ def _parse_chat(f: _Fields) -> ChatRequest:
         max_tokens=f.integer("max_tokens", None, minimum=1),
         temperature=f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
         top_p=f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        top_k=f.integer("top_k", 0, minimum=0),
-        seed=f.integer("seed", None, minimum=0),
+        top_k=f.integer("top_k", 0, minimum=0, maximum=MAX_TOP_K),
+        seed=f.integer("seed", None, minimum=0, maximum=2**63 - 1),
         stop=tuple(stop_raw),
         json_schema=schema,
         context_policy=f.choice("context_policy", ("error", "drop_oldest"), "error"),
@@ -425,10 +429,24 @@ def request_id_of(header: bytes) -> str | None:
     """Best effort: the id of a request whose header failed validation (for the error event)."""
     try:
         doc = json.loads(header)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     rid = doc.get("id") if isinstance(doc, dict) else None
-    return rid if isinstance(rid, str) and 1 <= len(rid) <= MAX_ID_LENGTH else None
+    if not isinstance(rid, str) or not 1 <= len(rid) <= MAX_ID_LENGTH or not _valid_unicode(rid):
+        return None
+    return rid
+
+
+def _valid_unicode(value: Any) -> bool:
+    """No unpaired surrogates (JSON's "\\ud800" escapes decode to them; they cannot be encoded back)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+ATTACHMENT_OPS = ("ocr", "guide", "ask")  # the ops that take binary frames after the header
 
 
 def parse_request(frames: list[bytes]) -> Request:
@@ -442,23 +460,31 @@ def parse_request(frames: list[bytes]) -> Request:
         doc = json.loads(header.decode("utf-8"))
     except UnicodeDecodeError:
         raise ProtocolError(BAD_REQUEST, "header frame is not UTF-8") from None
+    except RecursionError:
+        raise ProtocolError(BAD_REQUEST, "header frame nests too deeply") from None
     except ValueError as exc:
         raise ProtocolError(BAD_REQUEST, f"header frame is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ProtocolError(BAD_REQUEST, "header must be a JSON object")
+    if not _valid_unicode(doc):
+        raise ProtocolError(BAD_REQUEST, "header holds an unpaired UTF-16 surrogate (a \\ud800-\\udfff escape "
+                            "alone): strings must be valid Unicode")
     rid = doc.get("id")
     if not isinstance(rid, str) or not 1 <= len(rid) <= MAX_ID_LENGTH:
         raise ProtocolError(BAD_REQUEST, f"field 'id' must be a string of 1 to {MAX_ID_LENGTH} characters", field="id")
     version = doc.get("v")
-    if version not in SUPPORTED_VERSIONS:
-        raise ProtocolError(UNSUPPORTED, f"protocol version {version!r} is not supported",
-                            supported=list(SUPPORTED_VERSIONS))
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # not true, not 1.0
+        raise ProtocolError(UNSUPPORTED, f"protocol version {version!r} is not supported: give the integer "
+                            f"\"v\": {VERSION}", supported=list(SUPPORTED_VERSIONS))
     op = doc.get("op")
     if op not in _PARSERS:
         raise ProtocolError(BAD_REQUEST, f"unknown op {op!r}; ops: {', '.join(OPS)}", field="op")
+    attachments = tuple(frames[1:])
+    if attachments and op not in ATTACHMENT_OPS:
+        raise ProtocolError(BAD_REQUEST, f"op {op} takes no frames after the header; got {len(attachments)}")
     allowed, parse = _PARSERS[op]
     body = parse(_Fields(doc, allowed))
-    return Request(rid, op, body, tuple(frames[1:]))
+    return Request(rid, op, body, attachments)
 
 
 def encode_request(rid: str, op: str, **fields: Any) -> bytes:

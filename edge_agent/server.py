@@ -29,6 +29,7 @@ from . import protocol as P
 from .config import Config
 from .errors import cancelled
 from .events import Event
+from .logsafe import RateLimitedLog, loggable
 from .ops import Call, Ops, Work
 from .pipelines import SpokenAnswer
 from .services.base import Service
@@ -41,6 +42,8 @@ from .sockets import Client, Listener, Sockets
 from .systemd import notify, watchdog_interval_s
 
 log = logging.getLogger("edge_agent.server")
+
+REJECTION_LOGS_PER_S = 5  # a client that sends garbage in a loop must not flood the journal
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Server:
         self.jobs: dict[str, Job] = {}
         self._job_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
+        self._rejections = RateLimitedLog(log, per_second=REJECTION_LOGS_PER_S)
         self.started = time.monotonic()
         self.stopping = False
         self._stopped = asyncio.Event()
@@ -99,7 +103,7 @@ class Server:
             del self.jobs[job_id]
             job.client.inflight.pop(job.rid, None)
             outcome = event.fields["error"]["code"] if event.kind == "error" else "done"
-            log.info("%s id=%s client=%s ended: %s", job.op, job.rid, job.client.name, outcome)
+            log.info("%s id=%s client=%s ended: %s", job.op, loggable(job.rid), job.client.name, outcome)
         self.sockets.send(job.client, P.encode_event(job.rid, event))
 
     async def _cancel(self, job_id: str) -> None:
@@ -168,8 +172,10 @@ class Server:
                                       f"{self.config.server.max_message_bytes}")
             request = P.parse_request(parts)
         except P.ProtocolError as exc:
-            rid = P.request_id_of(parts[0]) if parts and len(parts[0]) <= P.MAX_HEADER_BYTES else None
-            log.info("rejected message from %s: %s", client.name, exc.message)
+            # the id of an oversized header is still worth finding (the message is in memory already)
+            rid = P.request_id_of(parts[0]) if parts and len(parts[0]) <= self.config.server.max_message_bytes \
+                else None
+            self._rejections.log("rejected message from %s: %s", client.name, exc.message)
             self._send(client, P.error(rid, exc))
             return
         if self.stopping:
@@ -207,7 +213,7 @@ class Server:
         client, rid, op, job_id = call.client, call.request.id, call.request.op, work.job
         job = self.jobs[job_id] = Job(client, rid, op, work.cancel)
         client.inflight[rid] = job_id
-        log.info("%s id=%s client=%s job=%s", op, rid, client.name, job_id)
+        log.info("%s id=%s client=%s job=%s", op, loggable(rid), client.name, job_id)
         self._send(client, P.event(rid, "accepted", queue_position=work.queue_position))
 
         async def run() -> None:
@@ -269,11 +275,18 @@ class Server:
         receivers = [self._start_receiver(i, listener) for i, listener in enumerate(self.sockets.listeners)]
         interval = watchdog_interval_s()
         watchdog = self._spawn(self._watchdog(interval)) if interval else None
+        sweeper = self._spawn(self._forget_idle_clients())
         notify(f"READY=1\nSTATUS=serving on {', '.join(s.endpoint for s in self.sockets.listeners)}")
         log.info("edge-agent %s ready (pid %d)", __version__, os.getpid())
         await self._stopped.wait()
-        for task in receivers + ([watchdog] if watchdog else []):
+        for task in receivers + [sweeper] + ([watchdog] if watchdog else []):
             task.cancel()
+
+    async def _forget_idle_clients(self) -> None:
+        idle_s = self.config.server.client_idle_s
+        while True:
+            await asyncio.sleep(min(10.0, idle_s / 2))
+            self.sockets.forget_idle(idle_s)
 
     def _on_signal(self, sig: int) -> None:
         self._spawn(self.shutdown(signal.Signals(sig).name))

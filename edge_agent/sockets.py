@@ -115,6 +115,14 @@ class Sockets:
         self.clients[key] = client
         return client, parts
 
+    def forget_idle(self, idle_s: float) -> int:
+        """Drop clients with nothing in flight that sent nothing for `idle_s`; how many went."""
+        cutoff = time.monotonic() - idle_s
+        idle = [key for key, c in self.clients.items() if not c.inflight and c.last_seen < cutoff]
+        for key in idle:
+            del self.clients[key]
+        return len(idle)
+
     def send(self, client: Client, frames: list[bytes]) -> bool:
         if client.gone:
             return False

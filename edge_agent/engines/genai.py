@@ -27,6 +27,7 @@ def load_model(package: Path, threads: int | None = None, cpu_only: bool = False
     which lets a machine without a GPU check a package exported for CUDA or a Jetson."""
     import onnxruntime_genai as og
 
+    og.disable_telemetry_events()  # an offline kiosk reports nothing about its use, not even locally
     config = og.Config(str(package))
     if cpu_only:
         config.clear_providers()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -89,7 +90,7 @@ class EngineHost:
         sock.bind(endpoint)
         self._sock = sock
         spawn = multiprocessing.get_context("spawn")
-        process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec, self.nice),
+        process = spawn.Process(target=child_main, args=(endpoint, self.target, self.spec, self.nice, os.getpid()),
                                 name=f"edge-agent-{self.name}", daemon=True)
         process.start()
         self._process = process

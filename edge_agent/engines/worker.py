@@ -2,6 +2,7 @@
 for short jobs, and a sender that keeps the heartbeat the host watches (engines/host.py)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -15,15 +16,30 @@ from ..events import Event
 from .channel import EngineError, EngineEvent, EngineJob, control, decode
 
 HEARTBEAT_S = 0.5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # what the host sends: a job, or {"type": "cancel", "job": ID} / {"type": "stop"}
 Incoming = EngineJob | dict
 
 
-def child_main(endpoint: str, target: str, spec: dict, nice: int = 0) -> None:
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when the daemon dies, even by SIGKILL (a model engine
+    left behind holds gigabytes); and exit now if the daemon is already gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the host's stop and the socket's close still end us
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def child_main(endpoint: str, target: str, spec: dict, nice: int = 0, parent: int = 0) -> None:
     """Entry point of an engine process: import the worker and hand it a connected socket."""
     import importlib
 
+    if parent:
+        die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal goes to the daemon only
     if nice:
         os.nice(nice)

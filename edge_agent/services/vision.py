@@ -75,6 +75,8 @@ class VisionService(ModelService):
                 raise P.ProtocolError(P.BAD_REQUEST, "give a camera or image frames, not both", field="camera")
             self.cameras.check(body.camera)
         session = self.sessions.get(body.session) if body.session else None
+        if body.session and session is None and not attachments and body.camera is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"no image session {body.session!r}", field="session")
         if session is not None and session.busy:
             raise P.ProtocolError(P.BUSY, f"session {session.id!r} is answering", retry_after_ms=500)
         if session is None:

@@ -1,0 +1,166 @@
+"""Regression tests for the hardening review (#11): each reproduces what a hostile local user or a
+buggy app did to the daemon, and fails on the code before the fix."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import zmq
+
+from edge_agent import protocol as P
+
+from .daemon_util import Daemon
+from .test_daemon import base_sections, raw_socket, user, wait_for
+
+
+@pytest.fixture(scope="module")
+def daemon(int4_package, tmp_path_factory):
+    sections = base_sections(int4_package, server={"client_idle_s": 1.0})
+    d = Daemon(tmp_path_factory.mktemp("hardening"), sections)
+    yield d
+    d.stop()
+
+
+def reply(daemon, *frames: bytes) -> dict:
+    sock = raw_socket(daemon)
+    try:
+        sock.send_multipart(list(frames))
+        return json.loads(sock.recv_multipart()[0])
+    finally:
+        sock.close()
+
+
+def header(**fields) -> bytes:
+    return json.dumps({"v": 1, "id": "h1", **fields}).encode()
+
+
+# ---------------------------------------------------------------- the parser answers everything
+
+
+def test_deeply_nested_json_is_answered_not_dropped(daemon):
+    nested = b'{"v": 1, "id": "deep", "op": "ping", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    answer = reply(daemon, nested)
+    assert answer["event"] == "error" and answer["error"]["code"] == "bad_request" and answer["id"] is None
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"v": 1, "id": "\\ud800", "op": "ping"}',  # lone surrogate in the id
+    b'{"v": 1, "id": "s1", "op": "ping", "\\udfff": 1}',  # ... in a field name
+    b'{"v": 1, "id": "s2", "op": "chat", "messages": [{"role": "user", "content": "a\\ud83d"}]}',
+    b'{"v": 1, "id": "s3", "op": "say", "text": "hello \\ud800"}',
+])
+def test_lone_surrogates_are_bad_requests(daemon, frame):
+    answer = reply(daemon, frame)
+    assert answer["event"] == "error" and answer["error"]["code"] == "bad_request", answer
+    assert answer["id"] in (None, "s1", "s2", "s3")
+
+
+def test_a_session_id_with_a_lone_surrogate_cannot_break_sessions_list(daemon):
+    answer = reply(daemon, b'{"v": 1, "id": "c1", "op": "sessions", "action": "create", "session": "\\ud83d"}')
+    assert answer["error"]["code"] == "bad_request"
+    with daemon.client() as other:
+        assert isinstance(other.sessions("list")["sessions"], list)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_only_the_integer_version_is_accepted(daemon, version):
+    answer = reply(daemon, json.dumps({"v": version, "id": "v1", "op": "ping"}).encode())
+    assert answer["error"]["code"] == "unsupported" and answer["id"] == "v1"
+
+
+def test_huge_integers_are_bad_requests_not_internal_errors(daemon):
+    answer = reply(daemon, header(op="chat", messages=user("hi"), top_k=2**62))
+    assert answer["error"]["code"] == "bad_request" and answer["error"]["field"] == "top_k"
+
+
+def test_frames_after_the_header_of_an_op_that_takes_none(daemon):
+    answer = reply(daemon, header(op="ping"), b"unexpected")
+    assert answer["error"]["code"] == "bad_request" and answer["id"] == "h1"
+
+
+def test_an_oversized_header_is_refused_with_its_id(daemon):
+    big = json.dumps({"v": 1, "id": "big-header", "op": "ping", "pad": "x" * (P.MAX_HEADER_BYTES + 10)}).encode()
+    answer = reply(daemon, big)
+    assert answer["error"]["code"] == "too_large" and answer["id"] == "big-header"
+
+
+def test_ask_on_an_unknown_session_is_not_found(daemon):
+    answer = reply(daemon, header(op="ask", question="And now?", session="v-1"))
+    assert answer["error"]["code"] == "not_found" and answer["error"]["field"] == "session"
+
+
+# ---------------------------------------------------------------- the log
+
+
+def test_client_text_cannot_forge_log_lines_or_flood_the_log(daemon):
+    before = len(daemon.log())
+    forged = header(op="ping", **{"x\nERROR edge_agent.server: FORGED": 1})
+    assert reply(daemon, forged)["error"]["code"] == "bad_request"
+    sock = raw_socket(daemon)
+    try:
+        for _ in range(50):  # a megabyte of garbage, fifty times, as fast as the socket takes it
+            sock.send(b"{" + b"A" * (1 << 20))
+        for _ in range(50):
+            sock.recv_multipart()
+    finally:
+        sock.close()
+    grown = daemon.log()[before:]
+    assert not any(line.startswith("ERROR edge_agent.server: FORGED") for line in grown.splitlines())
+    assert len(grown) < 64 << 10, f"the log grew by {len(grown)} bytes"
+
+
+# ---------------------------------------------------------------- what clients leave behind
+
+
+def test_the_client_table_forgets_clients_that_left(daemon):
+    for _ in range(300):  # connect, ping, close
+        with daemon.client(timeout=10) as c:
+            assert c.ping()
+    with daemon.client() as observer:
+        assert observer.status()["clients"] >= 100
+        wait_for(lambda: observer.status()["clients"] <= 2, timeout=10)
+
+
+def test_engines_die_with_a_killed_daemon(int4_package, tmp_path):
+    d = Daemon(tmp_path / "d", base_sections(int4_package))
+    try:
+        with d.client() as c:
+            assert "".join(c.chat("hello", max_tokens=2)) is not None
+            wait_for(lambda: c.status()["engines"]["speech"]["state"] == "ready", timeout=30)
+            engines = [e["pid"] for e in c.status()["engines"].values() if e.get("pid")]
+        assert len(engines) >= 2
+        d.process.send_signal(signal.SIGKILL)
+        d.process.wait()
+
+        def all_gone() -> bool:
+            for pid in engines:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                return False
+            return True
+
+        wait_for(all_gone, timeout=5)
+    finally:
+        d.stop()
+
+
+def test_status_is_answered_while_garbage_arrives(daemon):
+    """Garbage from one socket is answered one by one and does not stop others being served."""
+    sock = raw_socket(daemon)
+    try:
+        for n in range(200):
+            sock.send(b'{"v": 1, "id": "g%d", "op": "nope"}' % n)
+        with daemon.client() as c:
+            start = time.monotonic()
+            assert c.ping()
+            assert time.monotonic() - start < 2
+        for _ in range(200):
+            assert json.loads(sock.recv_multipart()[0])["error"]["code"] == "bad_request"
+    finally:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.close()
