@@ -16,7 +16,9 @@
     edge-agent check PKG_DIR [--quick]
 
 Every client command takes --connect ADDR (default: $EDGE_AGENT_ADDRESS, else the IPC
-socket in the runtime dir) and --timeout SECONDS. Exit status: 0 ok, 1 the daemon answered
+socket in the runtime dir) and --timeout SECONDS. Admin commands (models load/unload, speech
+of every client) go to the admin socket beside an IPC address (agent-admin.sock), which only
+the users in server.admin_users can open. Exit status: 0 ok, 1 the daemon answered
 with an error, 2 bad usage or config, 3 the daemon cannot be reached.
 """
 from __future__ import annotations
@@ -230,10 +232,18 @@ def _read_aloud(client, args) -> int:
     return 0
 
 
-def _client_command(args) -> int:
-    from .client import Client, EdgeAgentError
+def _needs_admin(args) -> bool:
+    return (args.command == "models" and args.action != "list") or (args.command == "speech" and not args.target)
 
-    with Client(args.connect, timeout=args.timeout) as client:
+
+def _client_command(args) -> int:
+    from .client import Client, EdgeAgentError, resolve_address
+    from .config import admin_endpoint
+
+    address = resolve_address(args.connect)
+    if _needs_admin(args):  # served on the admin socket beside an IPC endpoint (TCP: CURVE admin keys)
+        address = admin_endpoint(address) or address
+    with Client(address, timeout=args.timeout) as client:
         try:
             if args.command == "chat":
                 if args.prompt is not None:

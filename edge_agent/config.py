@@ -24,6 +24,16 @@ class ConfigError(Exception):
     """The configuration file is unreadable or has a wrong key, type or value."""
 
 
+def admin_endpoint(endpoint: str) -> str | None:
+    """The admin socket beside an IPC endpoint (`agent.sock` -> `agent-admin.sock`): admin ops
+    (models load/unload, speech control of every client) are served there, to the users in
+    `server.admin_users` only; the kernel tells the daemon who connects. None for TCP."""
+    if not endpoint.startswith("ipc://"):
+        return None
+    path = Path(endpoint[len("ipc://"):])
+    return f"ipc://{path.with_name(path.stem + '-admin' + path.suffix)}"
+
+
 def default_endpoint() -> str:
     """The IPC socket in the user's runtime dir, or the system service's under /run."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -54,6 +64,9 @@ class ServerConfig:
     max_inflight_per_client: int = 4
     max_queue: int = 16
     max_sessions: int = 64
+    # users (names or numeric uids) who may connect to the admin socket beside each IPC endpoint;
+    # [] = the daemon's own user and root. Members of the socket's group are not admins.
+    admin_users: list[str] = field(default_factory=list)
     # a client with nothing in flight is forgotten after this many seconds without a message
     # (ZeroMQ does not say when a peer leaves; its next message starts it afresh)
     client_idle_s: float = 60.0
@@ -76,6 +89,9 @@ class ModelsConfig:
     memory_budget_mb: int = 0
     # intra-op threads for the decoder; 0 = all cores this process may use
     threads: int = 0
+    # a package whose genai_config.json names native libraries to load (custom op libraries,
+    # provider libraries) runs code as the daemon: refused unless this is true
+    allow_native_libraries: bool = False
     # niceness the compute engines (chat, vision, OCR) add to the daemon's: when they keep every
     # core busy, speech synthesis and the socket loop still get the CPU at once; 0 = none
     nice: int = 10
@@ -214,8 +230,27 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         return False  # a hostname or interface name: treat as reachable from outside
 
 
+def admin_uids(server: ServerConfig) -> list[int]:
+    """The uids allowed on the admin sockets (ConfigError for an unknown user)."""
+    import pwd
+
+    if not server.admin_users:
+        return sorted({os.getuid(), 0})
+    uids = set()
+    for user in server.admin_users:
+        if user.isdigit():
+            uids.add(int(user))
+            continue
+        try:
+            uids.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            raise ConfigError(f"server.admin_users: no user {user!r} on this machine") from None
+    return sorted(uids)
+
+
 def validate(config: Config) -> Config:
     server = config.server
+    admin_uids(server)
     if not server.endpoints:
         raise ConfigError("server.endpoints must name at least one endpoint")
     for endpoint in server.endpoints:

@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .config import Config, is_loopback_endpoint
+from .config import Config, admin_endpoint, admin_uids, is_loopback_endpoint
 
 log = logging.getLogger("edge_agent.server")
 
@@ -32,7 +32,7 @@ SEND_HWM = 100_000
 class Listener:
     endpoint: str
     sock: zmq.asyncio.Socket
-    admin: bool  # IPC: whoever can open the socket file is the machine's admin for us
+    admin: bool  # the admin socket beside an IPC endpoint (its users were checked by the kernel)
     curve: bool
 
 
@@ -59,38 +59,47 @@ class Sockets:
         self._authenticator: Any = None  # zmq.auth.asyncio.AsyncioAuthenticator, with CURVE
 
     def bind(self) -> None:
-        curve_cfg = self.config.server.curve
         for endpoint in self.config.server.endpoints:
-            sock = self.context.socket(zmq.ROUTER)
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
-            sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
-            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-            sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
-            use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")
-            if use_curve:
-                self._start_authenticator()
-                from zmq.auth import load_certificate
+            self._bind(endpoint, admin=False)
+            admin = admin_endpoint(endpoint)
+            if admin is not None:
+                self._bind(admin, admin=True)
 
-                public, secret = load_certificate(curve_cfg.server_secret_file)
-                if secret is None:
-                    raise RuntimeError(f"{curve_cfg.server_secret_file} holds no secret key")
-                sock.curve_secretkey = secret
-                sock.curve_publickey = public
-                sock.curve_server = True
-            if endpoint.startswith("ipc://"):
-                path = Path(endpoint[len("ipc://"):])
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
-                    if _socket_is_live(path):
-                        raise RuntimeError(f"another daemon is already serving {endpoint}")
-                    path.unlink()  # left by a daemon that was killed
-            sock.bind(endpoint)
-            if endpoint.startswith("ipc://"):
-                os.chmod(endpoint[len("ipc://"):], 0o660)
-            self.listeners.append(Listener(endpoint, sock, admin=endpoint.startswith("ipc://"), curve=use_curve))
-            log.info("listening on %s%s", endpoint, " (CURVE)" if use_curve else "")
-            if not use_curve and not is_loopback_endpoint(endpoint):
-                raise RuntimeError(f"refusing to serve {endpoint} without CURVE")  # validate() prevents this
+    def _bind(self, endpoint: str, admin: bool) -> None:
+        curve_cfg = self.config.server.curve
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
+        sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
+        use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")
+        if use_curve:
+            self._start_authenticator()
+            from zmq.auth import load_certificate
+
+            public, secret = load_certificate(curve_cfg.server_secret_file)
+            if secret is None:
+                raise RuntimeError(f"{curve_cfg.server_secret_file} holds no secret key")
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        if admin:  # the kernel's peer credentials: only these users get a connection at all
+            for uid in admin_uids(self.config.server):
+                sock.setsockopt(zmq.IPC_FILTER_UID, uid)
+        if endpoint.startswith("ipc://"):
+            path = Path(endpoint[len("ipc://"):])
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+                if _socket_is_live(path):
+                    raise RuntimeError(f"another daemon is already serving {endpoint}")
+                path.unlink()  # left by a daemon that was killed
+        sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o660)
+        self.listeners.append(Listener(endpoint, sock, admin=admin, curve=use_curve))
+        log.info("listening on %s%s%s", endpoint, " (CURVE)" if use_curve else "", " (admin)" if admin else "")
+        if not use_curve and not is_loopback_endpoint(endpoint):
+            raise RuntimeError(f"refusing to serve {endpoint} without CURVE")  # validate() prevents this
 
     def _start_authenticator(self) -> None:
         if self._authenticator is not None:

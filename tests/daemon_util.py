@@ -12,6 +12,7 @@ from pathlib import Path
 import zmq
 
 from edge_agent.client import Client
+from edge_agent.config import admin_endpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +69,14 @@ class Daemon:
 
     def client(self, timeout: float = 60.0) -> Client:
         return Client(self.address, timeout=timeout)
+
+    @property
+    def admin_address(self) -> str:
+        return admin_endpoint(self.address) or self.address
+
+    def admin_client(self, timeout: float = 60.0) -> Client:
+        """A client on the admin socket (this test's user is the daemon's: an admin by default)."""
+        return Client(self.admin_address, timeout=timeout)
 
     def log(self) -> str:
         if not self._log.closed:

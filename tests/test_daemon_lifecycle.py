@@ -129,7 +129,7 @@ def test_models_list_load_unload(daemons, tmp_path, int4_package, fp32_package):
     (folder / "half-copied").mkdir()
     (folder / "half-copied" / "edge-agent.json").write_text("{")
     d = start(daemons, tmp_path, base_sections(int4_package, models={"dir": str(folder), "chat": "tiny-int4"}))
-    with d.client() as c:
+    with d.admin_client() as c:
         listed = {m["name"]: m for m in c.models()["models"]}
         assert set(listed) == {"tiny-int4", "tiny-fp32", "half-copied"}
         assert listed["tiny-fp32"]["precision"] == "fp32" and listed["tiny-int4"]["serves"] == ["chat"]
@@ -354,7 +354,7 @@ def test_unloading_the_model_ends_requests_in_flight(daemons, tmp_path, int4_pac
     with d.client() as c:
         rid = c.send("chat", messages=user("long"), max_tokens=3000)
         until_delta(c, rid)
-        with d.client() as admin:
+        with d.admin_client() as admin:
             assert admin.models("unload", int4_package.name)["state"] == "unloaded"
         event = final_event(c, rid)
         assert event["error"]["code"] == "cancelled" and event["error"]["reason"] == "unload"

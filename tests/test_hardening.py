@@ -6,11 +6,14 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 
 from edge_agent import protocol as P
+from edge_agent.client import EdgeAgentError
+from edge_agent.manifest import describe_files, read_manifest, write_manifest
 
 from .daemon_util import Daemon
 from .test_daemon import base_sections, raw_socket, user, wait_for
@@ -164,3 +167,66 @@ def test_status_is_answered_while_garbage_arrives(daemon):
     finally:
         sock.setsockopt(zmq.LINGER, 0)
         sock.close()
+
+
+# ---------------------------------------------------------------- who is an admin, what may load
+
+
+def test_ipc_clients_are_not_admins_the_admin_socket_is(daemon, int4_package):
+    with daemon.client() as member:  # anyone who can open agent.sock (the socket's group)
+        for call in (lambda: member.models("unload", int4_package.name),
+                     lambda: member.speech("cancel", scope="all")):
+            with pytest.raises(EdgeAgentError) as err:
+                call()
+            assert err.value.code == "unauthorized"
+    with daemon.admin_client() as admin:  # this test runs as the daemon's user: on the admin list
+        assert admin.speech("cancel", scope="all")["affected"] == 0
+        assert admin.models()["models"]
+
+
+@pytest.mark.parametrize("name", ["/etc", "../phi35-mini-tiny-int4", "~root", ".hidden"])
+def test_models_load_takes_package_names_not_paths(daemon, name):
+    with daemon.admin_client() as admin:
+        with pytest.raises(EdgeAgentError) as err:
+            admin.models("load", name)
+        assert err.value.code == "bad_request" and err.value.details["field"] == "name"
+
+
+def test_the_admin_socket_admits_only_the_listed_users(int4_package, tmp_path):
+    d = Daemon(tmp_path / "d", base_sections(int4_package, server={"admin_users": ["54321"]}))
+    try:
+        with d.client() as member:
+            assert member.ping()
+        with d.admin_client() as stranger:  # the kernel reports our uid; 54321 is not us
+            with pytest.raises(TimeoutError):
+                stranger.ping(timeout=2)
+    finally:
+        d.stop()
+
+
+def with_native_library(package: Path) -> Path:
+    """A package (consistent manifest and all) whose genai_config asks onnxruntime to load a
+    shared object: what an attacker copies into the models folder."""
+    config_path = package / "genai_config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["decoder"]["session_options"]["custom_ops_library"] = str(package / "payload.so")
+    config_path.write_text(json.dumps(config, indent=4))
+    manifest = read_manifest(package)
+    manifest.files = describe_files(package)
+    write_manifest(package, manifest)
+    return package
+
+
+def test_a_package_that_loads_native_code_is_refused(package_copy, tmp_path):
+    package = with_native_library(package_copy)
+    for allow, expected in ((False, "refused unless models.allow_native_libraries"), (True, "failed to load")):
+        d = Daemon(tmp_path / f"d-{allow}", base_sections(package, models={"allow_native_libraries": allow}))
+        try:
+            with d.client() as c:
+                with pytest.raises(EdgeAgentError) as err:
+                    list(c.chat("hello", max_tokens=2))
+                assert err.value.code == "model_unavailable" and expected in err.value.message, err.value.message
+                if not allow:
+                    assert "custom_ops_library" in err.value.message
+        finally:
+            d.stop()

@@ -69,7 +69,7 @@ def test_cancel_ends_a_job_of_any_op_with_cancelled_and_nothing_after(daemon, op
 
 
 def test_cancel_of_a_model_load_ends_it_with_cancelled_and_the_load_goes_on(daemon, int4_package):
-    with daemon.client(timeout=30) as admin:  # IPC clients are admins
+    with daemon.admin_client(timeout=30) as admin:
         admin.models("unload", int4_package.name)
         assert admin.status()["engines"]["chat"]["state"] == "unloaded"
         rid = admin.send("models", action="load", name=int4_package.name)

@@ -117,6 +117,9 @@ class ChatService(ModelService):
         """The package an admin names for load/unload: it must exist and serve chat."""
         if not name:
             raise P.ProtocolError(P.BAD_REQUEST, f"field 'name' is required for {action}", field="name")
+        if "/" in name or "\\" in name or name.startswith((".", "~")):  # a client never names a path
+            raise P.ProtocolError(P.BAD_REQUEST, f"{name!r} is not a package name: give the name of a folder in "
+                                  "the models folder", field="name")
         package = resolve(self.config.models_dir, name)
         if package is None:
             raise P.ProtocolError(P.NOT_FOUND, f"no model package {name!r} in {self.config.models_dir}",
