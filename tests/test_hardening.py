@@ -2,6 +2,7 @@
 buggy app did to the daemon, and fails on the code before the fix."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -230,3 +231,70 @@ def test_a_package_that_loads_native_code_is_refused(package_copy, tmp_path):
                     assert "custom_ops_library" in err.value.message
         finally:
             d.stop()
+
+
+# ---------------------------------------------------------------- engine work a client leaves behind
+
+
+def text_page(size=(1600, 1000)) -> bytes:
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("DejaVuSans.ttf", 28)
+    for row in range(size[1] // 40):
+        draw.text((20, 10 + row * 40), f"Line {row}: the quick brown fox jumps over the lazy dog " * 2, fill="black",
+                  font=font)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_cancelled_ocr_requests_do_not_keep_the_engine_busy(daemon):
+    page = text_page()
+    with daemon.client(timeout=120) as attacker, daemon.client(timeout=120) as victim:
+        start = time.monotonic()
+        victim.ocr(page)  # loads the engine, and tells how long one page takes
+        one_page = time.monotonic() - start
+        start = time.monotonic()
+        victim.ocr(page)
+        one_page = min(one_page, time.monotonic() - start)
+        for _ in range(20):  # queue a page and cancel it, twenty times: the slot frees at once
+            rid = attacker.send("ocr", attachments=(page,))
+            assert attacker.next_event(rid, 10)["event"] == "accepted"
+            attacker.cancel(rid)
+        start = time.monotonic()
+        victim.ocr(page)
+        waited = time.monotonic() - start
+    # the attacker's one pass in progress may finish first; the other nineteen are dropped unrun
+    assert waited < 3 * one_page + 1.0, f"one page {one_page:.2f} s, after the flood {waited:.2f} s"
+    with daemon.client() as observer:
+        wait_for(lambda: observer.status()["engines"]["ocr"]["active_requests"] == 0, timeout=10)
+
+
+def test_an_image_over_the_pixel_budget_is_refused_before_it_is_decoded(daemon):
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (6000, 4500), 255).save(out, "PNG")  # 27 MP in a few kilobytes
+    with daemon.client() as c:
+        assert c.describe()["services"]["ocr"]["max_image_pixels"] == 24_000_000
+        with pytest.raises(EdgeAgentError) as err:
+            c.ocr(out.getvalue())
+        assert err.value.code == "too_large" and err.value.details["field"] == "image"
+
+
+def test_a_package_re_exported_in_place_loads_with_its_new_manifest(tiny_snapshot, tmp_path):
+    from export.text import TextExportOptions, export_text
+
+    package = tmp_path / "models" / "tiny"
+    export_text(tiny_snapshot, package, TextExportOptions(), progress=lambda _m: None)
+    d = Daemon(tmp_path / "d", base_sections(package))
+    try:
+        with d.client() as c, d.admin_client() as admin:
+            assert "".join(c.chat("hello", max_tokens=2)) is not None
+            admin.models("unload", "tiny")
+            export_text(tiny_snapshot, package, TextExportOptions(block_size=32, force=True), progress=lambda _m: None)
+            assert c.call("chat", messages=user("hello again"), max_tokens=2)["usage"]["generated_tokens"] > 0
+    finally:
+        d.stop()

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
-from ..images import load_image
+from ..images import MAX_PIXELS, load_image
 from ..ocr_layout import Box, line_text, reading_order, script_hint
 from .channel import EngineJob
 from .worker import WorkerChannel, serve_short_jobs
@@ -25,11 +25,11 @@ class OcrWorker:
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
-    def recognise(self, data: bytes) -> dict:
+    def recognise(self, data: bytes, max_pixels: int) -> dict:
         import numpy as np
 
         start = time.perf_counter()
-        loaded = load_image(data)
+        loaded = load_image(data, max_pixels=max_pixels)
         decoded = time.perf_counter()
         output: Any = self.engine(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
         recognised = time.perf_counter()
@@ -51,11 +51,11 @@ class OcrWorker:
                                **{k: round(v * 1000, 1) for k, v in stages.items() if v is not None},
                                "layout": round((time.perf_counter() - recognised) * 1000, 1)}}
 
-    def guide(self, data: bytes) -> dict:
+    def guide(self, data: bytes, max_pixels: int) -> dict:
         import numpy as np
 
         start = time.perf_counter()
-        loaded = load_image(data)
+        loaded = load_image(data, max_pixels=max_pixels)
         small = downscale(np.asarray(loaded.image))
         detected: Any = self.detector(np.ascontiguousarray(small[:, :, ::-1]), use_det=True, use_cls=False,
                                       use_rec=False)
@@ -68,7 +68,9 @@ class OcrWorker:
         try:
             image = job.attachments[0] if job.attachments else b""
             task = job.payload.get("task", "read")  # read (OCR) or guide (capture guidance)
-            self.channel.result(job.job, self.guide(image) if task == "guide" else self.recognise(image))
+            max_pixels = int(job.payload.get("max_pixels", MAX_PIXELS))
+            self.channel.result(job.job, self.guide(image, max_pixels) if task == "guide" else
+                                self.recognise(image, max_pixels))
         except CodedError as exc:
             self.channel.fail(job.job, exc)
         except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on

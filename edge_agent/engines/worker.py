@@ -12,6 +12,7 @@ from typing import Any
 import zmq
 
 from ..errors import CodedError
+from ..errors import cancelled as cancelled_error
 from ..events import Event
 from .channel import EngineError, EngineEvent, EngineJob, control, decode
 
@@ -97,17 +98,31 @@ class WorkerChannel:
 
 def run_jobs(channel: WorkerChannel, handle: Callable[[EngineJob], None]) -> None:
     """A worker's loop for short, uninterruptible jobs (an OCR pass, a sentence): heartbeats
-    while idle, `handle(job)` for each job, until `stop`. A `cancel` needs nothing here: the
-    job finishes in moments and the host drops its result."""
+    while idle, `handle(job)` for each job, until `stop`. Before each job, everything the host
+    sent meanwhile is read, so a job cancelled while it waited is dropped unrun (its `cancelled`
+    event went out from the host already): a client that queues and cancels in a loop cannot
+    keep the engine busy for everyone else. A job that has started runs to its end."""
+    waiting: list[EngineJob] = []
+    cancelled: set[str] = set()
     while True:
-        if not channel.poll(int(HEARTBEAT_S * 1000)):
+        while channel.poll(0 if waiting else int(HEARTBEAT_S * 1000)):
+            message = channel.receive()
+            if isinstance(message, EngineJob):
+                waiting.append(message)
+            elif message["type"] == "cancel":
+                cancelled.add(message["job"])
+            elif message["type"] == "stop":
+                return
+        if not waiting:
             channel.heartbeat()
+            cancelled.clear()  # for jobs that had ended before their cancel came
             continue
-        message = channel.receive()
-        if isinstance(message, EngineJob):
-            handle(message)
-        elif message["type"] == "stop":
-            return
+        job = waiting.pop(0)
+        if job.job in cancelled:
+            cancelled.discard(job.job)
+            channel.fail(job.job, cancelled_error())  # the host counts it done
+            continue
+        handle(job)
 
 
 def serve_short_jobs(channel: WorkerChannel, create: Callable[[WorkerChannel], Any], cannot_start: str,

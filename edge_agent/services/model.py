@@ -19,7 +19,7 @@ from ..config import Config, ModelServiceConfig
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..errors import BAD_REQUEST, MODEL_UNAVAILABLE, CodedError, cancelled
 from ..events import Event, Sink
-from ..models import Package
+from ..models import Package, open_package
 from .base import Service, unload_when_idle
 from .packages import check_package, choose_package
 
@@ -60,7 +60,11 @@ class ModelService(Service):
             self.engine.close()
 
     def chosen_package(self) -> Package:
-        return self.package or choose_package(self.config, self.name)
+        """The package to serve, its manifest read afresh: a package updated in place (a
+        re-export) is checked against its new manifest, not the one read at the last load."""
+        if self.package is not None:
+            return open_package(self.package.path)
+        return choose_package(self.config, self.name)
 
     def use_package(self, package: Package) -> None:
         """Serve from another package from the next load on (admin `models load`)."""

@@ -12,7 +12,7 @@ from ..config import Config
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..errors import cancelled
 from ..events import Event, Sink
-from ..images import FORMATS, MAX_BYTES, MAX_PIXELS
+from ..images import FORMATS, MAX_BYTES
 from .base import Service, unload_when_idle
 from .cameras import CameraService
 
@@ -44,7 +44,7 @@ class OcrService(Service):
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
-                "max_image_pixels": MAX_PIXELS, "speak": True, "camera": True}
+                "max_image_pixels": self.config.ocr.max_image_pixels, "speak": True, "camera": True}
 
     def status(self) -> dict:
         return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
@@ -71,7 +71,7 @@ class OcrService(Service):
                 self.sink(job, Event("progress", fields={"stage": "loading_model"}))
             await self.engine.ensure_ready()
             if job in self.jobs:
-                await self.engine.submit(job, {"task": task}, (image,))
+                await self.engine.submit(job, {"task": task, "max_pixels": self.config.ocr.max_image_pixels}, (image,))
         except EngineUnavailable as exc:
             self.jobs.pop(job, None)
             raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"the OCR engine failed to start: {exc}") from None
@@ -80,9 +80,11 @@ class OcrService(Service):
             raise
 
     async def cancel(self, job: str) -> None:
-        """An OCR pass cannot be interrupted; the request ends now and its result is dropped."""
+        """The request ends now. An OCR pass that has started cannot be interrupted (its result
+        is dropped); one still waiting in the engine's queue is dropped there, unrun."""
         if self.jobs.pop(job, None) is not None:
             self.sink(job, Event.failure(cancelled()))
+            await self.engine.cancel(job)
 
     def cancel_all(self, reason: str) -> None:
         for job in list(self.jobs):
