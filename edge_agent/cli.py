@@ -243,7 +243,12 @@ def _client_command(args) -> int:
     address = resolve_address(args.connect)
     if _needs_admin(args):  # served on the admin socket beside an IPC endpoint (TCP: CURVE admin keys)
         address = admin_endpoint(address) or address
-    with Client(address, timeout=args.timeout) as client:
+    try:
+        client = Client(address, timeout=args.timeout)
+    except ConnectionError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    with client:
         try:
             if args.command == "chat":
                 if args.prompt is not None:

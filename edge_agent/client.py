@@ -33,7 +33,7 @@ import zmq
 import zmq.asyncio
 
 from . import protocol as P
-from .config import default_endpoint
+from .config import check_socket_folder, default_endpoint
 
 
 class EdgeAgentError(Exception):
@@ -98,6 +98,7 @@ class AsyncClient:
         await self.close()
 
     async def open(self) -> None:
+        check_socket_folder(self.address)  # UnsafeSocketPath: someone else's folder, maybe a fake daemon
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         server_key, client_cert = self._curve
@@ -344,7 +345,11 @@ class Client:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="edge-agent-client", daemon=True)
         self._thread.start()
-        self._run(self._async.open())
+        try:
+            self._run(self._async.open())
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def address(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -34,6 +35,38 @@ def admin_endpoint(endpoint: str) -> str | None:
         return None
     path = Path(endpoint[len("ipc://"):])
     return f"ipc://{path.with_name(path.stem + '-admin' + path.suffix)}"
+
+
+class UnsafeSocketPath(ConnectionError):
+    """An IPC socket whose folder someone else could have made (socket squatting)."""
+
+
+def check_socket_folder(endpoint: str) -> None:
+    """Refuse an IPC socket under a world-writable folder (such as /tmp) unless every folder
+    between the two is ours and writable by no one else: another user could otherwise create
+    the folder first and serve a fake daemon there (reading a victim's images and chats), or
+    keep the real one from starting. The daemon checks before binding, clients before
+    connecting. Folders not under a world-writable one (/run/user/UID, /run/edge-agent) are
+    guarded by their owners and pass."""
+    if not endpoint.startswith("ipc://"):
+        return
+    uid = os.geteuid()
+    path = Path(endpoint[len("ipc://"):]).absolute()
+    below: list[tuple[Path, os.stat_result]] = []
+    for folder in (path.parent, *path.parent.parents):
+        try:
+            info = folder.lstat()
+        except FileNotFoundError:
+            continue  # made by whoever binds, with mode 0700
+        if info.st_mode & stat.S_IWOTH and not stat.S_ISLNK(info.st_mode):
+            for mine, mine_info in below:
+                if stat.S_ISLNK(mine_info.st_mode) or mine_info.st_uid != uid or mine_info.st_mode & 0o022:
+                    raise UnsafeSocketPath(
+                        f"{mine} (owner uid {mine_info.st_uid}, mode {stat.filemode(mine_info.st_mode)}) lies in "
+                        f"the world-writable {folder} and is not this user's own private folder: another user may "
+                        f"have made it to impersonate the daemon. Remove it, or set XDG_RUNTIME_DIR")
+            return
+        below.append((folder, info))
 
 
 def default_endpoint() -> str:

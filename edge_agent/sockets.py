@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .config import Config, admin_endpoint, admin_uids, is_loopback_endpoint
+from .config import Config, admin_endpoint, admin_uids, check_socket_folder, is_loopback_endpoint
 
 log = logging.getLogger("edge_agent.server")
 
@@ -88,7 +88,9 @@ class Sockets:
                 sock.setsockopt(zmq.IPC_FILTER_UID, uid)
         if endpoint.startswith("ipc://"):
             path = Path(endpoint[len("ipc://"):])
+            check_socket_folder(endpoint)  # before trusting a folder that may already exist
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            check_socket_folder(endpoint)
             if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
                 if _socket_is_live(path):
                     raise RuntimeError(f"another daemon is already serving {endpoint}")

@@ -13,7 +13,8 @@ import pytest
 import zmq
 
 from edge_agent import protocol as P
-from edge_agent.client import EdgeAgentError
+from edge_agent.client import Client, EdgeAgentError
+from edge_agent.config import UnsafeSocketPath
 from edge_agent.manifest import describe_files, read_manifest, write_manifest
 
 from .daemon_util import Daemon
@@ -296,5 +297,35 @@ def test_a_package_re_exported_in_place_loads_with_its_new_manifest(tiny_snapsho
             admin.models("unload", "tiny")
             export_text(tiny_snapshot, package, TextExportOptions(block_size=32, force=True), progress=lambda _m: None)
             assert c.call("chat", messages=user("hello again"), max_tokens=2)["usage"]["generated_tokens"] > 0
+    finally:
+        d.stop()
+
+
+# ---------------------------------------------------------------- socket squatting
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user owns needs root (CI runs as root)")
+def test_a_socket_folder_another_user_made_under_a_world_writable_one_is_refused(int4_package, tmp_path):
+    shared = tmp_path / "tmp"  # stands for /tmp: world-writable and sticky
+    shared.mkdir()
+    shared.chmod(0o1777)
+    squatted = shared / f"edge-agent-{os.getuid()}"
+    squatted.mkdir(mode=0o755)
+    os.chown(squatted, 65534, 65534)  # made first by someone else (nobody)
+    address = f"ipc://{squatted}/agent.sock"
+    with pytest.raises(UnsafeSocketPath):  # the client will not talk to whatever listens there
+        Client(address)
+    d = Daemon(tmp_path / "d", base_sections(int4_package, server={"endpoints": [address]}), wait=False)
+    assert d.process.wait(30) != 0  # the daemon will not serve there either, and says why
+    assert "another user may have made it" in d.log()
+    d.stop()
+    os.chown(squatted, os.getuid(), os.getgid())  # the user's own private folder: fine
+    squatted.chmod(0o700)
+    d = Daemon(tmp_path / "d2", base_sections(int4_package, server={"endpoints": [address]}), wait=False)
+    d.address = address
+    try:
+        d.wait_ready()
+        with Client(address) as c:
+            assert c.ping()
     finally:
         d.stop()
