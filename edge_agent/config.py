@@ -98,7 +98,10 @@ class ServerConfig:
     max_message_bytes: int = 32 << 20
     max_inflight_per_client: int = 4
     max_queue: int = 16
-    max_sessions: int = 64
+    max_sessions: int = 64           # chat sessions kept, all clients together
+    max_sessions_per_client: int = 16
+    # a session nobody used for this long is dropped; 0 keeps sessions until deleted or evicted
+    session_idle_s: float = 3600.0
     # users (names or numeric uids) who may connect to the admin socket beside each IPC endpoint;
     # [] = the daemon's own user and root. Members of the socket's group are not admins.
     admin_users: list[str] = field(default_factory=list)
@@ -303,6 +306,8 @@ def validate(config: Config) -> Config:
     for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions"):
         if getattr(server, name) < 1:
             raise ConfigError(f"server.{name} must be at least 1")
+    if server.max_sessions_per_client < 1 or server.session_idle_s < 0:
+        raise ConfigError("server.max_sessions_per_client must be at least 1, session_idle_s not negative")
     if server.client_idle_s <= 0:
         raise ConfigError("server.client_idle_s must be positive")
     for name in ("chat", "vision"):

@@ -100,7 +100,14 @@ class Ops:
         return {"cancelled": True}
 
     def op_sessions(self, call: Call) -> dict:
-        return self.chat.sessions_op(call.body)
+        body, owner = call.body, call.client.owner
+        if body.action == "list":  # this client's chat sessions, then its image sessions
+            chats = self.chat.sessions_op(body, owner)["sessions"]
+            self.vision.sessions.expire()
+            return {"sessions": chats + [s.summary() for s in self.vision.sessions.of(owner)]}
+        if body.action == "delete" and body.session and self.vision.sessions.find(owner, body.session):
+            return {"session": self.vision.sessions.delete(owner, body.session).id}
+        return self.chat.sessions_op(body, owner)
 
     def op_speech(self, call: Call) -> dict:
         body = call.body
@@ -132,7 +139,7 @@ class Ops:
         job_id = self._new_job(call.client)
         if body.speak:
             self.speech.check_options(body.speak)
-        self.chat.begin(job_id, body)  # raises ProtocolError: rejected before it was accepted
+        self.chat.begin(job_id, body, call.client.owner)  # raises ProtocolError: rejected before it was accepted
         return self._spoken(call, job_id, body.speak, lambda: self.chat.cancel(job_id), self.chat.run(job_id),
                             streamed=True, queue_position=self.chat.queue_position())
 
@@ -141,7 +148,7 @@ class Ops:
         job_id = self._new_job(call.client)
         if body.speak:
             self.speech.check_options(body.speak)
-        self.vision.begin(job_id, body, call.request.attachments)
+        self.vision.begin(job_id, body, call.request.attachments, call.client.owner)
         return self._spoken(call, job_id, body.speak, lambda: self.vision.cancel(job_id), self.vision.run(job_id),
                             streamed=True)
 
@@ -151,7 +158,7 @@ class Ops:
         if body.speak:
             self.speech.check_options(body.speak)
         if body.engine == "vision":  # Phi-3.5-vision asked to transcribe
-            self.vision.begin_transcription(job_id, body, attachments)
+            self.vision.begin_transcription(job_id, body, attachments, call.client.owner)
             return self._spoken(call, job_id, body.speak, lambda: self.vision.cancel(job_id),
                                 self.vision.run(job_id), streamed=True)
         image = self.ocr.begin(job_id, body, attachments)

@@ -165,6 +165,7 @@ class Server:
     def _handle(self, index: int, listener: Listener, frames: list) -> None:
         client, parts = self.sockets.client(index, frames[0].bytes, [f.bytes for f in frames[1:]])
         user_id = frames[-1].get("User-Id") if listener.curve else None
+        client.curve_key = user_id
         size = sum(len(p) for p in parts)
         try:
             if size > self.config.server.max_message_bytes:

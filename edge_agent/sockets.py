@@ -43,10 +43,16 @@ class Client:
     gone: bool = False  # a send failed: its requests are being cancelled
     inflight: dict[str, str] = field(default_factory=dict)  # request id -> job id
     last_seen: float = field(default_factory=time.monotonic)
+    curve_key: str | None = None  # the client's CURVE public key (Z85), on a CURVE endpoint
 
     @property
     def name(self) -> str:
         return f"{self.key[0]}:{self.key[1].hex()}"
+
+    @property
+    def owner(self) -> str:
+        """Who owns what this client makes (sessions): its CURVE key, else its connection."""
+        return f"key:{self.curve_key}" if self.curve_key else f"conn:{self.name}"
 
 
 class Sockets:

@@ -125,3 +125,21 @@ def test_cli_ask(daemon, tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "image tokens" in result.stderr and result.stdout.strip()
+
+
+def test_image_sessions_belong_to_their_client(daemon):
+    with daemon.client() as victim, daemon.client() as other:
+        first = answer(victim, "What is it?", (picture(),), max_tokens=2)[-1]
+        sid = first["session"]
+        assert sid.startswith("s-") and len(sid) > 20  # unguessable, not v-1
+        for guess in ("v-1", "v-2", "s-1"):
+            with pytest.raises(EdgeAgentError) as err:
+                other.call("ask", question="What did they send?", session=guess)
+            assert err.value.code == "not_found"
+        assert sid not in [s["session"] for s in other.sessions("list")["sessions"]]
+        listed = {s["session"]: s for s in victim.sessions("list")["sessions"]}
+        assert listed[sid]["kind"] == "image" and listed[sid]["images"] == 1
+        victim.sessions("delete", session=sid)  # image sessions can be deleted
+        with pytest.raises(EdgeAgentError) as err:
+            victim.call("ask", question="Still there?", session=sid)
+        assert err.value.code == "not_found"

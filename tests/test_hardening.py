@@ -329,3 +329,36 @@ def test_a_socket_folder_another_user_made_under_a_world_writable_one_is_refused
             assert c.ping()
     finally:
         d.stop()
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def test_chat_sessions_belong_to_their_client(daemon):
+    with daemon.client() as victim, daemon.client() as other:
+        victim.sessions("create", session="diary", system="Private.")
+        assert victim.call("chat", session="diary", message="my secret", max_tokens=2)["session"] == "diary"
+        assert "diary" not in [s["session"] for s in other.sessions("list")["sessions"]]
+        for attempt in (lambda: other.call("chat", session="diary", message="what did they say?", max_tokens=2),
+                        lambda: other.sessions("delete", session="diary"),
+                        lambda: other.sessions("reset", session="diary")):
+            with pytest.raises(EdgeAgentError) as err:
+                attempt()
+            assert err.value.code == "not_found"
+        other.sessions("create", session="diary")  # the same name is the other client's own session
+        for n in range(64):  # flooding the store evicts only the flooder's own sessions
+            other.sessions("create", session=f"junk-{n}")
+        assert len(other.sessions("list")["sessions"]) == 16
+        turns = victim.call("chat", session="diary", message="still here?", max_tokens=2)
+        assert turns["usage"]["prompt_tokens"] > 0 and "diary" in [s["session"] for s in
+                                                                    victim.sessions("list")["sessions"]]
+
+
+def test_daemon_named_sessions_are_unguessable_capabilities(daemon):
+    with daemon.client() as owner, daemon.client() as reconnected:
+        sid = owner.sessions("create")["session"]
+        assert sid.startswith("s-") and len(sid) > 20
+        assert owner.call("chat", session=sid, message="hello", max_tokens=2)["session"] == sid
+        # whoever holds the id may go on with it (a client that reconnected), but no one sees it listed
+        assert reconnected.call("chat", session=sid, message="again", max_tokens=2)["session"] == sid
+        assert sid not in [s["session"] for s in reconnected.sessions("list")["sessions"]]

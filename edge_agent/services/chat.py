@@ -6,10 +6,8 @@ service's (services/model.py); the engine process is engines/genai_chat.py.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zmq.asyncio
@@ -20,6 +18,7 @@ from ..engines.host import EngineHost
 from ..events import Event, Sink
 from ..models import Package, resolve, scan
 from .model import ModelJob, ModelService
+from .sessions import SessionStore
 
 log = logging.getLogger("edge_agent.chat")
 
@@ -27,6 +26,7 @@ log = logging.getLogger("edge_agent.chat")
 @dataclass
 class Session:
     id: str
+    owner: str
     system: str | None
     messages: list[dict] = field(default_factory=list)  # user/assistant turns, no system
     created: float = field(default_factory=time.time)
@@ -34,7 +34,7 @@ class Session:
     busy: bool = False
 
     def summary(self) -> dict:
-        return {"session": self.id, "turns": sum(1 for m in self.messages if m["role"] == "user"),
+        return {"session": self.id, "kind": "chat", "turns": sum(1 for m in self.messages if m["role"] == "user"),
                 "created": round(self.created, 3), "last_used": round(self.last_used, 3), "busy": self.busy}
 
 
@@ -64,8 +64,9 @@ class ChatService(ModelService):
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
         super().__init__(config, context, sink)
-        self.sessions: OrderedDict[str, Session] = OrderedDict()
-        self._session_ids = itertools.count(1)
+        server = config.server
+        self.sessions: SessionStore[Session] = SessionStore("session", server.max_sessions,
+                                                            server.max_sessions_per_client, server.session_idle_s)
 
     def start(self) -> None:
         super().start()
@@ -142,43 +143,28 @@ class ChatService(ModelService):
 
     # ---------------------------------------------------------------- sessions (the `sessions` op)
 
-    def _session(self, sid: str) -> Session:
-        session = self.sessions.get(sid)
-        if session is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"no session {sid!r}", field="session")
-        self.sessions.move_to_end(sid)
-        return session
-
-    def sessions_op(self, body: P.SessionsRequest) -> dict:
+    def sessions_op(self, body: P.SessionsRequest, owner: str) -> dict:
         if body.action == "create":
-            sid = body.session or f"s-{next(self._session_ids)}"
-            if sid in self.sessions:
-                raise P.ProtocolError(P.BAD_REQUEST, f"session {sid!r} already exists", field="session")
-            while len(self.sessions) >= self.config.server.max_sessions:
-                oldest = next((s for s in self.sessions.values() if not s.busy), None)
-                if oldest is None:
-                    raise P.ProtocolError(P.BUSY, "every session is busy", retry_after_ms=1000)
-                del self.sessions[oldest.id]
-            self.sessions[sid] = Session(sid, body.system)
-            return {"session": sid}
+            session = self.sessions.create(owner, body.session, lambda sid: Session(sid, owner, body.system))
+            return {"session": session.id}
         if body.action == "list":
-            return {"sessions": [s.summary() for s in self.sessions.values()]}
+            self.sessions.expire()
+            return {"sessions": [s.summary() for s in self.sessions.of(owner)]}
         if body.session is None:
             raise P.ProtocolError(P.BAD_REQUEST, f"field 'session' is required for {body.action}", field="session")
-        session = self._session(body.session)
+        if body.action == "delete":
+            return {"session": self.sessions.delete(owner, body.session).id}
+        session = self.sessions.get(owner, body.session)
         if session.busy:
             raise P.ProtocolError(P.BUSY, f"session {session.id!r} is answering", retry_after_ms=500)
-        if body.action == "delete":
-            del self.sessions[session.id]
-        else:
-            session.messages = []
+        session.messages = []
         return {"session": session.id}
 
     # ---------------------------------------------------------------- chat jobs
 
-    def _messages_for(self, body: P.ChatRequest) -> tuple[list[dict], Session | None, str]:
+    def _messages_for(self, body: P.ChatRequest, owner: str) -> tuple[list[dict], Session | None, str]:
         if body.session is not None:
-            session = self._session(body.session)
+            session = self.sessions.get(owner, body.session)
             if session.busy:
                 raise P.ProtocolError(P.BUSY, f"session {session.id!r} is answering another message",
                                       retry_after_ms=500)
@@ -191,11 +177,11 @@ class ChatService(ModelService):
             messages = [{"role": "system", "content": body.system}] + [m for m in messages if m["role"] != "system"]
         return messages, None, messages[-1]["content"]
 
-    def begin(self, job: str, body: P.ChatRequest) -> None:
+    def begin(self, job: str, body: P.ChatRequest, owner: str) -> None:
         """Validate a chat request and claim its session, before it is accepted. Raises
         ProtocolError to reject it; on success `run(job)` does the work."""
         max_tokens = self.max_tokens(body.max_tokens)
-        messages, session, user_message = self._messages_for(body)
+        messages, session, user_message = self._messages_for(body, owner)
         if session is not None:
             session.busy = True
         self.jobs[job] = ChatJob(accepted=time.monotonic(), request=body, session=session, user_message=user_message,

@@ -5,7 +5,6 @@ a transcription question in a throw-away session. Loading, cancelling and timing
 model service's (services/model.py); the engine process is engines/genai_vision.py."""
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -17,18 +16,29 @@ from ..events import Sink
 from ..ocr_layout import script_hint
 from .cameras import CameraService
 from .model import ModelJob, ModelService
+from .sessions import SessionStore
 
 MAX_IMAGES = 4
+# image sessions hold their images (megabytes each): fewer than chat sessions, and shorter-lived
 MAX_SESSIONS = 16
+MAX_SESSIONS_PER_CLIENT = 4
+SESSION_IDLE_S = 600.0
 TRANSCRIBE = "Transcribe all the text in the image exactly, line by line, in reading order. Output only the text."
 
 
 @dataclass
 class ImageSession:
     id: str
+    owner: str
     images: list[bytes]
     messages: list[dict] = field(default_factory=list)
     busy: bool = False
+    last_used: float = field(default_factory=time.time)
+
+    def summary(self) -> dict:
+        return {"session": self.id, "kind": "image", "images": len(self.images),
+                "turns": sum(1 for m in self.messages if m["role"] == "user"), "last_used": round(self.last_used, 3),
+                "busy": self.busy}
 
 
 @dataclass(kw_only=True)
@@ -48,25 +58,25 @@ class VisionService(ModelService):
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         super().__init__(config, context, sink)
         self.cameras = cameras
-        self.sessions: dict[str, ImageSession] = {}
-        self._ids = itertools.count(1)
+        self.sessions: SessionStore[ImageSession] = SessionStore("image session", MAX_SESSIONS,
+                                                                 MAX_SESSIONS_PER_CLIENT, SESSION_IDLE_S)
 
     def describe(self) -> dict:
         package = self.available_model()
         return {"available": package is not None, "model": package.name if package else None,
                 "max_images": MAX_IMAGES, "sessions": True, "max_tokens_limit": self.settings.max_tokens_limit}
 
-    def begin_transcription(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...]) -> None:
+    def begin_transcription(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...], owner: str) -> None:
         """`ocr` with engine `vision`: a transcription question in a throw-away session."""
         if body.camera is None and len(attachments) != 1:
             raise P.ProtocolError(P.BAD_REQUEST, f"ocr needs exactly one image frame after the header, got "
                                   f"{len(attachments)}", field="image")
         self.begin(job, P.AskRequest(TRANSCRIBE, camera=body.camera, max_tokens=self.settings.max_tokens_limit),
-                   attachments)
+                   attachments, owner)
         self.jobs[job].transcribe = True
         self.jobs[job].options["cap_to_context"] = True
 
-    def begin(self, job: str, body: P.AskRequest, attachments: tuple[bytes, ...]) -> None:
+    def begin(self, job: str, body: P.AskRequest, attachments: tuple[bytes, ...], owner: str) -> None:
         max_tokens = self.max_tokens(body.max_tokens)
         if len(attachments) > MAX_IMAGES:
             raise P.ProtocolError(P.BAD_REQUEST, f"at most {MAX_IMAGES} images per question", field="image")
@@ -74,7 +84,7 @@ class VisionService(ModelService):
             if attachments:
                 raise P.ProtocolError(P.BAD_REQUEST, "give a camera or image frames, not both", field="camera")
             self.cameras.check(body.camera)
-        session = self.sessions.get(body.session) if body.session else None
+        session = self.sessions.find(owner, body.session) if body.session else None
         if body.session and session is None and not attachments and body.camera is None:
             raise P.ProtocolError(P.NOT_FOUND, f"no image session {body.session!r}", field="session")
         if session is not None and session.busy:
@@ -83,10 +93,8 @@ class VisionService(ModelService):
             if not attachments and body.camera is None:
                 raise P.ProtocolError(P.BAD_REQUEST, "ask needs an image (frames after the header, or a camera), "
                                       "or the session of an earlier question", field="image")
-            while len(self.sessions) >= MAX_SESSIONS:
-                del self.sessions[next(s for s in self.sessions if not self.sessions[s].busy)]
-            session = ImageSession(body.session or f"v-{next(self._ids)}", list(attachments))
-            self.sessions[session.id] = session
+            session = self.sessions.create(owner, body.session,
+                                           lambda sid: ImageSession(sid, owner, list(attachments)))
         elif attachments:  # new images start the conversation about them afresh
             session.images, session.messages = list(attachments), []
         session.busy = True
@@ -108,7 +116,7 @@ class VisionService(ModelService):
 
     def finish(self, pending: AskJob, fields: dict) -> dict:  # type: ignore[override]
         if pending.transcribe:
-            self.sessions.pop(pending.session.id, None)
+            self.sessions.delete(pending.session.owner, pending.session.id)
             text = fields["text"].strip()
             return {"engine": "vision", "text": text, "language": script_hint(text),
                     "lines": [{"text": line} for line in text.splitlines() if line.strip()],
