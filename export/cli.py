@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -126,7 +127,16 @@ def run(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
+class Terminated(Exception):
+    """SIGTERM (systemd stopping a job, `kill`): unwind like Ctrl-C so partial output is removed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(argv)
     except ExportError as exc:
@@ -139,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-agent-export: interrupted; no partial output was left", file=sys.stderr)
         return 130
+    except Terminated:
+        print("edge-agent-export: terminated; no partial output was left", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

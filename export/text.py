@@ -8,7 +8,6 @@ The package appears at its final path only when complete.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from edge_agent.manifest import Manifest
 
 from .fixtures import phi3_decoder_tensors
 from .genai_builder import PRECISIONS, build_decoder
-from .output import GIB, atomic_folder, check_free_space, check_output_path
+from .output import GIB, atomic_folder, check_free_space, check_output_path, work_folder
 from .package import (
     DEFAULT_CONTEXT,
     copy_licenses,
@@ -72,9 +71,9 @@ def export_text(input_dir: Path, output: Path, options: TextExportOptions,
     progress(f"snapshot {snapshot.path}: {snapshot.architecture}, {snapshot.num_parameters() / 1e9:.2f} B "
         f"parameters in {len(snapshot.weight_files)} file(s); package about {needed / GIB:.2f} GiB")
 
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
-    try:
-        with atomic_folder(output, force=options.force) as staging:
+    with atomic_folder(output, force=options.force) as staging:
+        work = work_folder(output)  # after the lock: leftovers of a killed export are gone by now
+        try:
             view = stage_view(snapshot, work / "source")
             log_path = None if options.verbose else work / "builder.log"
             progress(f"building {options.precision} model for {options.target} "
@@ -86,6 +85,6 @@ def export_text(input_dir: Path, output: Path, options: TextExportOptions,
             copy_licenses(snapshot, staging)
             progress("hashing files and writing the manifest")
             manifest = write_package_manifest(staging, snapshot, options, role="chat", model_type="phi3")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return manifest

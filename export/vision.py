@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from edge_agent.manifest import Manifest
 from .errors import ExportError, SnapshotError
 from .fixtures import phi3_decoder_tensors
 from .genai_builder import build_decoder
-from .output import GIB, atomic_folder, check_free_space, check_output_path
+from .output import GIB, atomic_folder, check_free_space, check_output_path, work_folder
 from .package import (
     DEFAULT_CONTEXT,
     copy_licenses,
@@ -260,9 +259,9 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
     progress(f"snapshot {snapshot.path}: {snapshot.architecture}, {snapshot.num_parameters() / 1e9:.2f} B parameters; "
         f"image tower {vision.clip.layers} layers x {vision.clip.hidden}; {num_crops} crops")
 
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
-    try:
-        with atomic_folder(output, force=options.force) as staging:
+    with atomic_folder(output, force=options.force) as staging:
+        work = work_folder(output)  # after the lock: leftovers of a killed export are gone by now
+        try:
             progress("text decoder (inputs_embeds) with onnxruntime-genai's model builder")
             view = stage_view(snapshot, work / "text", config=text_config(snapshot.config))
             build_decoder(view, staging, work / "cache", precision=options.precision, target=options.target,
@@ -286,8 +285,8 @@ def export_vision(input_dir: Path, output: Path, options: VisionExportOptions,
                                          "layers": vision.clip.layers, "layers_used": vision.clip.layers - 1},
                          "embedding_table_dtype": "float16",
                          "models": {"vision": VISION_FILE, "embedding": EMBEDDING_FILE, "decoder": "model.onnx"}})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     size = sum(f.size for f in manifest.files)
     progress(f"package {output}: {size / GIB:.2f} GiB")
     return manifest

@@ -8,6 +8,7 @@ import jinja2
 import numpy as np
 import onnx
 import onnxruntime_genai as og
+import pytest
 
 from edge_agent.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from export import data
@@ -152,3 +153,49 @@ def test_cuda_target_exports_fp16_and_verifies_here_on_the_cpu(tiny_snapshot, tm
     assert report.ok, report.text()
     load = next(c for c in report.checks if c.name == "load")
     assert load.data["cpu_fallback"] is (not og.is_cuda_available())
+
+
+def leftovers(folder: Path, name: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_a_killed_exports_leftovers_are_removed_by_the_next_export(tiny_snapshot, tmp_path):
+    out = tmp_path / "models" / "pkg"
+    out.parent.mkdir()
+    for kind in ("partial-1234-abcd", "work-1234-efgh", "replaced-1234"):  # what SIGKILL leaves
+        (out.parent / f".pkg.{kind}").mkdir()
+        (out.parent / f".pkg.{kind}" / "model.onnx.data").write_bytes(b"\0" * 4096)
+    export_text(tiny_snapshot, out, TextExportOptions(), progress=lambda _m: None)
+    assert leftovers(out.parent, "pkg") == [] and (out / MANIFEST_NAME).exists()
+
+
+def test_a_second_export_of_the_same_output_at_once_is_refused(tiny_snapshot, tmp_path):
+    import fcntl
+
+    from export.errors import OutputError
+
+    out = tmp_path / "pkg"
+    with open(tmp_path / ".pkg.lock", "a") as lock:  # an export of it is running
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(OutputError, match="another export is writing"):
+            export_text(tiny_snapshot, out, TextExportOptions(), progress=lambda _m: None)
+    assert not out.exists()
+
+
+def test_sigterm_during_an_export_leaves_nothing_behind(tiny_snapshot, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "pkg"
+    process = subprocess.Popen([sys.executable, "-m", "export", "text", "--input", str(tiny_snapshot), "--output",
+                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(name.startswith(".pkg.work-") for name in leftovers(tmp_path, "pkg")):
+        assert process.poll() is None and time.monotonic() < deadline, "the export ended before it was stopped"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and "terminated" in err
+    assert leftovers(tmp_path, "pkg") == [] and not out.exists()
