@@ -4,7 +4,9 @@ and the daemon that reads it.
 A package is a folder that onnxruntime-genai can load (genai_config.json, ONNX files,
 tokenizer) plus this manifest, which says what the package is (family, role, target,
 quantization, context) and lists every file with its size and sha256, so that a copied,
-truncated or tampered package is detected before it is served. Standard library only: the
+truncated or tampered package is detected before it is served: the daemon checks sizes at
+every load and every file's sha256 at the first load after it starts or after the files change
+(inode, mtime or size), off its event loop. Standard library only: the
 daemon must read manifests on a kiosk that has no torch.
 """
 from __future__ import annotations

@@ -362,3 +362,21 @@ def test_daemon_named_sessions_are_unguessable_capabilities(daemon):
         # whoever holds the id may go on with it (a client that reconnected), but no one sees it listed
         assert reconnected.call("chat", session=sid, message="again", max_tokens=2)["session"] == sid
         assert sid not in [s["session"] for s in reconnected.sessions("list")["sessions"]]
+
+
+def test_a_package_altered_without_changing_sizes_is_refused(package_copy, tmp_path):
+    data = package_copy / "model.onnx.data"
+    with open(data, "r+b") as f:  # 4 KiB flipped in the weights; sizes stay as the manifest says
+        f.seek(1 << 20)
+        block = f.read(4096)
+        f.seek(1 << 20)
+        f.write(bytes(b ^ 0xFF for b in block))
+    d = Daemon(tmp_path / "d", base_sections(package_copy))
+    try:
+        with d.client() as c:
+            with pytest.raises(EdgeAgentError) as err:
+                list(c.chat("hello", max_tokens=2))
+            assert err.value.code == "model_unavailable" and "model.onnx.data" in err.value.message
+            assert "sha256" in err.value.message
+    finally:
+        d.stop()

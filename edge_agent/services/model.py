@@ -21,7 +21,7 @@ from ..errors import BAD_REQUEST, MODEL_UNAVAILABLE, CodedError, cancelled
 from ..events import Event, Sink
 from ..models import Package, open_package
 from .base import Service, unload_when_idle
-from .packages import check_package, choose_package
+from .packages import check_hashes, check_package, choose_package, file_stamps
 
 log = logging.getLogger("edge_agent.models")
 
@@ -46,6 +46,7 @@ class ModelService(Service):
         self.engine: EngineHost | None = None
         self.jobs: dict[str, ModelJob] = {}
         self._load_lock = asyncio.Lock()
+        self._hashed: tuple = ()  # file_stamps of the package whose hashes were last checked
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -76,6 +77,10 @@ class ModelService(Service):
                 return self.engine
             package = self.chosen_package()
             check_package(self.config, package, self.name)
+            stamps = file_stamps(package)
+            if stamps != self._hashed:  # first load, or the files changed: read every byte once
+                await asyncio.get_running_loop().run_in_executor(None, check_hashes, package, self.name)
+                self._hashed = stamps
             if self.engine is None or self.engine.spec["package"] != str(package.path):
                 if self.engine is not None:
                     await self.engine.stop()

@@ -63,6 +63,28 @@ def native_libraries(genai_config: dict) -> list[str]:
     return found
 
 
+def file_stamps(package: Package) -> tuple:
+    """What identifies the package's files as they are on disk (inode, mtime, size each)."""
+    assert package.manifest is not None
+    stamps = []
+    for entry in package.manifest.files:
+        try:
+            info = (package.path / entry.path).stat()
+        except OSError:
+            return ()
+        stamps.append((entry.path, info.st_ino, info.st_mtime_ns, info.st_size))
+    return (str(package.path), *stamps)
+
+
+def check_hashes(package: Package, what: str) -> None:
+    """Every file's sha256 against the manifest (seconds per GB: run it off the event loop)."""
+    assert package.manifest is not None
+    problems = [p for p in check_files(package.path, package.manifest, hashes=True) if p.problem == "sha256"]
+    if problems:
+        listed = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])
+        raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"{what} model {package.name} is damaged or was altered: {listed}")
+
+
 def check_package(config: Config, package: Package, what: str) -> None:
     """Refuse a damaged package (sizes against the manifest), one that would load native
     libraries, or one over the memory budget."""
