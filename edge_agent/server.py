@@ -166,6 +166,12 @@ class Server:
         client, parts = self.sockets.client(index, frames[0].bytes, [f.bytes for f in frames[1:]])
         user_id = frames[-1].get("User-Id") if listener.curve else None
         client.curve_key = user_id
+        if self.sockets.revoked(client):
+            self._rejections.log("refused a request from %s: its certificate was removed", client.name)
+            rid = P.request_id_of(parts[0]) if parts else None
+            self._send(client, P.error(rid, P.ProtocolError(P.UNAUTHORIZED, "this client's certificate is no "
+                                                             "longer allowed")))
+            return
         size = sum(len(p) for p in parts)
         try:
             if size > self.config.server.max_message_bytes:
@@ -271,6 +277,7 @@ class Server:
         self.sockets.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.sockets.reload_curve_clients)
         for service in self.services:
             service.start()
         receivers = [self._start_receiver(i, listener) for i, listener in enumerate(self.sockets.listeners)]
@@ -284,10 +291,14 @@ class Server:
             task.cancel()
 
     async def _forget_idle_clients(self) -> None:
-        idle_s = self.config.server.client_idle_s
+        """Housekeeping every second: forget idle clients, reload a changed CURVE allow-list."""
+        idle_s, last_sweep = self.config.server.client_idle_s, time.monotonic()
         while True:
-            await asyncio.sleep(min(10.0, idle_s / 2))
-            self.sockets.forget_idle(idle_s)
+            await asyncio.sleep(1.0)
+            self.sockets.reload_curve_clients()
+            if time.monotonic() - last_sweep >= min(10.0, idle_s / 2):
+                self.sockets.forget_idle(idle_s)
+                last_sweep = time.monotonic()
 
     def _on_signal(self, sig: int) -> None:
         self._spawn(self.shutdown(signal.Signals(sig).name))

@@ -63,6 +63,8 @@ class Sockets:
         self.listeners: list[Listener] = []
         self.clients: dict[tuple[int, bytes], Client] = {}
         self._authenticator: Any = None  # zmq.auth.asyncio.AsyncioAuthenticator, with CURVE
+        self._allowed_keys: set[str] = set()  # Z85 public keys in authorized_clients_dir
+        self._curve_stamp: tuple = ()
 
     def bind(self) -> None:
         for endpoint in self.config.server.endpoints:
@@ -116,7 +118,33 @@ class Sockets:
 
         self._authenticator = AsyncioAuthenticator(self.context)
         self._authenticator.start()
-        self._authenticator.configure_curve(domain="*", location=self.config.server.curve.authorized_clients_dir)
+        self.reload_curve_clients()
+
+    def reload_curve_clients(self) -> bool:
+        """Read the folder of allowed client certificates again, if it changed (or `force`):
+        new handshakes use the new list at once, and clients whose certificate was removed are
+        refused from their next request on (see `revoked`). True if it was reloaded."""
+        folder = Path(self.config.server.curve.authorized_clients_dir)
+        try:
+            stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()))
+        except OSError:
+            stamp = ()
+        if self._authenticator is None or stamp == self._curve_stamp:
+            return False
+        from zmq.auth import load_certificates
+
+        self._authenticator.configure_curve(domain="*", location=str(folder))
+        try:
+            self._allowed_keys = {key.decode() for key in load_certificates(folder)}
+        except OSError:
+            self._allowed_keys = set()
+        self._curve_stamp = stamp
+        log.info("CURVE: %d allowed client certificate(s) in %s", len(self._allowed_keys), folder)
+        return True
+
+    def revoked(self, client: Client) -> bool:
+        """A CURVE client whose certificate is no longer in the allowed folder."""
+        return client.curve_key is not None and client.curve_key not in self._allowed_keys
 
     def client(self, index: int, identity: bytes, parts: list[bytes]) -> tuple[Client, list[bytes]]:
         """The client a message came from (a peer that comes back with the same identity after

@@ -258,7 +258,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_curve_allow_list_and_admin_keys(daemons, tmp_path, int4_package):
+def curve_daemon(daemons, tmp_path, int4_package):
+    """A daemon with an IPC socket and a CURVE TCP endpoint that allows `client` and `admin`
+    (admin also in admin_keys); `stranger` has a certificate that is not allowed. Returns the
+    daemon, a factory of clients by certificate name (None: no CURVE), and the allowed folder."""
     keys = tmp_path / "keys"
     allowed = tmp_path / "allowed"
     keys.mkdir()
@@ -282,6 +285,11 @@ def test_curve_allow_list_and_admin_keys(daemons, tmp_path, int4_package):
         return Client(tcp, timeout=timeout, curve_server_key=server_public,
                       curve_client_cert=str(keys / f"{name}.key_secret"))
 
+    return d, curve_client, allowed
+
+
+def test_curve_allow_list_and_admin_keys(daemons, tmp_path, int4_package):
+    d, curve_client, _ = curve_daemon(daemons, tmp_path, int4_package)
     with curve_client("client") as ok:
         assert ok.ping()
         with pytest.raises(EdgeAgentError) as err:
@@ -299,6 +307,22 @@ def test_curve_allow_list_and_admin_keys(daemons, tmp_path, int4_package):
             plain.ping(timeout=2.0)
     with d.client() as local:  # the IPC socket next to it needs no keys
         assert local.ping()
+
+
+def test_a_removed_client_certificate_is_refused_without_a_restart(daemons, tmp_path, int4_package):
+    d, curve_client, allowed = curve_daemon(daemons, tmp_path, int4_package)
+    with curve_client("client") as connected:
+        assert connected.ping()
+        (allowed / "client.key").unlink()  # the admin revokes the client
+        time.sleep(2.5)  # the daemon looks at the folder every second (SIGHUP: at once)
+        with pytest.raises(EdgeAgentError) as err:  # the connection that is open is refused from now on
+            connected.status()
+        assert err.value.code == "unauthorized"
+    with curve_client("client", timeout=2.0) as again:  # and a new handshake fails
+        with pytest.raises(TimeoutError):
+            again.ping(timeout=2.0)
+    with curve_client("admin") as other:  # others are not affected
+        assert other.ping()
 
 
 # ---------------------------------------------------------------- clients
