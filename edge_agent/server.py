@@ -12,6 +12,7 @@ whatever the engines are doing.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import os
@@ -43,6 +44,7 @@ from .systemd import notify, watchdog_interval_s
 
 log = logging.getLogger("edge_agent.server")
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 REJECTION_LOGS_PER_S = 5  # a client that sends garbage in a loop must not flood the journal
 
 
@@ -161,9 +163,19 @@ class Server:
                 self._handle(index, listener, frames)
             except Exception:  # a bug must not stop the loop for everyone
                 log.exception("internal error while handling a message")
+            del frames  # not held while waiting for the next message (it may be hundreds of megabytes)
 
     def _handle(self, index: int, listener: Listener, frames: list) -> None:
-        client, parts = self.sockets.client(index, frames[0].bytes, [f.bytes for f in frames[1:]])
+        body = frames[1:]
+        size = sum(len(f) for f in body)
+        if size > self.config.server.max_message_bytes:  # refused before a copy is made: only the header is read
+            head = [f.bytes if len(f) <= P.MAX_HEADER_BYTES else b"" for f in body[:2]]
+            client, parts = self.sockets.client(index, frames[0].bytes, head)
+            self._rejections.log("refused %d bytes from %s", size, client.name)
+            self._send(client, P.error(P.request_id_of(parts[0]) if parts else None, P.ProtocolError(
+                P.TOO_LARGE, f"message is {size} bytes; the limit is {self.config.server.max_message_bytes}")))
+            return
+        client, parts = self.sockets.client(index, frames[0].bytes, [f.bytes for f in body])
         user_id = frames[-1].get("User-Id") if listener.curve else None
         client.curve_key = user_id
         if self.sockets.revoked(client):
@@ -172,11 +184,7 @@ class Server:
             self._send(client, P.error(rid, P.ProtocolError(P.UNAUTHORIZED, "this client's certificate is no "
                                                              "longer allowed")))
             return
-        size = sum(len(p) for p in parts)
         try:
-            if size > self.config.server.max_message_bytes:
-                raise P.ProtocolError(P.TOO_LARGE, f"message is {size} bytes; the limit is "
-                                      f"{self.config.server.max_message_bytes}")
             request = P.parse_request(parts)
         except P.ProtocolError as exc:
             # the id of an oversized header is still worth finding (the message is in memory already)
@@ -337,9 +345,20 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _give_freed_memory_back() -> None:
+    """Serve large allocations (client frames, images) from mmap, so that their memory goes back
+    to the system when they are freed: after a burst of oversized messages was refused, glibc's
+    adaptive threshold otherwise keeps a gigabyte and more in the heap for good."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own policy
+        pass
+
+
 def serve(config: Config) -> int:
     import faulthandler
 
+    _give_freed_memory_back()
     logging.basicConfig(level=config.logging.level.upper(),
                         format="%(levelname)s %(name)s: %(message)s")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` writes every thread's stack to the log

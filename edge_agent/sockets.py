@@ -24,7 +24,6 @@ from .config import Config, admin_endpoint, admin_uids, check_socket_folder, is_
 
 log = logging.getLogger("edge_agent.server")
 
-HARD_MAX_FRAME = 64 << 20
 SEND_HWM = 100_000
 
 
@@ -77,7 +76,8 @@ class Sockets:
         curve_cfg = self.config.server.curve
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
-        sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
+        # a frame over the whole message's limit disconnects its sender before it is read in
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.server.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
         use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")

@@ -380,3 +380,32 @@ def test_a_package_altered_without_changing_sizes_is_refused(package_copy, tmp_p
             assert "sha256" in err.value.message
     finally:
         d.stop()
+
+
+def test_memory_comes_back_after_oversized_messages_are_refused(int4_package, tmp_path):
+    d = Daemon(tmp_path / "d", base_sections(int4_package, server={"max_message_bytes": 32 << 20}))
+    try:
+        with d.client() as c:
+            pid = c.status()["pid"]
+
+        def rss() -> int:
+            status = Path(f"/proc/{pid}/status").read_text()
+            return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) << 10
+
+        before = rss()
+        sock = raw_socket(d)
+        try:
+            frame = b"x" * (16 << 20)  # each frame under the 32 MiB limit, twenty of them far over it
+            for n in range(2):
+                sock.send_multipart([header(op="ping", id=f"big{n}"), *[frame] * 20])
+                answer = json.loads(sock.recv_multipart()[0])
+                assert answer["error"]["code"] == "too_large" and answer["id"] == f"big{n}"
+        finally:
+            sock.close()
+        time.sleep(0.5)
+        grown = rss() - before
+        assert grown < 32 << 20, f"daemon RSS still {grown >> 20} MiB above where it was"
+        with d.client() as c:
+            assert c.ping()
+    finally:
+        d.stop()
