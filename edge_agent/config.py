@@ -105,6 +105,9 @@ class ServerConfig:
     # users (names or numeric uids) who may connect to the admin socket beside each IPC endpoint;
     # [] = the daemon's own user and root. Members of the socket's group are not admins.
     admin_users: list[str] = field(default_factory=list)
+    # connections held open at once, all endpoints together (each endpoint may take 3/4 of them);
+    # lowered at start if the file descriptor limit would not allow so many
+    max_connections: int = 512
     # a client with nothing in flight is forgotten after this many seconds without a message
     # (ZeroMQ does not say when a peer leaves; its next message starts it afresh)
     client_idle_s: float = 60.0
@@ -303,7 +306,7 @@ def validate(config: Config) -> Config:
                               "without CURVE encryption and client keys (set [server.curve])")
     if server.curve.enabled and not server.curve.authorized_clients_dir:
         raise ConfigError("server.curve.authorized_clients_dir is required with CURVE (the allow-list of clients)")
-    for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions"):
+    for name in ("max_message_bytes", "max_inflight_per_client", "max_queue", "max_sessions", "max_connections"):
         if getattr(server, name) < 1:
             raise ConfigError(f"server.{name} must be at least 1")
     if server.max_sessions_per_client < 1 or server.session_idle_s < 0:

@@ -28,6 +28,7 @@ import zmq.asyncio
 from . import __version__
 from . import protocol as P
 from .config import Config
+from .connections import ConnectionGuard, connection_cap
 from .errors import cancelled
 from .events import Event
 from .logsafe import RateLimitedLog, loggable
@@ -66,6 +67,7 @@ class Server:
         self._job_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         self._rejections = RateLimitedLog(log, per_second=REJECTION_LOGS_PER_S)
+        self.guard: ConnectionGuard | None = None
         self.started = time.monotonic()
         self.stopping = False
         self._stopped = asyncio.Event()
@@ -276,13 +278,17 @@ class Server:
             totals.update(service.totals())
         return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
                 "rss_bytes": rss + sum(e.get("rss_bytes", 0) for e in engines.values()), "daemon_rss_bytes": rss,
-                "clients": len(self.sockets.clients), "inflight": len(self.jobs), **totals, "engines": engines}
+                "clients": len(self.sockets.clients), "inflight": len(self.jobs),
+                **({"connections": self.guard.status()} if self.guard else {}), **totals, "engines": engines}
 
     # ---------------------------------------------------------------- run
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.sockets.bind()
+        self.guard = ConnectionGuard(self.sockets.listeners, connection_cap(self.config.server.max_connections),
+                                     self.sockets.rebind)
+        self.guard.start(self._spawn)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.sockets.reload_curve_clients)
@@ -330,6 +336,8 @@ class Server:
             self._emit(job_id, Event.failure(cancelled("shutdown")))
         for service in self.services:
             await service.close()
+        if self.guard is not None:
+            self.guard.close()
         self.sockets.close()
         self.context.term()
         self._stopped.set()

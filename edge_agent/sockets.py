@@ -103,13 +103,19 @@ class Sockets:
                 if _socket_is_live(path):
                     raise RuntimeError(f"another daemon is already serving {endpoint}")
                 path.unlink()  # left by a daemon that was killed
-        sock.bind(endpoint)
-        if endpoint.startswith("ipc://"):
-            os.chmod(endpoint[len("ipc://"):], 0o660)
-        self.listeners.append(Listener(endpoint, sock, admin=admin, curve=use_curve))
+        listener = Listener(endpoint, sock, admin=admin, curve=use_curve)
+        self.rebind(listener)
+        self.listeners.append(listener)
         log.info("listening on %s%s%s", endpoint, " (CURVE)" if use_curve else "", " (admin)" if admin else "")
         if not use_curve and not is_loopback_endpoint(endpoint):
             raise RuntimeError(f"refusing to serve {endpoint} without CURVE")  # validate() prevents this
+
+    @staticmethod
+    def rebind(listener: Listener) -> None:
+        """Listen on the endpoint (again, after the connection guard paused it)."""
+        listener.sock.bind(listener.endpoint)
+        if listener.endpoint.startswith("ipc://"):
+            os.chmod(listener.endpoint[len("ipc://"):], 0o660)
 
     def _start_authenticator(self) -> None:
         if self._authenticator is not None:

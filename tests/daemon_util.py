@@ -3,6 +3,7 @@ subprocess, a ready check over the real socket, and a clean SIGTERM stop."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
 
 class Daemon:
     def __init__(self, workdir: Path, sections: dict[str, dict], *, wait: bool = True,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, fd_limit: int | None = None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.address = f"ipc://{workdir}/agent.sock"
@@ -49,8 +50,13 @@ class Daemon:
         self.log_path = workdir / "daemon.log"
         self._log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        def limit_fds() -> None:  # as a unit's LimitNOFILE would
+            if fd_limit:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
         self.process = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(self.config)],
-                                        cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                        cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=limit_fds if fd_limit else None)
         if wait:
             self.wait_ready()
 

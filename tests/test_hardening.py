@@ -409,3 +409,45 @@ def test_memory_comes_back_after_oversized_messages_are_refused(int4_package, tm
             assert c.ping()
     finally:
         d.stop()
+
+
+# ---------------------------------------------------------------- file descriptors
+
+
+def test_a_connection_flood_cannot_exhaust_file_descriptors(int4_package, tmp_path):
+    import socket
+
+    from .test_daemon_lifecycle import free_port
+
+    port = free_port()
+    ipc = f"ipc://{tmp_path}/d/agent.sock"
+    sections = base_sections(int4_package, server={"endpoints": [ipc, f"tcp://127.0.0.1:{port}"]})
+    d = Daemon(tmp_path / "d", sections, fd_limit=512)
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(1100):  # plain TCP connections that never say a word: more than the daemon has fds
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                s.close()  # refused: the daemon stopped listening on TCP, as it should
+                continue
+            flood.append(s)
+        time.sleep(1)
+        assert d.process.poll() is None, d.log()  # alive (it aborted at its fd limit before)
+        with d.client(timeout=10) as local:  # the IPC socket was never touched
+            assert local.ping(timeout=5)
+            connections = local.status()["connections"]
+            assert connections["connections"] <= connections["cap"] < 512
+        assert d.process.poll() is None, d.log()
+        assert f"tcp://127.0.0.1:{port}: " in d.log() and "not listening" in d.log()
+        for s in flood:
+            s.close()
+        flood.clear()
+        with Client(f"tcp://127.0.0.1:{port}", timeout=10) as remote:  # listening again after the cool-down
+            assert remote.ping(timeout=10)
+    finally:
+        for s in flood:
+            s.close()
+        d.stop()
