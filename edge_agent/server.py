@@ -285,7 +285,12 @@ class Server:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.sockets.bind()
+        try:
+            self.sockets.bind()
+        except (zmq.ZMQError, OSError, RuntimeError) as exc:  # a busy port, a live daemon, a bad folder
+            self.sockets.close()  # the endpoints bound so far go (an IPC socket file left would mislead)
+            self.context.term()
+            raise RuntimeError(str(exc)) from None
         self.guard = ConnectionGuard(self.sockets.listeners, connection_cap(self.config.server.max_connections),
                                      self.sockets.rebind)
         self.guard.start(self._spawn)

@@ -104,7 +104,11 @@ class Sockets:
                     raise RuntimeError(f"another daemon is already serving {endpoint}")
                 path.unlink()  # left by a daemon that was killed
         listener = Listener(endpoint, sock, admin=admin, curve=use_curve)
-        self.rebind(listener)
+        try:
+            self.rebind(listener)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise RuntimeError(f"cannot listen on {endpoint}: {exc}") from None
         self.listeners.append(listener)
         log.info("listening on %s%s%s", endpoint, " (CURVE)" if use_curve else "", " (admin)" if admin else "")
         if not use_curve and not is_loopback_endpoint(endpoint):

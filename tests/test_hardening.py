@@ -451,3 +451,38 @@ def test_a_connection_flood_cannot_exhaust_file_descriptors(int4_package, tmp_pa
         for s in flood:
             s.close()
         d.stop()
+
+
+def test_a_busy_tcp_port_is_a_clear_error_that_leaves_nothing_behind(int4_package, tmp_path):
+    import socket
+    import tempfile
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    ipc = tmp_path / "d" / "agent.sock"
+    engine_folders = set(Path(tempfile.gettempdir()).glob("edge-agent-*-*"))
+    d = Daemon(tmp_path / "d", base_sections(int4_package, server={"endpoints": [f"ipc://{ipc}",
+                                                                                 f"tcp://127.0.0.1:{port}"]}),
+               wait=False)
+    try:
+        assert d.process.wait(30) == 2
+        log = d.log()
+        assert f"cannot listen on tcp://127.0.0.1:{port}" in log and "Traceback" not in log, log
+        assert not ipc.exists() and not ipc.with_name("agent-admin.sock").exists()
+        assert set(Path(tempfile.gettempdir()).glob("edge-agent-*-*")) <= engine_folders
+    finally:
+        d.stop()
+        busy.close()
+
+
+def test_no_request_content_reaches_the_log(daemon):
+    secret = "Zebrafish-Umbrella-4711"
+    with daemon.client() as c:
+        sid = c.sessions("create", system=f"system {secret}")["session"]
+        c.call("chat", session=sid, message=f"my PIN is {secret}", max_tokens=2)
+        c.call("chat", messages=user(f"again {secret}"), max_tokens=2, stop=[secret])
+        with pytest.raises(EdgeAgentError):
+            c.call("chat", messages=user(secret), max_tokens=99999)
+    assert secret not in daemon.log()

@@ -62,7 +62,7 @@ class EngineHost:
         self._ready: asyncio.Future | None = None
         self._starting: asyncio.Task | None = None
         self._last_heard = time.monotonic()
-        self._dir = Path(tempfile.mkdtemp(prefix=f"edge-agent-{name}-"))
+        self._dir: Path | None = None  # private folder of the channel sockets, made at the first start
         self._generation = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -84,6 +84,8 @@ class EngineHost:
         self._teardown(kill=True)
         self.state = LOADING if self.state != RESTARTING else RESTARTING
         self._generation += 1
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix=f"edge-agent-{self.name}-"))
         endpoint = f"ipc://{self._dir}/engine-{self._generation}.sock"
         sock = self.context.socket(zmq.PAIR)
         sock.setsockopt(zmq.LINGER, 0)
@@ -149,12 +151,15 @@ class EngineHost:
 
     def close(self) -> None:
         self._teardown(kill=True)
+        if self._dir is None:
+            return
         try:
             for item in self._dir.iterdir():
                 item.unlink()
             self._dir.rmdir()
         except OSError:
             pass
+        self._dir = None
 
     # ---------------------------------------------------------------- jobs
 
