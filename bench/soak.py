@@ -16,7 +16,6 @@ daemon is alive. Writes bench/results/soak.json with the machine's CPU model.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import statistics
@@ -173,15 +172,10 @@ def phase_slow_readers(address: str, readers: int) -> dict:
 
 
 def page_image() -> bytes:
-    from PIL import Image, ImageDraw
+    from bench.ocr import render
 
-    image = Image.new("RGB", (1200, 800), "white")
-    draw = ImageDraw.Draw(image)
-    for row in range(20):
-        draw.text((20, 10 + row * 38), f"Row {row}: fresh milk, keep refrigerated, use by 24 June", fill="black")
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
+    lines = [f"Row {row}: fresh milk, keep refrigerated, use by 24 June" for row in range(20)]
+    return render(lines, (1200, 800), "DejaVuSans.ttf", 18)
 
 
 def main() -> int:
