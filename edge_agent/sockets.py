@@ -24,6 +24,8 @@ from .config import Config, admin_endpoint, admin_uids, check_socket_folder, is_
 
 log = logging.getLogger("edge_agent.server")
 
+HARD_MAX_FRAME = 64 << 20
+
 SEND_HWM = 100_000
 
 
@@ -73,11 +75,19 @@ class Sockets:
                 self._bind(admin, admin=True)
 
     def _bind(self, endpoint: str, admin: bool) -> None:
-        curve_cfg = self.config.server.curve
         sock = self.context.socket(zmq.ROUTER)
+        try:
+            self._listen(sock, endpoint, admin)
+        except BaseException:
+            sock.close(linger=0)  # an open socket would keep the context (and the daemon's exit) waiting
+            raise
+
+    def _listen(self, sock: zmq.asyncio.Socket, endpoint: str, admin: bool) -> None:
+        curve_cfg = self.config.server.curve
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise: the client is gone
-        # a frame over the whole message's limit disconnects its sender before it is read in
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.server.max_message_bytes)
+        # a frame over the hard cap disconnects its sender before it is read in; smaller ones are
+        # refused with `too_large` once the message is complete (server.py, without copying it)
+        sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_FRAME, self.config.server.max_message_bytes))
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.LINGER, int(self.config.server.shutdown_grace_s * 1000))
         use_curve = curve_cfg.enabled and endpoint.startswith("tcp://")
@@ -107,7 +117,6 @@ class Sockets:
         try:
             self.rebind(listener)
         except zmq.ZMQError as exc:
-            sock.close(linger=0)
             raise RuntimeError(f"cannot listen on {endpoint}: {exc}") from None
         self.listeners.append(listener)
         log.info("listening on %s%s%s", endpoint, " (CURVE)" if use_curve else "", " (admin)" if admin else "")

@@ -15,6 +15,7 @@ import zmq
 import zmq.auth
 
 from edge_agent.client import AsyncClient, Client, EdgeAgentError
+from edge_agent.manifest import describe_files, read_manifest, write_manifest
 
 from .daemon_util import Daemon
 from .test_daemon import base_sections, final_event, until_delta, user, wait_for
@@ -111,7 +112,10 @@ def test_truncated_package(daemons, tmp_path, int4_package):
 def test_package_the_runtime_cannot_load(daemons, tmp_path, int4_package):
     garbage = Path(shutil.copytree(int4_package, tmp_path / "garbage"))
     size = (garbage / "model.onnx").stat().st_size
-    (garbage / "model.onnx").write_bytes(b"\x07" * size)  # same size: only loading can tell
+    (garbage / "model.onnx").write_bytes(b"\x07" * size)
+    manifest = read_manifest(garbage)  # a consistent manifest (sizes, sha256): only loading can tell
+    manifest.files = describe_files(garbage)
+    write_manifest(garbage, manifest)
     d = start(daemons, tmp_path, base_sections(int4_package, models={"chat": str(garbage)}))
     with d.client() as c:
         err = chat_error(c, messages=user("hi"))
