@@ -486,3 +486,12 @@ def test_no_request_content_reaches_the_log(daemon):
         with pytest.raises(EdgeAgentError):
             c.call("chat", messages=user(secret), max_tokens=99999)
     assert secret not in daemon.log()
+
+
+def test_status_has_the_same_engine_fields_before_the_first_load(daemon):
+    with daemon.client() as c:
+        vision = c.status()["engines"]["vision"]  # never loaded here: no vision package
+        assert vision["state"] == "unloaded"
+        list(c.chat("hello", max_tokens=2))
+        chat = c.status()["engines"]["chat"]
+    assert set(vision) == set(chat) - {"rss_bytes"}

@@ -399,6 +399,24 @@ def test_long_say_requests_do_not_block_the_socket_loop(daemon, client):
             assert event["event"] == "error" and event["error"]["code"] == "cancelled"
 
 
+def test_a_short_client_output_say_is_not_held_up_by_another_clients_long_one(daemon, client):
+    """Client output is never queued for the device; its synthesis takes turns with everyone
+    else's, one sentence each, instead of waiting for a long text ahead of it."""
+    long_text = (LONG * 100)[:P.MAX_SAY_CHARS]  # about 350 sentences each: seconds of synthesis work
+    with daemon.client(timeout=60) as other:
+        long_rids = [other.send("say", text=long_text, output="client", format="pcm") for _ in range(4)]
+        for rid in long_rids:  # synthesis of the long texts is under way
+            event = other.next_event(rid, 30)
+            while event["event"] != "audio":
+                event = other.next_event(rid, 30)
+        start = time.monotonic()
+        result = client.say(SHORT, output="client", format="pcm")
+        waited = time.monotonic() - start
+        other.speech("cancel")
+    assert result["state"] == "end" and len(result["audio"]) == 1
+    assert waited < 0.5, f"a one-sentence say waited {waited:.2f} s behind another client's synthesis"
+
+
 def test_status_and_describe_show_speech(client):
     assert client.status()["engines"]["speech"]["state"] == "ready"
     speech = client.describe()["services"]["speech"]

@@ -106,7 +106,8 @@ class ModelService(Service):
 
     def status(self) -> dict:
         if self.engine is None:
-            return {"state": "unloaded", "model": None, "restarts": 0, "last_error": None, "active_requests": 0}
+            return {"state": "unloaded", "model": None, "pid": None, "restarts": 0, "last_error": None,
+                    "loaded_for_s": None, "idle_for_s": None, "active_requests": 0}
         return {**self.engine.status(), "model": self.package.name if self.package else None}
 
     def available_model(self) -> Package | None:

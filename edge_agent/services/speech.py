@@ -62,6 +62,7 @@ class Utterance:
     paused: bool = False
     done: bool = False
     synthesized: int = 0  # sentences synthesized (in order)
+    synth_turn: int = -1  # when its last sentence was synthesized (round-robin order among utterances)
     began: bool = False
     device_error: str | None = None
     # at the device (services/playback.py keeps these)
@@ -113,6 +114,7 @@ class SpeechService(Service):
         self.queue: SpeechQueue[Utterance] = SpeechQueue()
         self.utterances: dict[str, Utterance] = {}
         self._seq = itertools.count()
+        self._turns = itertools.count()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -334,9 +336,11 @@ class SpeechService(Service):
     # ---------------------------------------------------------------- synthesis
 
     def _next_to_synthesize(self) -> tuple[Utterance, int] | None:
+        """The device's utterance first (its listener is waiting), then the others in turn, one
+        sentence each: a long text for one client does not hold up a short one for another."""
         current = self.queue.current
         order = ([current] if current else []) + \
-            sorted((u for u in self.utterances.values() if u is not current), key=lambda u: u.seq)
+            sorted((u for u in self.utterances.values() if u is not current), key=lambda u: (u.synth_turn, u.seq))
         for utterance in order:
             if utterance.done or utterance.synthesized >= len(utterance.sentences):
                 continue
@@ -363,6 +367,7 @@ class SpeechService(Service):
                     continue
                 if utterance.done:
                     continue
+                utterance.synth_turn = next(self._turns)
                 utterance.synth_s += seconds
                 self._synthesized(utterance, index, pcm, rate)
 
