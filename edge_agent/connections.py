@@ -63,7 +63,6 @@ class ConnectionGuard:
         self.rebind = rebind
         self.counts = [0] * len(listeners)
         self.paused = [False] * len(listeners)
-        self.refusals = 0  # times an endpoint stopped listening
         self._monitors: list[zmq.asyncio.Socket] = []
 
     @property
@@ -95,7 +94,6 @@ class ConnectionGuard:
             listener.sock.unbind(listener.endpoint)  # closes the endpoint's connections (no events come)
             self.counts[index] = 0
             self.paused[index] = True
-            self.refusals += 1
             asyncio.get_running_loop().call_later(COOL_DOWN_S, self._resume, index)
 
     def _resume(self, index: int) -> None:

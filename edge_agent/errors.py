@@ -38,11 +38,6 @@ class CodedError(Exception):
     def to_error(self) -> dict:
         return {"code": self.code, "message": self.message, **self.extra}
 
-    @classmethod
-    def from_error(cls, error: dict) -> CodedError:
-        extra = {k: v for k, v in error.items() if k not in ("code", "message")}
-        return cls(error["code"], error["message"], **extra)
-
 
 def cancelled(reason: str = "cancel") -> CodedError:
     """The `cancelled` error of a request ended by a cancel, a shutdown, an unload, ..."""

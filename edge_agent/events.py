@@ -28,10 +28,6 @@ class Event:
     def failure(cls, error: CodedError, **fields: Any) -> Event:
         return cls("error", True, {"error": error.to_error(), **fields})
 
-    @property
-    def error(self) -> CodedError | None:
-        return CodedError.from_error(self.fields["error"]) if self.kind == "error" else None
-
 
 # sink(job, event): where a service delivers the events of its jobs (the server, or a pipeline)
 Sink = Callable[[str, Event], None]

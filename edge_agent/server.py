@@ -173,27 +173,18 @@ class Server:
         if size > self.config.server.max_message_bytes:  # refused before a copy is made: only the header is read
             head = [f.bytes if len(f) <= P.MAX_HEADER_BYTES else b"" for f in body[:2]]
             client, parts = self.sockets.client(index, frames[0].bytes, head)
-            self._rejections.log("refused %d bytes from %s", size, client.name)
-            self._send(client, P.error(P.request_id_of(parts[0]) if parts else None, P.ProtocolError(
-                P.TOO_LARGE, f"message is {size} bytes; the limit is {self.config.server.max_message_bytes}")))
+            self._refuse(client, parts, P.ProtocolError(
+                P.TOO_LARGE, f"message is {size} bytes; the limit is {self.config.server.max_message_bytes}"))
             return
         client, parts = self.sockets.client(index, frames[0].bytes, [f.bytes for f in body])
         user_id = frames[-1].get("User-Id") if listener.curve else None
         client.curve_key = user_id
-        if self.sockets.revoked(client):
-            self._rejections.log("refused a request from %s: its certificate was removed", client.name)
-            rid = P.request_id_of(parts[0]) if parts else None
-            self._send(client, P.error(rid, P.ProtocolError(P.UNAUTHORIZED, "this client's certificate is no "
-                                                             "longer allowed")))
-            return
         try:
+            if self.sockets.revoked(client):
+                raise P.ProtocolError(P.UNAUTHORIZED, "this client's certificate is no longer allowed")
             request = P.parse_request(parts)
         except P.ProtocolError as exc:
-            # the id of an oversized header is still worth finding (the message is in memory already)
-            rid = P.request_id_of(parts[0]) if parts and len(parts[0]) <= self.config.server.max_message_bytes \
-                else None
-            self._rejections.log("rejected message from %s: %s", client.name, exc.message)
-            self._send(client, P.error(rid, exc))
+            self._refuse(client, parts, exc)
             return
         if self.stopping:
             self._send(client, P.error(request.id, cancelled("shutdown")))
@@ -203,6 +194,12 @@ class Server:
             self.dispatch(Call(client, request, admin))
         except P.ProtocolError as exc:
             self._send(client, P.error(request.id, exc))
+
+    def _refuse(self, client: Client, parts: list[bytes], exc: P.ProtocolError) -> None:
+        """A message that is no request: its error, with the id when the header still tells it
+        (an oversized header's too)."""
+        self._rejections.log("rejected message from %s: %s", client.name, exc.message)
+        self._send(client, P.error(P.request_id_of(parts[0]) if parts else None, exc))
 
     def dispatch(self, call: Call) -> None:
         rid = call.request.id

@@ -83,9 +83,9 @@ class SessionStore(Generic[S]):
 
     def get(self, owner: str, sid: str) -> S:
         """The session `sid` as `owner` may use it; `not_found` for any other client's."""
-        key = self._key(owner, sid)
+        key = self._key(owner, sid)  # a name is looked up among the owner's own only
         session = self._sessions.get(key)
-        if session is None or (key[0] and session.owner != owner):
+        if session is None:
             raise CodedError(NOT_FOUND, f"no {self.what} {sid!r}", field="session")
         self._sessions.move_to_end(key)
         session.last_used = time.time()
