@@ -127,11 +127,18 @@ def run(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-class Terminated(Exception):
-    """SIGTERM (systemd stopping a job, `kill`): unwind like Ctrl-C so partial output is removed."""
+class Terminated(BaseException):
+    """SIGTERM (systemd stopping a job, `kill`): unwind like Ctrl-C so partial output is removed.
+    A BaseException, as KeyboardInterrupt is: handlers of ordinary errors (the model builder's
+    wrapper turns every Exception into an ExportError) must not swallow it."""
+
+
+_terminating = False  # set by the handler: a signal that lands inside an import surfaces as ImportError
 
 
 def _on_sigterm(signum, frame) -> None:
+    global _terminating
+    _terminating = True
     raise Terminated
 
 
@@ -139,19 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(argv)
-    except ExportError as exc:
-        print(f"edge-agent-export: error: {exc.message}", file=sys.stderr)
-        if os.environ.get("EDGE_AGENT_DEBUG") and exc.__cause__ is not None:
-            import traceback
+    except BaseException as exc:  # the cleanup already ran on the way out; say what happened
+        if _terminating:
+            print("edge-agent-export: terminated; no partial output was left", file=sys.stderr)
+            return 143
+        if isinstance(exc, ExportError):
+            print(f"edge-agent-export: error: {exc.message}", file=sys.stderr)
+            if os.environ.get("EDGE_AGENT_DEBUG") and exc.__cause__ is not None:
+                import traceback
 
-            traceback.print_exception(exc.__cause__)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        print("edge-agent-export: interrupted; no partial output was left", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("edge-agent-export: terminated; no partial output was left", file=sys.stderr)
-        return 143
+                traceback.print_exception(exc.__cause__)
+            return exc.exit_status
+        if isinstance(exc, KeyboardInterrupt):
+            print("edge-agent-export: interrupted; no partial output was left", file=sys.stderr)
+            return 130
+        raise
 
 
 if __name__ == "__main__":
