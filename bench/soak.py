@@ -8,7 +8,8 @@ Phases, one after the other, against one real daemon (the tiny fixture, exported
    unknown ops and fields, wrong types, frames where none belong; every one must be answered;
 2. churn: connect, ping, close, again and again (a fresh DEALER socket each time);
 3. cancel floods: chat and OCR requests cancelled right after `accepted`;
-4. slow readers: clients that ask for client-side speech audio and read none of it.
+4. slow readers: clients that ask for client-side speech audio and read none of it (raw
+   sockets with a receive queue of one message): daemon RSS and unread bytes at their peak.
 Throughout, a pinger measures `ping` round trips every 20 ms (p50/p99/max per phase). After
 each phase: daemon RSS (daemon alone and with its engines), engine restarts, whether the
 daemon is alive. Writes bench/results/soak.json with the machine's CPU model.
@@ -157,18 +158,40 @@ def phase_cancels(address: str, count: int, page: bytes) -> dict:
             "ocr_right_after_s": round(victim_ocr_s, 2)}
 
 
-def phase_slow_readers(address: str, readers: int) -> dict:
-    from edge_agent.client import Client
+def phase_slow_readers(address: str, readers: int, observer) -> dict:
+    """Raw sockets with the smallest receive queues ZeroMQ and the kernel allow, that ask for
+    client-side speech audio (about 20 minutes of it each) and read none of it."""
+    import zmq
 
-    clients = [Client(address, timeout=60) for _ in range(readers)]
-    text = "This sentence is read aloud for a client that never reads its audio. " * 40
-    for c in clients:
-        for _ in range(3):
-            c.send("say", text=text, output="client", format="wav")
-    time.sleep(20)  # synthesis runs; nobody reads
-    for c in clients:
-        c.close()  # the daemon finds them gone at its next send and cancels their speech
-    return {"readers": readers, "requests": readers * 3}
+    from edge_agent import protocol as P
+
+    sockets = []
+    for _ in range(readers):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 1)
+        sock.setsockopt(zmq.RCVBUF, 4096)
+        sock.connect(address)
+        sockets.append(sock)
+    text = ("This sentence is read aloud for a client that never reads its audio. " * 300)[:P.MAX_SAY_CHARS]
+    before = observer.status()
+    for n, sock in enumerate(sockets):
+        for k in range(3):
+            sock.send(P.encode_request(f"slow-{n}-{k}", "say", text=text, output="client", format="wav"))
+    peak_rss = peak_unread = 0
+    deadline = time.monotonic() + 20  # synthesis runs; nobody reads
+    while time.monotonic() < deadline:
+        status = observer.status()
+        peak_rss = max(peak_rss, status["daemon_rss_bytes"])
+        peak_unread = max(peak_unread, status.get("output", {}).get("unread_bytes", 0))  # (before #11: none)
+        time.sleep(0.5)
+    overruns = observer.status().get("output", {}).get("overruns", 0) - before.get("output", {}).get("overruns", 0)
+    for sock in sockets:
+        sock.close()  # the daemon finds them gone at its next send and cancels their speech
+    return {"readers": readers, "requests": readers * 3, "seconds": 20,
+            "daemon_rss_mb_before": round(before["daemon_rss_bytes"] / 2**20, 1),
+            "daemon_rss_mb_peak": round(peak_rss / 2**20, 1), "unread_mb_peak": round(peak_unread / 2**20, 1),
+            "overruns": overruns}
 
 
 def page_image() -> bytes:
@@ -205,10 +228,11 @@ def main() -> int:
             result["start"] = state(daemon, observer)
             pinger = Pinger(daemon.address)
             pinger.start()
+            slow = phase_slow_readers
             for name, run in (("malformed", lambda: phase_malformed(daemon.address, args.malformed)),
                               ("churn", lambda: phase_churn(daemon.address, args.cycles)),
                               ("cancel_floods", lambda: phase_cancels(daemon.address, args.cancels, page_image())),
-                              ("slow_readers", lambda: phase_slow_readers(daemon.address, args.slow_readers))):
+                              ("slow_readers", lambda: slow(daemon.address, args.slow_readers, observer))):
                 print(f"soak: {name} ...", file=sys.stderr, flush=True)
                 pinger.take()
                 outcome = run()

@@ -12,7 +12,7 @@
     edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
     edge-agent models [list | load NAME | unload NAME]
-    edge-agent sessions [list | create [ID] | delete ID | reset ID]
+    edge-agent sessions [list | create [ID] | delete ID | reset ID | reset --all]
     edge-agent check PKG_DIR [--quick]
 
 Every client command takes --connect ADDR (default: $EDGE_AGENT_ADDRESS, else the IPC
@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("action", nargs="?", choices=["list", "create", "delete", "reset"], default="list")
     sessions.add_argument("session", nargs="?")
     sessions.add_argument("--system", help="system prompt for create")
+    sessions.add_argument("--all", action="store_true",
+                          help="with reset: wipe every client's chat and image sessions (admin)")
 
     check = commands.add_parser("check", help="check a model package's files against its manifest")
     check.add_argument("package", type=Path)
@@ -233,7 +235,8 @@ def _read_aloud(client, args) -> int:
 
 
 def _needs_admin(args) -> bool:
-    return (args.command == "models" and args.action != "list") or (args.command == "speech" and not args.target)
+    return ((args.command == "models" and args.action != "list") or (args.command == "speech" and not args.target)
+            or (args.command == "sessions" and args.all))
 
 
 def _client_command(args) -> int:
@@ -334,7 +337,7 @@ def _client_command(args) -> int:
                     return EXIT_USAGE
                 _print_json(client.models(args.action, args.name))
             elif args.command == "sessions":
-                _print_json(client.sessions(args.action, args.session, args.system))
+                _print_json(client.sessions(args.action, args.session, args.system, all_clients=args.all))
             return 0
         except EdgeAgentError as exc:
             print(f"edge-agent: error: {exc.code}: {exc.message}", file=sys.stderr)

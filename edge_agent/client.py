@@ -230,8 +230,11 @@ class AsyncClient:
     async def models(self, action: str = "list", name: str | None = None) -> dict:
         return await self.call("models", action=action, **_present(name=name))
 
-    async def sessions(self, action: str, session: str | None = None, system: str | None = None) -> dict:
-        return await self.call("sessions", action=action, **_present(session=session, system=system))
+    async def sessions(self, action: str, session: str | None = None, system: str | None = None, *,
+                       all_clients: bool = False) -> dict:
+        """`all_clients=True` with `reset`: wipe every client's sessions (admin)."""
+        return await self.call("sessions", action=action,
+                               **_present(session=session, system=system, all=True if all_clients else None))
 
     async def voices(self, language: str | None = None) -> dict:
         return await self.call("voices", **_present(language=language))

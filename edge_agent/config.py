@@ -111,6 +111,12 @@ class ServerConfig:
     # a client with nothing in flight is forgotten after this many seconds without a message
     # (ZeroMQ does not say when a peer leaves; its next message starts it afresh)
     client_idle_s: float = 60.0
+    # events a client has not read yet that the daemon keeps for it (beyond a few in ZeroMQ's queue);
+    # speech made for the client waits at a quarter of this, and a client past it has its requests
+    # ended with `cancelled` (reason `unread_output`). The total is for all clients together:
+    # past it, the client with most unread is ended.
+    max_unread_bytes: int = 32 << 20
+    max_unread_bytes_total: int = 256 << 20
     # how long a shutting-down daemon waits for clients to receive their final events
     shutdown_grace_s: float = 2.0
     curve: CurveConfig = field(default_factory=CurveConfig)
@@ -206,6 +212,15 @@ class LoggingConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    # a kiosk's hygiene: after this many seconds with no request from anyone (ping, status and
+    # describe do not count), every conversation is wiped: chat and image sessions of every
+    # client and the KV cache the chat engine kept. 0 = off (sessions still expire one by one
+    # after server.session_idle_s). An admin wipes at once with `sessions reset --all`.
+    wipe_idle_s: float = 0.0
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -215,6 +230,7 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -311,6 +327,10 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"server.{name} must be at least 1")
     if server.max_sessions_per_client < 1 or server.session_idle_s < 0:
         raise ConfigError("server.max_sessions_per_client must be at least 1, session_idle_s not negative")
+    if not 64 << 10 <= server.max_unread_bytes <= server.max_unread_bytes_total:
+        raise ConfigError("server.max_unread_bytes must be at least 65536 and at most server.max_unread_bytes_total")
+    if config.privacy.wipe_idle_s < 0:
+        raise ConfigError("privacy.wipe_idle_s must not be negative")
     if server.client_idle_s <= 0:
         raise ConfigError("server.client_idle_s must be positive")
     for name in ("chat", "vision"):

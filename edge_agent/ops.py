@@ -61,6 +61,12 @@ class Ops:
         self.spoken = spoken  # jobs whose answer is also spoken: the server routes their events there
         self._describe, self._status, self._spawn = describe, status, spawn
 
+    def wipe_sessions(self, why: str) -> int:
+        """Every client's chat and image sessions, and what the chat engine kept of them."""
+        wiped = self.chat.wipe_sessions() + self.vision.wipe_sessions()
+        log.info("privacy: %d session(s) wiped (%s)", wiped, why)
+        return wiped
+
     def table(self) -> dict[str, Callable[[Call], dict | Work]]:
         return {op: getattr(self, f"op_{op}") for op in P.OPS}
 
@@ -101,6 +107,11 @@ class Ops:
 
     def op_sessions(self, call: Call) -> dict:
         body, owner = call.body, call.client.owner
+        if body.all:
+            if not call.admin:
+                raise P.ProtocolError(P.UNAUTHORIZED, "sessions reset of every client's sessions is an admin action "
+                                      "(IPC clients, or CURVE clients listed in admin_keys)", field="all")
+            return {"wiped": self.wipe_sessions("admin reset --all")}
         if body.action == "list":  # this client's chat sessions, then its image sessions
             chats = self.chat.sessions_op(body, owner)["sessions"]
             self.vision.sessions.expire()

@@ -95,6 +95,7 @@ class SessionsRequest:
     action: str
     session: str | None = None
     system: str | None = None
+    all: bool = False  # `reset` of every client's sessions (admin): the privacy wipe
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,14 @@ def _parse_speech_control(f: _Fields) -> SpeechControlRequest:
     return SpeechControlRequest(action, target, scope)
 
 
+def _parse_sessions(f: _Fields) -> SessionsRequest:
+    body = SessionsRequest(f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
+                           f.string("session", max_length=MAX_ID_LENGTH), f.string("system"), f.boolean("all", False))
+    if body.all and (body.action != "reset" or body.session is not None):
+        raise ProtocolError(BAD_REQUEST, "'all' goes with action reset and no session", field="all")
+    return body
+
+
 def _parse_ocr(f: _Fields) -> OcrRequest:
     engine = f.choice("engine", ("fast", "vision", "auto"), "fast")
     if engine == "auto":
@@ -402,9 +411,7 @@ _PARSERS = {
     "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
               "stop", "json_schema", "context_policy", "stream", "speak"}, _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
-    "sessions": ({"action", "session", "system"}, lambda f: SessionsRequest(
-        f.choice("action", ("create", "list", "delete", "reset"), None) or _required("action"),
-        f.string("session", max_length=MAX_ID_LENGTH), f.string("system"))),
+    "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
     "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak"}, lambda f: AskRequest(
         f.required_string("question"), f.string("session", max_length=MAX_ID_LENGTH),

@@ -29,7 +29,7 @@ from . import __version__
 from . import protocol as P
 from .config import Config
 from .connections import ConnectionGuard, connection_cap
-from .errors import cancelled
+from .errors import CANCELLED, CodedError, cancelled
 from .events import Event
 from .logsafe import RateLimitedLog, loggable
 from .ops import Call, Ops, Work
@@ -47,6 +47,9 @@ log = logging.getLogger("edge_agent.server")
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 REJECTION_LOGS_PER_S = 5  # a client that sends garbage in a loop must not flood the journal
+MONITORING_OPS = ("ping", "status", "describe")  # a dashboard polling them does not keep conversations alive
+UNREAD_OUTPUT = CodedError(CANCELLED, "cancelled: the client left more than its budget of events unread",
+                           reason="unread_output")
 
 
 @dataclass
@@ -62,13 +65,15 @@ class Server:
     def __init__(self, config: Config):
         self.config = config
         self.context = zmq.asyncio.Context()
-        self.sockets = Sockets(config, self.context, self._client_gone)
+        self.sockets = Sockets(config, self.context, self._client_gone, self._client_overrun, self._output_drained)
         self.jobs: dict[str, Job] = {}
         self._job_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         self._rejections = RateLimitedLog(log, per_second=REJECTION_LOGS_PER_S)
         self.guard: ConnectionGuard | None = None
         self.started = time.monotonic()
+        self.last_request = time.monotonic()  # of any op but the monitoring ones: the privacy wipe's clock
+        self._wiped_since_request = False
         self.stopping = False
         self._stopped = asyncio.Event()
         self.cameras = CameraService(config)
@@ -76,6 +81,7 @@ class Server:
         self.ocr = OcrService(config, self.context, self._emit, self.cameras)
         self.vision = VisionService(config, self.context, self._emit, self.cameras)
         self.speech = SpeechService(config, self.context)
+        self.speech.client_paused = self.sockets.paused
         self.services: list[Service] = [self.chat, self.ocr, self.vision, self.speech, self.cameras]
         self.spoken: dict[str, SpokenAnswer] = {}  # jobs whose answer is also spoken
         self.ops = Ops(chat=self.chat, ocr=self.ocr, vision=self.vision, speech=self.speech, cameras=self.cameras,
@@ -85,8 +91,8 @@ class Server:
 
     # ---------------------------------------------------------------- events out
 
-    def _send(self, client: Client, payload: bytes) -> bool:
-        return self.sockets.send(client, [payload])
+    def _send(self, client: Client, rid: str | None, payload: bytes, final: bool = True) -> bool:
+        return self.sockets.send(client, [payload], rid, final)
 
     def _emit(self, job_id: str, event: Event) -> None:
         """A service's event for a job: through its speech pipeline if it has one, else to the client."""
@@ -103,12 +109,18 @@ class Server:
         job = self.jobs.get(job_id)
         if job is None:
             return
+        client = job.client
+        if client.overrun:  # it left too much unread: its requests end, and only that is sent
+            if not event.final:
+                return
+            event = Event.failure(UNREAD_OUTPUT)
         if event.final:
             del self.jobs[job_id]
-            job.client.inflight.pop(job.rid, None)
+            client.inflight.pop(job.rid, None)
+            client.overrun = client.overrun and bool(client.inflight)
             outcome = event.fields["error"]["code"] if event.kind == "error" else "done"
-            log.info("%s id=%s client=%s ended: %s", job.op, loggable(job.rid), job.client.name, outcome)
-        self.sockets.send(job.client, P.encode_event(job.rid, event))
+            log.info("%s id=%s client=%s ended: %s", job.op, loggable(job.rid), client.name, outcome)
+        self.sockets.send(client, P.encode_event(job.rid, event), job.rid, event.final)
 
     async def _cancel(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
@@ -126,6 +138,21 @@ class Server:
             self.sockets.clients.pop(client.key, None)
 
         self._spawn(cancel_all())
+
+    def _client_overrun(self, client: Client, dropped_final: list[str]) -> None:
+        """A client left more unread than its budget: what waited for it was dropped; each of its
+        requests ends with `cancelled` (reason `unread_output`), the finished ones too."""
+        log.warning("client %s left more than its budget unread: ending its %d request(s)",
+                    client.name, len(client.inflight) + len(dropped_final))
+        for rid in dropped_final:
+            self._send(client, rid, P.error(rid, UNREAD_OUTPUT))
+        if client.inflight:
+            client.overrun = True
+            for job_id in list(client.inflight.values()):
+                self._spawn(self._cancel(job_id))
+
+    def _output_drained(self) -> None:
+        self.speech.output_drained()
 
     def _spawn(self, coroutine: Coroutine) -> asyncio.Task:
         """A task whose reference is kept until it ends (the loop keeps only weak ones)."""
@@ -187,29 +214,32 @@ class Server:
             self._refuse(client, parts, exc)
             return
         if self.stopping:
-            self._send(client, P.error(request.id, cancelled("shutdown")))
+            self._send(client, request.id, P.error(request.id, cancelled("shutdown")))
             return
         admin = listener.admin or (user_id is not None and user_id in self.config.server.curve.admin_keys)
         try:
             self.dispatch(Call(client, request, admin))
         except P.ProtocolError as exc:
-            self._send(client, P.error(request.id, exc))
+            self._send(client, request.id, P.error(request.id, exc))
 
     def _refuse(self, client: Client, parts: list[bytes], exc: P.ProtocolError) -> None:
         """A message that is no request: its error, with the id when the header still tells it
         (an oversized header's too)."""
         self._rejections.log("rejected message from %s: %s", client.name, exc.message)
-        self._send(client, P.error(P.request_id_of(parts[0]) if parts else None, exc))
+        rid = P.request_id_of(parts[0]) if parts else None
+        self._send(client, rid, P.error(rid, exc))
 
     def dispatch(self, call: Call) -> None:
         rid = call.request.id
+        if call.request.op not in MONITORING_OPS:
+            self.last_request, self._wiped_since_request = time.monotonic(), False
         if rid in call.client.inflight:
             raise P.ProtocolError(P.BAD_REQUEST, f"a request with id {rid!r} is still in flight", field="id")
         answer = self.handlers[call.request.op](call)
         if isinstance(answer, Work):
             self._accept(call, answer)
         else:
-            self._send(call.client, P.result(rid, **answer))
+            self._send(call.client, rid, P.result(rid, **answer))
 
     def _new_job(self, client: Client) -> str:
         """Per-client and daemon-wide limits for engine work; returns a new job id."""
@@ -228,7 +258,7 @@ class Server:
         job = self.jobs[job_id] = Job(client, rid, op, work.cancel)
         client.inflight[rid] = job_id
         log.info("%s id=%s client=%s job=%s", op, loggable(rid), client.name, job_id)
-        self._send(client, P.event(rid, "accepted", queue_position=work.queue_position))
+        self._send(client, rid, P.event(rid, "accepted", queue_position=work.queue_position), final=False)
 
         async def run() -> None:
             try:
@@ -276,6 +306,7 @@ class Server:
         return {"uptime_s": round(time.monotonic() - self.started, 1), "pid": os.getpid(),
                 "rss_bytes": rss + sum(e.get("rss_bytes", 0) for e in engines.values()), "daemon_rss_bytes": rss,
                 "clients": len(self.sockets.clients), "inflight": len(self.jobs),
+                "output": self.sockets.backlog.status(),
                 **({"connections": self.guard.status()} if self.guard else {}), **totals, "engines": engines}
 
     # ---------------------------------------------------------------- run
@@ -307,11 +338,17 @@ class Server:
             task.cancel()
 
     async def _forget_idle_clients(self) -> None:
-        """Housekeeping every second: forget idle clients, reload a changed CURVE allow-list."""
+        """Housekeeping every second: forget idle clients, reload a changed CURVE allow-list,
+        the privacy wipe once nobody has asked anything for privacy.wipe_idle_s."""
         idle_s, last_sweep = self.config.server.client_idle_s, time.monotonic()
+        wipe_idle_s = self.config.privacy.wipe_idle_s
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, wipe_idle_s / 4) if wipe_idle_s else 1.0)
             self.sockets.reload_curve_clients()
+            if (wipe_idle_s and not self._wiped_since_request and not self.jobs
+                    and time.monotonic() - self.last_request >= wipe_idle_s):
+                self.ops.wipe_sessions(f"nothing asked for {wipe_idle_s:g} s")
+                self._wiped_since_request = True
             if time.monotonic() - last_sweep >= min(10.0, idle_s / 2):
                 self.sockets.forget_idle(idle_s)
                 last_sweep = time.monotonic()
@@ -340,6 +377,7 @@ class Server:
             await service.close()
         if self.guard is not None:
             self.guard.close()
+        await self.sockets.backlog.flushed(self.config.server.shutdown_grace_s)
         self.sockets.close()
         self.context.term()
         self._stopped.set()

@@ -2,8 +2,9 @@
 the clients seen on them, and non-blocking sends.
 
 One socket per endpoint, so CURVE can guard a TCP endpoint while the IPC socket relies on
-file permissions. A send that fails (the client is gone, its queue is full) marks the client
-gone and tells the server, which cancels its requests.
+file permissions. A send that fails because the client is gone marks it gone and tells the
+server, which cancels its requests; events a slow client cannot take yet wait in its outbox
+(outbox.py), counted in bytes.
 """
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ import zmq
 import zmq.asyncio
 
 from .config import Config, admin_endpoint, admin_uids, check_socket_folder, is_loopback_endpoint
+from .outbox import Backlog, Outbox, Sent
 
 log = logging.getLogger("edge_agent.server")
 
 HARD_MAX_FRAME = 64 << 20
 
-SEND_HWM = 100_000
+# ZeroMQ counts a peer's queue in messages, not bytes: keep it short, so that what a slow client
+# has not taken waits in its outbox, where it is counted in bytes (outbox.py). A reading client
+# hardly notices: the I/O thread moves messages on to the kernel as they come. (Measured with
+# bench/soak.py's flood: at 32, a reading client's events stayed stuck in libzmq 4.3.5 with the
+# kernel queues empty in 2 of 4 runs; at 8, never in 7 runs. Do not raise it without that check.)
+SEND_HWM = 8
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Client:
     inflight: dict[str, str] = field(default_factory=dict)  # request id -> job id
     last_seen: float = field(default_factory=time.monotonic)
     curve_key: str | None = None  # the client's CURVE public key (Z85), on a CURVE endpoint
+    outbox: Outbox = field(default_factory=Outbox)  # events it has not taken yet
+    overrun: bool = False  # it left too much unread: its requests in flight are being ended
 
     @property
     def name(self) -> str:
@@ -57,10 +66,13 @@ class Client:
 
 
 class Sockets:
-    def __init__(self, config: Config, context: zmq.asyncio.Context, on_gone: Callable[[Client], None]):
+    def __init__(self, config: Config, context: zmq.asyncio.Context, on_gone: Callable[[Client], None],
+                 on_overrun: Callable[[Client, list[str]], None], on_drained: Callable[[], None]):
         self.config = config
         self.context = context
         self.on_gone = on_gone
+        self.backlog = Backlog(per_client=config.server.max_unread_bytes, total=config.server.max_unread_bytes_total,
+                               send_now=self._send_now, on_overrun=on_overrun, on_drained=on_drained)
         self.listeners: list[Listener] = []
         self.clients: dict[tuple[int, bytes], Client] = {}
         self._authenticator: Any = None  # zmq.auth.asyncio.AsyncioAuthenticator, with CURVE
@@ -171,6 +183,8 @@ class Sockets:
         key = (index, identity)
         client = self.clients.get(key)
         if client is None or client.gone:
+            if client is not None:
+                self.backlog.discard(client)
             client = Client(key)
         client.envelope = bool(parts) and parts[0] == b""
         if client.envelope:
@@ -184,25 +198,52 @@ class Sockets:
         cutoff = time.monotonic() - idle_s
         idle = [key for key, c in self.clients.items() if not c.inflight and c.last_seen < cutoff]
         for key in idle:
-            del self.clients[key]
+            self.backlog.discard(self.clients.pop(key))  # what it never read goes with it
         return len(idle)
 
-    def send(self, client: Client, frames: list[bytes]) -> bool:
+    def send(self, client: Client, frames: list[bytes], rid: str | None = None, final: bool = True) -> bool:
+        """Send now, or keep for the client in its outbox (behind what already waits there).
+        `rid` and `final` say which request the message ends, for an overrun. False: gone."""
         if client.gone:
             return False
+        if not client.outbox:
+            outcome = self._send_now(client, frames)
+            if outcome is not Sent.FULL:
+                return outcome is Sent.SENT
+        self.backlog.hold(client, frames, rid, final)
+        return True
+
+    def paused(self, name: str) -> bool:
+        """Whether the client of this name has so much unread that producers should wait."""
+        return any(c.name == name and self.backlog.paused(c) for c in self.clients.values())
+
+    def _send_now(self, client: Client, frames: list[bytes]) -> Sent:
+        if client.gone:
+            return Sent.GONE
         listener = self.listeners[client.key[0]]
         envelope = [b""] if client.envelope else []
-        future: Any = listener.sock.send_multipart([client.key[1], *envelope, *frames], flags=zmq.NOBLOCK)
+        message = [client.key[1], *envelope, *frames]
+        future: Any = listener.sock.send_multipart(message, flags=zmq.NOBLOCK)
         exc = future.exception() if future.done() else None
+        if isinstance(exc, zmq.Again):
+            # ZeroMQ learns that the I/O thread emptied the queue from commands it reads lazily
+            # (at most every millisecond or so); reading the socket's EVENTS takes them in now
+            listener.sock.getsockopt(zmq.EVENTS)
+            future = listener.sock.send_multipart(message, flags=zmq.NOBLOCK)
+            exc = future.exception() if future.done() else None
         if exc is None:
-            return True
+            return Sent.SENT
+        if isinstance(exc, zmq.Again):
+            return Sent.FULL
         log.log(logging.WARNING if client.inflight else logging.DEBUG,
                 "client %s unreachable (%s): cancelling its %d request(s)", client.name, exc, len(client.inflight))
         client.gone = True
+        self.backlog.discard(client)
         self.on_gone(client)
-        return False
+        return Sent.GONE
 
     def close(self) -> None:
+        self.backlog.close()
         for listener in self.listeners:
             listener.sock.close()  # LINGER lets the final events reach their clients
             if listener.endpoint.startswith("ipc://"):

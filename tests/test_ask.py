@@ -143,3 +143,18 @@ def test_image_sessions_belong_to_their_client(daemon):
         with pytest.raises(EdgeAgentError) as err:
             victim.call("ask", question="Still there?", session=sid)
         assert err.value.code == "not_found"
+
+
+def test_an_admin_wipe_takes_image_and_chat_sessions_of_every_client(daemon):
+    with daemon.client() as one, daemon.client() as two:
+        image = answer(one, "What is it?", (picture(),), max_tokens=2)[-1]["session"]
+        chat = two.sessions("create", system="Be brief.")["session"]
+        two.call("chat", session=chat, message="Remember the number 42.", max_tokens=2)
+        with daemon.admin_client() as admin:
+            assert admin.sessions("reset", all_clients=True)["wiped"] >= 2
+        for client, sid, op, fields in ((one, image, "ask", {"question": "Again?"}),
+                                        (two, chat, "chat", {"message": "Which number?"})):
+            assert client.sessions("list")["sessions"] == []
+            with pytest.raises(EdgeAgentError) as err:
+                client.call(op, session=sid, **fields)
+            assert err.value.code == "not_found"

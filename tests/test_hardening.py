@@ -18,7 +18,7 @@ from edge_agent.config import UnsafeSocketPath
 from edge_agent.manifest import describe_files, read_manifest, write_manifest
 
 from .daemon_util import Daemon
-from .test_daemon import base_sections, raw_socket, user, wait_for
+from .test_daemon import base_sections, raw_reply, raw_socket, user, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +184,82 @@ def test_ipc_clients_are_not_admins_the_admin_socket_is(daemon, int4_package):
     with daemon.admin_client() as admin:  # this test runs as the daemon's user: on the admin list
         assert admin.speech("cancel", scope="all")["affected"] == 0
         assert admin.models()["models"]
+
+
+def test_only_an_admin_wipes_every_clients_sessions(daemon):
+    with daemon.client() as member:
+        sid = member.sessions("create")["session"]
+        with pytest.raises(EdgeAgentError) as err:
+            member.sessions("reset", all_clients=True)
+        assert err.value.code == "unauthorized" and err.value.details["field"] == "all"
+        assert [s["session"] for s in member.sessions("list")["sessions"]] == [sid]
+        for bad in ({"action": "list", "all": True}, {"action": "reset", "session": sid, "all": True},
+                    {"action": "reset", "all": "yes"}):
+            with pytest.raises(EdgeAgentError) as err:
+                member.call("sessions", **bad)
+            assert err.value.code == "bad_request" and err.value.details["field"] == "all"
+        with daemon.admin_client() as admin:
+            assert admin.sessions("reset", all_clients=True)["wiped"] >= 1
+        assert member.sessions("list")["sessions"] == []
+
+
+class Recorded:
+    """The engine side of the channel, kept in a list: the chat engine runs in this process."""
+
+    def __init__(self):
+        self.sent: list[tuple] = []
+
+    def event(self, job, kind, fields, attachments=()):
+        self.sent.append(("event", job, kind))
+
+    def result(self, job, fields, attachments=()):
+        self.sent.append(("result", job, fields))
+
+    def fail(self, job, error):
+        self.sent.append(("fail", job, error))
+
+    def heartbeat(self):
+        pass
+
+
+def test_a_wipe_makes_the_chat_engine_drop_the_turn_it_kept(int4_package):
+    from edge_agent.engines.channel import EngineJob
+    from edge_agent.engines.genai_chat import ChatWorker
+
+    channel = Recorded()
+    worker = ChatWorker(channel, {"package": str(int4_package), "threads": 1})
+    worker.handle(EngineJob("j1", {"messages": user("My PIN is 1234."), "session": "kitchen", "max_tokens": 3}))
+    while worker.jobs:
+        worker.step()
+    assert channel.sent[-1][0] == "result"
+    assert worker.resident is not None and worker.resident.session == "kitchen"  # kept for the next turn
+    worker.handle({"type": "forget"})
+    assert worker.resident is None
+
+
+def test_the_privacy_wipe_follows_a_quiet_spell(int4_package, tmp_path):
+    """[privacy] wipe_idle_s: once nobody has asked anything for that long, every session goes
+    (a kiosk's next user does not find the last one's conversation); status polls do not count."""
+    d = Daemon(tmp_path / "d", base_sections(int4_package, privacy={"wipe_idle_s": 2.0}))
+    try:
+        with d.client() as c:
+            sid = c.sessions("create")["session"]
+            c.call("chat", session=sid, message="My PIN is 1234.", max_tokens=2)
+            for _ in range(6):  # a busy kiosk: something asked every half second keeps it
+                time.sleep(0.5)
+                c.sessions("list")
+            assert [s["session"] for s in c.sessions("list")["sessions"]] == [sid]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and c.status()["sessions"]:  # monitoring only
+                time.sleep(0.2)
+            assert c.status()["sessions"] == 0
+            assert time.monotonic() < deadline
+            with pytest.raises(EdgeAgentError) as err:
+                c.call("chat", session=sid, message="What is my PIN?")
+            assert err.value.code == "not_found"
+        assert "privacy: 1 session(s) wiped" in d.log() and "1234" not in d.log()
+    finally:
+        d.stop()
 
 
 @pytest.mark.parametrize("name", ["/etc", "../phi35-mini-tiny-int4", "~root", ".hidden"])
@@ -495,3 +571,67 @@ def test_status_has_the_same_engine_fields_before_the_first_load(daemon):
         list(c.chat("hello", max_tokens=2))
         chat = c.status()["engines"]["chat"]
     assert set(vision) == set(chat) - {"rss_bytes"}
+
+
+# ---------------------------------------------------------------- clients that do not read
+
+
+def non_reader(daemon) -> zmq.Socket:
+    """A client that stops reading: the smallest queues ZeroMQ and the kernel allow on its side."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.setsockopt(zmq.RCVTIMEO, 10000)
+    sock.connect(daemon.address)
+    return sock
+
+
+def events_until_final(sock: zmq.Socket, rids: set[str]) -> dict[str, list[dict]]:
+    """Every event of these requests, until each has had its final one (and then a moment more)."""
+    events: dict[str, list[dict]] = {rid: [] for rid in rids}
+    open_ = set(rids)
+    while open_:
+        event = json.loads(sock.recv_multipart()[0])
+        events[event["id"]].append(event)
+        if event["final"]:
+            open_.discard(event["id"])
+    sock.setsockopt(zmq.RCVTIMEO, 300)
+    with pytest.raises(zmq.Again):  # nothing after the final events
+        sock.recv_multipart()
+    return events
+
+
+def test_a_client_that_leaves_its_output_unread_is_ended_not_buffered(int4_package, tmp_path):
+    """Fixed: the send queue was capped at 100,000 messages, not bytes, so a client that never
+    read made the daemon hold everything it was sent (12 unread `say` requests: +1.4 GB). Now a
+    client with more than server.max_unread_bytes unread has its requests ended with
+    `cancelled`, reason `unread_output` (finished ones too), and what waited for it is freed."""
+    budget = 64 << 10
+    sections = base_sections(int4_package, server={"max_unread_bytes": budget})
+    daemon = Daemon(tmp_path, sections)
+    try:
+        with daemon.client() as c:
+            c.chat("warm up", max_tokens=2)
+        sock = non_reader(daemon)
+        sock.send(P.encode_request("done-1", "ping"))  # answered at once: on its way before the rest
+        rids = {f"long-{n}" for n in range(3)}
+        for rid in sorted(rids):
+            sock.send(P.encode_request(rid, "chat", messages=user(f"go on {rid}"), max_tokens=3000))
+        with daemon.client() as other:
+            wait_for(lambda: other.status()["inflight"] == 0, timeout=60)
+            assert other.call("ping")["pong"]  # everyone else is served as before
+            output = other.status()["output"]
+            assert output["overruns"] == 1 and output["unread_bytes"] <= budget, output
+        events = events_until_final(sock, rids | {"done-1"})
+        assert events["done-1"] == [{"v": 1, "id": "done-1", "event": "result", "final": True, "pong": True}]
+        for rid in rids:  # what was on its way before the overrun arrives, then the end
+            final = events[rid][-1]
+            assert [e for e in events[rid] if e["final"]] == [final]
+            assert final["event"] == "error", final
+            assert final["error"]["code"] == "cancelled" and final["error"]["reason"] == "unread_output"
+        # a client that reads again is served again
+        assert raw_reply(sock, P.encode_request("again", "ping"))["pong"]
+        sock.close()
+    finally:
+        daemon.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -602,3 +603,47 @@ def test_hung_synthesis_is_timed_out_and_restarted(int4_package, device, tmp_pat
             assert status["restarts"] == 1 and status["pid"] != pid
     finally:
         d.stop()
+
+
+def test_speech_for_a_client_that_does_not_read_waits_for_it(daemon, client):
+    """Fixed (#11): audio for a client that stopped reading was synthesized and held whatever
+    its size (12 unread `say`s: +1.4 GB). Now synthesis for that client waits while a quarter
+    of server.max_unread_bytes is unread, and goes on, in order, once the client reads."""
+    pause_bytes = (32 << 20) // 4  # the default budget
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.setsockopt(zmq.RCVTIMEO, 30000)
+    sock.connect(client.address)
+    long_text = (LONG * 100)[:P.MAX_SAY_CHARS]  # about 20 minutes of speech each
+    rids = [f"unread-{n}" for n in range(3)]
+    rss_before = client.status()["daemon_rss_bytes"]
+    for rid in rids:
+        sock.send(P.encode_request(rid, "say", text=long_text, output="client", format="pcm"))
+    wait_for(lambda: client.status()["output"]["unread_bytes"] >= pause_bytes, timeout=60)
+    time.sleep(5)  # synthesis would have made minutes more audio by now
+    status = client.status()
+    assert status["output"]["unread_bytes"] < pause_bytes + (2 << 20), status["output"]
+    assert status["daemon_rss_bytes"] - rss_before < 64 << 20
+    assert status["output"]["overruns"] == 0
+    # the client reads again: every sentence comes, in order, from the first on
+    sentences = {rid: [] for rid in rids}
+    while sum(map(len, sentences.values())) < 60:
+        frames = sock.recv_multipart()
+        event = json.loads(frames[0])
+        if event["event"] == "audio":
+            assert len(frames) == 2 and len(frames[1]) == 2 * event["samples"]
+            sentences[event["id"]].append(event["sentence"])
+        assert not event["final"], event
+    for got in sentences.values():
+        assert got == list(range(len(got)))
+    for rid in rids:
+        sock.send(P.encode_request(f"stop-{rid}", "cancel", target=rid))
+    finals = set()
+    while len(finals) < len(rids):
+        event = json.loads(sock.recv_multipart()[0])
+        if event["final"] and event["id"] in rids:
+            assert event["event"] == "error" and event["error"]["code"] == "cancelled"
+            finals.add(event["id"])
+    sock.close()

@@ -63,7 +63,7 @@ class EngineError:
 
 
 def control(kind: str, **fields: Any) -> bytes:
-    """A message that belongs to no job: ready, load_failed, heartbeat, cancel, stop."""
+    """A message that belongs to no job: ready, load_failed, heartbeat, cancel, forget, stop."""
     return _frame({"type": kind, **fields})
 
 

@@ -291,6 +291,8 @@ class ChatWorker:
                 self.channel.fail(message.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
         elif message["type"] == "cancel":
             self.cancel_job(message["job"])
+        elif message["type"] == "forget":  # a privacy wipe: no session's KV stays
+            self.evict_resident()
         elif message["type"] == "stop":
             self.running = False
 

@@ -177,6 +177,12 @@ class EngineHost:
         if job in self.active and self._sock is not None:
             await self._sock.send(control("cancel", job=job))
 
+    async def send_control(self, kind: str) -> None:
+        """A message for the running child that is no job (`forget`: drop what it kept between
+        requests); nothing if no child runs (a new one keeps nothing)."""
+        if self.state == READY and self._sock is not None:
+            await self._sock.send(control(kind))
+
     # ---------------------------------------------------------------- child messages and health
 
     async def _read(self, sock: zmq.asyncio.Socket, generation: int) -> None:

@@ -32,6 +32,7 @@ class Session:
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     busy: bool = False
+    wiped: bool = False  # dropped by a privacy wipe while a turn ran: nothing of it is kept
 
     def summary(self) -> dict:
         return {"session": self.id, "kind": "chat", "turns": sum(1 for m in self.messages if m["role"] == "user"),
@@ -192,6 +193,19 @@ class ChatService(ModelService):
             raise P.ProtocolError(P.UNSUPPORTED, "this onnxruntime-genai build cannot constrain output to a "
                                   "JSON schema", field="json_schema")
 
+    def wipe_sessions(self) -> int:
+        """The privacy wipe: every client's sessions, and the turn the engine kept for one."""
+        wiped = self.sessions.wipe()
+        for session in wiped:
+            session.wiped, session.messages, session.system = True, [], None
+        self._forget_kept_turn()
+        return len(wiped)
+
+    def _forget_kept_turn(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            self.background(engine.send_control("forget"))
+
     def payload(self, pending: ChatJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
         body = pending.request
         sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "seed",
@@ -203,13 +217,15 @@ class ChatService(ModelService):
         if pending.session is not None:
             pending.session.busy = False
             pending.session.last_used = time.time()
+            if pending.session.wiped:  # the engine may have kept this turn's KV for the next one
+                self._forget_kept_turn()
 
     def on_progress(self, pending: ChatJob, event: Event) -> None:  # type: ignore[override]
         if event.kind == "dropped" and pending.session is not None:
             pending.session.messages = drop_turns(pending.session.messages, event.fields["dropped_turns"])
 
     def finish(self, pending: ChatJob, fields: dict) -> dict:  # type: ignore[override]
-        if pending.session is not None:
+        if pending.session is not None and not pending.session.wiped:
             pending.session.messages += [{"role": "user", "content": pending.user_message},
                                          {"role": "assistant", "content": fields["text"]}]
         return {**fields, "session": pending.session.id if pending.session else None}

@@ -104,6 +104,19 @@ class SessionStore(Generic[S]):
         del self._sessions[self._key(owner, sid)]
         return session
 
+    def drop(self, session: S) -> None:
+        """Remove this session if it is still kept (a wipe may have taken it already)."""
+        key = self._key(session.owner, session.id)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+
+    def wipe(self) -> list[S]:
+        """Drop every session of every client (the privacy wipe); returned so that their
+        service can clear what a running turn still holds."""
+        wiped = list(self._sessions.values())
+        self._sessions.clear()
+        return wiped
+
     def of(self, owner: str) -> list[S]:
         return [s for s in self._sessions.values() if s.owner == owner]
 

@@ -117,6 +117,8 @@ class SpeechService(Service):
         self._turns = itertools.count()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # whether a client (by name) has so much unread that its audio should wait (server.py sets it)
+        self.client_paused: Callable[[str], bool] = lambda name: False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -238,6 +240,10 @@ class SpeechService(Service):
         utterance.closed = True
         self._check_finished(utterance)
 
+    def output_drained(self) -> None:
+        """A client whose speech waited for it to read has room again."""
+        self._wake.set()
+
     def _schedule(self) -> None:
         """Give the device to the best waiting utterance if nobody holds it."""
         chosen = self.queue.next()
@@ -346,6 +352,8 @@ class SpeechService(Service):
                 continue
             if not utterance.client and utterance.synthesized - utterance.playing >= LOOKAHEAD_SENTENCES:
                 continue
+            if utterance.client and self.client_paused(utterance.owner):
+                continue  # it has not read what it was sent: output_drained() wakes us
             return utterance, utterance.synthesized
         return None
 

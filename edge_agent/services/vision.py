@@ -34,6 +34,7 @@ class ImageSession:
     messages: list[dict] = field(default_factory=list)
     busy: bool = False
     last_used: float = field(default_factory=time.time)
+    wiped: bool = False  # dropped by a privacy wipe while a question ran: nothing of it is kept
 
     def summary(self) -> dict:
         return {"session": self.id, "kind": "image", "images": len(self.images),
@@ -114,13 +115,21 @@ class VisionService(ModelService):
     def release(self, pending: AskJob) -> None:  # type: ignore[override]
         pending.session.busy = False
 
+    def wipe_sessions(self) -> int:
+        """The privacy wipe: every client's image sessions and the images they hold."""
+        wiped = self.sessions.wipe()
+        for session in wiped:
+            session.wiped, session.images, session.messages = True, [], []
+        return len(wiped)
+
     def finish(self, pending: AskJob, fields: dict) -> dict:  # type: ignore[override]
         if pending.transcribe:
-            self.sessions.delete(pending.session.owner, pending.session.id)
+            self.sessions.drop(pending.session)
             text = fields["text"].strip()
             return {"engine": "vision", "text": text, "language": script_hint(text),
                     "lines": [{"text": line} for line in text.splitlines() if line.strip()],
                     "usage": fields["usage"]}
-        pending.session.messages += [{"role": "user", "content": pending.question},
-                                     {"role": "assistant", "content": fields["text"]}]
+        if not pending.session.wiped:
+            pending.session.messages += [{"role": "user", "content": pending.question},
+                                         {"role": "assistant", "content": fields["text"]}]
         return {**fields, "session": pending.session.id, "images": len(pending.session.images)}
