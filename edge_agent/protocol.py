@@ -83,6 +83,7 @@ class ChatRequest:
     context_policy: str = "error"
     stream: bool = True
     speak: SpeechOptions | None = None
+    unbatched: bool = False  # run alone, never in a batch with other requests (reproducible greedy output)
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,7 @@ def _parse_chat(f: _Fields) -> ChatRequest:
         context_policy=f.choice("context_policy", ("error", "drop_oldest"), "error"),
         stream=f.boolean("stream", True),
         speak=_parse_speak(doc),
+        unbatched=f.boolean("unbatched", False),
     )
 
 
@@ -409,7 +411,7 @@ _PARSERS = {
     "status": (set(), lambda f: EmptyRequest()),
     "ping": (set(), lambda f: EmptyRequest()),
     "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
-              "stop", "json_schema", "context_policy", "stream", "speak"}, _parse_chat),
+              "stop", "json_schema", "context_policy", "stream", "speak", "unbatched"}, _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),

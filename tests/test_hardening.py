@@ -615,23 +615,84 @@ def test_a_client_that_leaves_its_output_unread_is_ended_not_buffered(int4_packa
             c.chat("warm up", max_tokens=2)
         sock = non_reader(daemon)
         sock.send(P.encode_request("done-1", "ping"))  # answered at once: on its way before the rest
-        rids = {f"long-{n}" for n in range(3)}
-        for rid in sorted(rids):
-            sock.send(P.encode_request(rid, "chat", messages=user(f"go on {rid}"), max_tokens=3000))
+        # How much output the kernel and ZeroMQ take off the daemon's hands differs between
+        # machines (socket buffer sizes), and so does where a random model stops (CPU kernels
+        # round differently), so long answers are asked for one at a time until one overruns.
+        rids: list[str] = []
         with daemon.client() as other:
-            wait_for(lambda: other.status()["inflight"] == 0, timeout=60)
+            for n in range(40):
+                rids.append(f"long-{n}")
+                sock.send(P.encode_request(rids[-1], "chat", messages=user(f"go on {rids[-1]}"), max_tokens=3000))
+                wait_for(lambda: other.status()["inflight"] == 0, timeout=60)
+                output = other.status()["output"]
+                if output["overruns"]:
+                    break
             assert other.call("ping")["pong"]  # everyone else is served as before
-            output = other.status()["output"]
-            assert output["overruns"] == 1 and output["unread_bytes"] <= budget, output
-        events = events_until_final(sock, rids | {"done-1"})
+            assert output["overruns"] == 1 and output["unread_bytes"] <= budget, (len(rids), output)
+        events = events_until_final(sock, set(rids) | {"done-1"})
         assert events["done-1"] == [{"v": 1, "id": "done-1", "event": "result", "final": True, "pong": True}]
-        for rid in rids:  # what was on its way before the overrun arrives, then the end
-            final = events[rid][-1]
-            assert [e for e in events[rid] if e["final"]] == [final]
-            assert final["event"] == "error", final
-            assert final["error"]["code"] == "cancelled" and final["error"]["reason"] == "unread_output"
+        for rid in rids:  # what was on its way before the overrun arrives, then one end each
+            finals = [e for e in events[rid] if e["final"]]
+            assert finals == [events[rid][-1]]
+            assert finals[0]["event"] == "result" or finals[0]["error"]["reason"] == "unread_output", finals
+        final = events[rids[-1]][-1]  # the answer that overran the budget was ended, not finished
+        assert final["event"] == "error", final
+        assert final["error"]["code"] == "cancelled" and final["error"]["reason"] == "unread_output"
         # a client that reads again is served again
         assert raw_reply(sock, P.encode_request("again", "ping"))["pong"]
         sock.close()
     finally:
         daemon.stop()
+
+
+# ---------------------------------------------------------------- batching and greedy answers (#11 item 20)
+
+PROMPTS = [f"Read a parcel label aloud to me, please.{' Thank you.' * (3 * n)}" for n in range(12)]
+
+
+def test_unbatched_requests_run_alone_and_answer_as_alone(int4_package):
+    from edge_agent.engines.channel import EngineJob
+    from edge_agent.engines.genai_chat import ChatWorker
+
+    channel = Recorded()
+    worker = ChatWorker(channel, {"package": str(int4_package), "threads": 1})
+
+    def answers(unbatched: bool, together: bool) -> list[str]:
+        start = len(channel.sent)
+        jobs = [EngineJob(f"{unbatched}-{together}-{n}", {"messages": user(p), "max_tokens": 64,
+                                                           "unbatched": unbatched}) for n, p in enumerate(PROMPTS)]
+        most = 0
+        for job in jobs:
+            worker.handle(job)
+            while not together and (worker.jobs or worker.held):
+                worker.step()
+                worker.admit()
+        while worker.jobs or worker.held:
+            most = max(most, len(worker.jobs))
+            worker.step()
+            worker.admit()
+        if unbatched:
+            assert most == 1  # never two in the engine at once
+        results = {s[1]: s[2]["text"] for s in channel.sent[start:] if s[0] == "result"}
+        return [results[job.job] for job in jobs]
+
+    alone = answers(unbatched=False, together=False)
+    batched = answers(unbatched=False, together=True)
+    # what the option is for: prompts of other lengths in one batch change some greedy answers
+    # (3 of these 12 on the tiny fixture; if a runtime ever batches bit-exactly, this line goes)
+    assert batched != alone
+    assert answers(unbatched=True, together=True) == alone
+    worker.handle(EngineJob("held", {"messages": user("wait"), "max_tokens": 4, "unbatched": True}))
+    worker.handle(EngineJob("behind", {"messages": user("wait"), "max_tokens": 4}))
+    assert [m.job for m in worker.held] == ["behind"]  # nothing runs beside an unbatched request
+    worker.cancel_job("behind")
+    assert channel.sent[-1][:2] == ("fail", "behind") and not worker.held
+
+
+def test_unbatched_is_a_chat_option(daemon):
+    with daemon.client() as c:
+        assert c.describe()["services"]["chat"]["unbatched"] is True
+        assert c.call("chat", messages=user("hello"), max_tokens=3, unbatched=True)["usage"]["generated_tokens"] > 0
+        with pytest.raises(EdgeAgentError) as err:
+            c.call("chat", messages=user("hello"), unbatched="yes")
+        assert err.value.code == "bad_request" and err.value.details["field"] == "unbatched"

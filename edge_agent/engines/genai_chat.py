@@ -6,6 +6,11 @@ daemon as text deltas. Sessions keep their `og.Request` (and so their KV cache) 
 turns where the library allows it: 0.18 continues a request's sequence only while it is the
 one resident request, so one idle session request is kept, and evicted (to be re-prefilled
 next time) as soon as other work arrives.
+
+Batching changes greedy answers: a prompt batched with prompts of other lengths can take
+another token where the top two logits nearly tie (bench/batch_determinism.py). A request
+marked `unbatched` therefore waits until the running batch has finished, runs alone, and
+nothing joins it; requests behind it wait their turn.
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ class Job:
     stop_hit: bool = False
     tokens_since_send: int = 0
     pending_text: list[str] = field(default_factory=list)
+    alone: bool = False  # `unbatched`: nothing runs beside it
 
 
 class ChatWorker:
@@ -74,6 +80,7 @@ class ChatWorker:
         self.eos_ids = set(int(t) for t in self.tokenizer.eos_token_ids)
         self.jobs: dict[str, Job] = {}
         self.resident: Resident | None = None
+        self.held: list[EngineJob] = []  # jobs waiting for an unbatched one, or to run alone
         self.json_schema = self._probe_guidance()
         # stop strings and per-turn seeds need the dynamic-batching (paged, CUDA) engine; on the
         # static CPU engine stop strings are watched here, and seeds are refused
@@ -176,7 +183,8 @@ class ChatWorker:
             id=job_id, request=request, turn=turn_id, stream=self.tokenizer.create_stream(),
             filter=StopStringFilter(message.get("stop") or ()), session=session, prompt_text=text,
             prompt_tokens=cached + len(new_tokens), cached_tokens=cached, dropped_turns=dropped,
-            stream_deltas=message.get("stream", True), started=time.monotonic())
+            stream_deltas=message.get("stream", True), started=time.monotonic(),
+            alone=bool(message.get("unbatched")))
         if dropped:
             self.channel.event(job_id, "dropped", {"dropped_turns": dropped, "messages_kept": len(messages)})
 
@@ -185,7 +193,32 @@ class ChatWorker:
             self.resident.request.close()
             self.resident = None
 
+    def admit(self) -> None:
+        """Start held jobs in order: an unbatched one once nothing runs, and nothing beside it."""
+        while self.held:
+            if any(job.alone for job in self.jobs.values()):
+                return
+            if self.held[0].payload.get("unbatched") and self.jobs:
+                return
+            job = self.held.pop(0)
+            self.start(job)
+            if job.payload.get("unbatched"):
+                return
+
+    def start(self, message: EngineJob) -> None:
+        try:
+            self.start_job(message)
+        except CodedError as exc:
+            self.channel.fail(message.job, exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as `internal`
+            self.channel.fail(message.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+
     def cancel_job(self, job_id: str) -> None:
+        held = next((m for m in self.held if m.job == job_id), None)
+        if held is not None:
+            self.held.remove(held)
+            self.channel.fail(job_id, cancelled())
+            return
         job = self.jobs.get(job_id)
         if job is not None and not job.cancelled:
             job.cancelled = True
@@ -283,12 +316,8 @@ class ChatWorker:
 
     def handle(self, message: Incoming) -> None:
         if isinstance(message, EngineJob):
-            try:
-                self.start_job(message)
-            except CodedError as exc:
-                self.channel.fail(message.job, exc)
-            except Exception as exc:  # noqa: BLE001 - reported to the client as `internal`
-                self.channel.fail(message.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+            self.held.append(message)
+            self.admit()
         elif message["type"] == "cancel":
             self.cancel_job(message["job"])
         elif message["type"] == "forget":  # a privacy wipe: no session's KV stays
@@ -305,6 +334,7 @@ class ChatWorker:
                 waiting = self.channel.poll(0)
             if self.jobs and self.engine.has_pending_requests():
                 self.step()
+                self.admit()
             self.channel.heartbeat()
         self.evict_resident()
 

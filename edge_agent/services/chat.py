@@ -93,7 +93,7 @@ class ChatService(ModelService):
                 # known once the engine has loaded; null before
                 "json_schema": info.get("json_schema"),
                 "sampling": ["temperature", "top_p", "top_k"] + (["seed"] if info.get("seed") else []),
-                "context_policies": ["error", "drop_oldest"]}
+                "context_policies": ["error", "drop_oldest"], "unbatched": True}
 
     def totals(self) -> dict:
         return {"queue_depth": self.queue_depth(), "sessions": len(self.sessions)}
@@ -209,7 +209,8 @@ class ChatService(ModelService):
     def payload(self, pending: ChatJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
         body = pending.request
         sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "seed",
-                                                            "json_schema", "context_policy", "stream")}
+                                                            "json_schema", "context_policy", "stream",
+                                                            "unbatched")}
         return {"messages": pending.messages, "session": pending.session.id if pending.session else None,
                 "max_tokens": pending.max_tokens, "stop": list(body.stop), **sampling}, ()
 
