@@ -155,8 +155,13 @@ class ModelServiceConfig:
     load_timeout_s: float = 300.0
 
 
+@dataclass
 class ChatConfig(ModelServiceConfig):
-    pass
+    # answers generated side by side, each its own static batch (and KV cache) over the one
+    # model, stepped in turn: a request that arrives while others run starts at once, up to this
+    max_batches: int = 4
+    # while nothing runs, requests that arrive this close together start in one batch
+    admission_window_ms: float = 5.0
 
 
 class VisionConfig(ModelServiceConfig):
@@ -339,6 +344,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name}.default_max_tokens must be >= 1 and <= {name}.max_tokens_limit")
         if section.engine_timeout_s <= 0 or section.load_timeout_s <= 0:
             raise ConfigError(f"{name}.engine_timeout_s and {name}.load_timeout_s must be positive")
+    if not 1 <= config.chat.max_batches <= 16 or not 0 <= config.chat.admission_window_ms <= 1000:
+        raise ConfigError("chat.max_batches must be 1 to 16 and chat.admission_window_ms 0 to 1000")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
     if not 0 <= config.models.nice <= 19:

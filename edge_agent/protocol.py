@@ -49,6 +49,7 @@ SPEECH_OUTPUTS = ("device", "client", "both")
 AUDIO_FORMATS = ("wav", "pcm")
 PUNCTUATION = ("none", "some", "all")
 SPEECH_ACTIONS = ("stop", "cancel", "pause", "resume")
+CHAT_PRIORITIES = ("low", "normal", "high")
 MAX_SAY_CHARS = 20_000
 RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
@@ -84,6 +85,8 @@ class ChatRequest:
     stream: bool = True
     speak: SpeechOptions | None = None
     unbatched: bool = False  # run alone, never in a batch with other requests (reproducible greedy output)
+    priority: str | None = None  # CHAT_PRIORITIES (None: "normal", "high" when speaking important)
+    min_tokens: int = 0  # the end-of-turn token is not chosen before this many tokens
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,8 @@ def _parse_chat(f: _Fields) -> ChatRequest:
         stream=f.boolean("stream", True),
         speak=_parse_speak(doc),
         unbatched=f.boolean("unbatched", False),
+        priority=f.choice("priority", CHAT_PRIORITIES, None),
+        min_tokens=f.integer("min_tokens", 0, minimum=0),
     )
 
 
@@ -411,7 +416,8 @@ _PARSERS = {
     "status": (set(), lambda f: EmptyRequest()),
     "ping": (set(), lambda f: EmptyRequest()),
     "chat": ({"messages", "session", "message", "system", "max_tokens", "temperature", "top_p", "top_k", "seed",
-              "stop", "json_schema", "context_policy", "stream", "speak", "unbatched"}, _parse_chat),
+              "stop", "json_schema", "context_policy", "stream", "speak", "unbatched", "priority", "min_tokens"},
+             _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
     "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),

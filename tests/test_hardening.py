@@ -229,12 +229,14 @@ def test_a_wipe_makes_the_chat_engine_drop_the_turn_it_kept(int4_package):
     channel = Recorded()
     worker = ChatWorker(channel, {"package": str(int4_package), "threads": 1})
     worker.handle(EngineJob("j1", {"messages": user("My PIN is 1234."), "session": "kitchen", "max_tokens": 3}))
+    worker.admit()
     while worker.jobs:
-        worker.step()
+        worker.step_round()
     assert channel.sent[-1][0] == "result"
-    assert worker.resident is not None and worker.resident.session == "kitchen"  # kept for the next turn
+    kept = [b.resident for b in worker.batches if b.resident is not None]
+    assert [r.session for r in kept] == ["kitchen"]  # kept for the next turn
     worker.handle({"type": "forget"})
-    assert worker.resident is None
+    assert all(b.resident is None for b in worker.batches)
 
 
 def test_the_privacy_wipe_follows_a_quiet_spell(int4_package, tmp_path):
@@ -665,14 +667,16 @@ def test_unbatched_requests_run_alone_and_answer_as_alone(int4_package):
         for job in jobs:
             worker.handle(job)
             while not together and (worker.jobs or worker.held):
-                worker.step()
                 worker.admit()
+                worker.step_round()
         while worker.jobs or worker.held:
-            most = max(most, len(worker.jobs))
-            worker.step()
             worker.admit()
+            most = max([most] + [len(b.jobs) for b in worker.batches])
+            worker.step_round()
         if unbatched:
-            assert most == 1  # never two in the engine at once
+            assert most == 1  # never two in one batch
+        elif together:
+            assert most > 1
         results = {s[1]: s[2]["text"] for s in channel.sent[start:] if s[0] == "result"}
         return [results[job.job] for job in jobs]
 
@@ -682,11 +686,10 @@ def test_unbatched_requests_run_alone_and_answer_as_alone(int4_package):
     # (3 of these 12 on the tiny fixture; if a runtime ever batches bit-exactly, this line goes)
     assert batched != alone
     assert answers(unbatched=True, together=True) == alone
-    worker.handle(EngineJob("held", {"messages": user("wait"), "max_tokens": 4, "unbatched": True}))
-    worker.handle(EngineJob("behind", {"messages": user("wait"), "max_tokens": 4}))
-    assert [m.job for m in worker.held] == ["behind"]  # nothing runs beside an unbatched request
-    worker.cancel_job("behind")
-    assert channel.sent[-1][:2] == ("fail", "behind") and not worker.held
+    worker.handle(EngineJob("alone", {"messages": user("wait"), "max_tokens": 4, "unbatched": True}))
+    worker.handle(EngineJob("beside", {"messages": user("wait"), "max_tokens": 4}))
+    worker.admit()
+    assert sorted(len(b.jobs) for b in worker.batches if b.jobs) == [1, 1]  # nothing joins an unbatched one
 
 
 def test_unbatched_is_a_chat_option(daemon):

@@ -1,16 +1,31 @@
 """The chat engine, run inside an engine child process (see host.py).
 
-A thin loop over onnxruntime-genai's continuous-batching `og.Engine`: each chat job becomes
-an `og.Request` turn; every engine step's tokens are decoded per request and sent to the
-daemon as text deltas. Sessions keep their `og.Request` (and so their KV cache) between
-turns where the library allows it: 0.18 continues a request's sequence only while it is the
-one resident request, so one idle session request is kept, and evicted (to be re-prefilled
-next time) as soon as other work arrives.
+A thin loop over onnxruntime-genai's `og.Engine`: each chat job becomes an `og.Request`
+turn; every engine step's tokens are decoded per request and sent to the daemon as text
+deltas.
+
+Scheduling. On the CPU, 0.18's engine batches statically: a request added while a batch runs
+waits until that whole batch has finished, so one long answer would hold every other client.
+So the worker keeps several engines over the one loaded model (weights and session are
+shared; each engine holds only its own requests' KV cache), one batch each, and steps the
+running batches in turn, one token each. Requests that arrive together start together in one
+batch (batching is what makes 4 clients cheaper than 4 answers one after the other); a request
+that arrives while others run starts in a batch of its own at once, up to `max_batches`. A
+request's priority orders this: only the batches of the highest priority present are stepped,
+and requests of different priorities never share a batch.
+
+Memory: each running sequence may grow to its prompt plus `max_tokens`; with a KV budget
+set, a request that would take the reserved KV past it is refused with `busy` (reason
+`memory`) rather than let the machine swap.
+
+Sessions keep their `og.Request` (and so their KV cache) between turns where the library
+allows it: 0.18 continues a request's sequence only while it is the one request of its
+engine, so a finished session turn stays resident in its batch until that batch is needed
+for other work (or the KV budget is).
 
 Batching changes greedy answers: a prompt batched with prompts of other lengths can take
 another token where the top two logits nearly tie (bench/batch_determinism.py). A request
-marked `unbatched` therefore waits until the running batch has finished, runs alone, and
-nothing joins it; requests behind it wait their turn.
+marked `unbatched` runs in a batch of its own that nothing joins.
 """
 from __future__ import annotations
 
@@ -22,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CONTEXT_EXCEEDED, INTERNAL, UNSUPPORTED, CodedError, cancelled
+from ..errors import BUSY, CONTEXT_EXCEEDED, INTERNAL, UNSUPPORTED, CodedError, cancelled
 from .channel import EngineJob
 from .genai import load_model
 from .stopstrings import StopStringFilter
@@ -30,6 +45,10 @@ from .worker import HEARTBEAT_S, Incoming, WorkerChannel, serve_model
 
 FINISH_REASONS = {"EOS": "stop", "STOP_STRING": "stop_string", "MAX_GENERATED_TOKENS": "length",
                   "MAX_SESSION_TOKENS": "context", "CANCELLED": "cancelled", "FAILED": "failed"}
+PRIORITIES = {"low": 0, "normal": 1, "high": 2}
+DEFAULT_MAX_BATCHES = 4
+# requests that arrive this close together, while nothing runs, start in one batch
+DEFAULT_ADMISSION_WINDOW_MS = 5.0
 
 
 @dataclass
@@ -62,7 +81,25 @@ class Job:
     stop_hit: bool = False
     tokens_since_send: int = 0
     pending_text: list[str] = field(default_factory=list)
-    alone: bool = False  # `unbatched`: nothing runs beside it
+    reserved_tokens: int = 0  # prompt plus max_tokens: the most KV this sequence can hold
+    priority: int = PRIORITIES["normal"]
+
+
+@dataclass
+class Batch:
+    """One og.Engine over the shared model and the requests that started in it together."""
+    engine: Any  # og.Engine
+    buffer: Any  # its event buffer
+    jobs: dict[str, Job] = field(default_factory=dict)
+    resident: Resident | None = None
+    running: bool = False  # stepped at least once: the static engine admits nothing more now
+    priority: int = PRIORITIES["normal"]
+    alone: bool = False  # an `unbatched` request: nothing joins it
+    last_used: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return not self.jobs
 
 
 class ChatWorker:
@@ -73,23 +110,36 @@ class ChatWorker:
         self.channel = channel
         self.model = load_model(Path(spec["package"]), spec.get("threads") or None)
         self.tokenizer = og.Tokenizer(self.model)
-        self.engine = og.Engine(self.model)
-        self.buffer = self.engine.create_event_buffer(256)
         config = json.loads((Path(spec["package"]) / "genai_config.json").read_text())
         self.context_length = int(config["search"]["max_length"])
         self.eos_ids = set(int(t) for t in self.tokenizer.eos_token_ids)
-        self.jobs: dict[str, Job] = {}
-        self.resident: Resident | None = None
-        self.held: list[EngineJob] = []  # jobs waiting for an unbatched one, or to run alone
+        self.max_batches = max(1, int(spec.get("max_batches") or DEFAULT_MAX_BATCHES))
+        window = spec.get("admission_window_ms")
+        self.admission_window_s = (DEFAULT_ADMISSION_WINDOW_MS if window is None else float(window)) / 1000
+        # KV bytes the running sequences may reserve in all (0: no limit) and what one token costs
+        self.kv_budget = int(spec.get("kv_budget_bytes") or 0)
+        self.kv_per_token = int(spec.get("kv_bytes_per_token") or 0)
+        self.batches: list[Batch] = [self.new_batch()]
+        self.max_batch_size = max(1, int(self.batches[0].engine.get_capabilities().configured_max_batch_size))
+        self.held: list[EngineJob] = []  # jobs waiting for a batch to start in
         self.json_schema = self._probe_guidance()
         # stop strings and per-turn seeds need the dynamic-batching (paged, CUDA) engine; on the
         # static CPU engine stop strings are watched here, and seeds are refused
         self.dynamic_batching = isinstance(config.get("engine", {}).get("dynamic_batching"), dict)
         self.running = True
 
+    def new_batch(self) -> Batch:
+        engine = self.og.Engine(self.model)
+        return Batch(engine, engine.create_event_buffer(256))
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Every running job, whichever batch it is in."""
+        return {job.id: job for batch in self.batches for job in batch.jobs.values()}
+
     def _probe_guidance(self) -> bool:
         """Whether this build can constrain output to a JSON schema (llguidance compiled in)."""
-        request = self.engine.create_request()
+        request = self.batches[0].engine.create_request()
         try:
             options = self.og.TurnOptions(request)
             options.set_guidance("json_schema", json.dumps({"type": "object"}))
@@ -100,10 +150,11 @@ class ChatWorker:
             request.close()
 
     def info(self) -> dict:
-        caps = self.engine.get_capabilities()
+        caps = self.batches[0].engine.get_capabilities()
         return {"context_length": self.context_length, "json_schema": self.json_schema,
                 "seed": self.dynamic_batching, "dynamic_batching": self.dynamic_batching,
-                "max_batch": int(caps.configured_max_batch_size), "model_type": self.model.type}
+                "max_batch": int(caps.configured_max_batch_size), "max_batches": self.max_batches,
+                "model_type": self.model.type}
 
     # ---------------------------------------------------------------- prompts
 
@@ -138,29 +189,34 @@ class ChatWorker:
 
     # ---------------------------------------------------------------- jobs
 
-    def start_job(self, job: EngineJob) -> None:
+    def start_job(self, job: EngineJob, batch: Batch) -> None:
+        """Begin the job's turn in this batch (not yet running, or its session's resident one)."""
         og = self.og
         job_id, message = job.job, job.payload
         messages, text, tokens, dropped = self.fit_context(message["messages"], message["max_tokens"],
                                                            message.get("context_policy", "error"))
         session = message.get("session")
-        resident = self.resident
-        reuse = (resident is not None and resident.session == session and not self.jobs
+        resident = batch.resident
+        reuse = (resident is not None and resident.session == session and batch.idle
                  and dropped == 0 and text.startswith(resident.text))
-        cached = 0
+        if resident is not None and not reuse:
+            self.evict_resident(batch)
+        cached = resident.tokens if resident is not None and reuse else 0
+        reserved = min(self.context_length, len(tokens) + message["max_tokens"])
+        self.check_memory(reserved - cached, keep=batch)
         if resident is not None and reuse:
             request, suffix = resident.request, text[len(resident.text):]
             new_tokens = self.encode(suffix)  # the suffix starts at a special token: same ids as in one piece
-            cached = resident.tokens
-            self.resident = None
+            batch.resident = None
         else:
-            self.evict_resident()
             options = og.RequestOptions()
             options.set_max_session_tokens(self.context_length)
-            request = self.engine.create_request(options=options)
+            request = batch.engine.create_request(options=options)
             new_tokens = tokens
         turn = og.TurnOptions(request)
         turn.set_max_generated_tokens(message["max_tokens"])
+        if message.get("min_tokens"):
+            turn.set_min_generated_tokens(int(message["min_tokens"]))
         temperature = float(message.get("temperature", 0.0))
         turn.set_do_sample(temperature > 0)
         if temperature > 0:
@@ -169,6 +225,7 @@ class ChatWorker:
             turn.set_top_k(int(message.get("top_k", 0)))
         if message.get("seed") is not None:
             if not self.dynamic_batching:
+                request.close()
                 raise CodedError(UNSUPPORTED, "a sampling seed needs an engine with dynamic batching "
                                "(CUDA packages with paged attention); this one is static", field="seed")
             turn.set_seed(int(message["seed"]))
@@ -179,35 +236,94 @@ class ChatWorker:
             schema.setdefault("x-guidance", {"whitespace_flexible": False})
             turn.set_guidance("json_schema", json.dumps(schema))
         turn_id = request.begin_turn(new_tokens, turn)
-        self.jobs[job_id] = Job(
+        batch.jobs[job_id] = Job(
             id=job_id, request=request, turn=turn_id, stream=self.tokenizer.create_stream(),
             filter=StopStringFilter(message.get("stop") or ()), session=session, prompt_text=text,
             prompt_tokens=cached + len(new_tokens), cached_tokens=cached, dropped_turns=dropped,
             stream_deltas=message.get("stream", True), started=time.monotonic(),
-            alone=bool(message.get("unbatched")))
+            reserved_tokens=reserved, priority=priority_of(message))
+        batch.priority, batch.alone = priority_of(message), bool(message.get("unbatched"))
+        batch.last_used = time.monotonic()
         if dropped:
             self.channel.event(job_id, "dropped", {"dropped_turns": dropped, "messages_kept": len(messages)})
 
-    def evict_resident(self) -> None:
-        if self.resident is not None:
-            self.resident.request.close()
-            self.resident = None
+    def reserved_kv(self) -> int:
+        """KV bytes the running sequences and the kept session turns may hold."""
+        tokens = sum(job.reserved_tokens for job in self.jobs.values())
+        tokens += sum(b.resident.tokens for b in self.batches if b.resident is not None)
+        return tokens * self.kv_per_token
+
+    def check_memory(self, tokens: int, keep: Batch) -> None:
+        """Refuse a sequence the KV budget cannot take, once kept session turns (other than
+        the one `keep` continues) are given up."""
+        if not self.kv_budget or not self.kv_per_token:
+            return
+        need = tokens * self.kv_per_token
+        for batch in sorted(self.batches, key=lambda b: b.last_used):
+            if self.reserved_kv() + need <= self.kv_budget:
+                return
+            if batch.resident is not None and batch.idle and batch is not keep:
+                self.evict_resident(batch)
+        if self.reserved_kv() + need > self.kv_budget and self.jobs:
+            raise CodedError(BUSY, f"the running requests hold the KV cache budget "
+                             f"({self.reserved_kv() >> 20} of {self.kv_budget >> 20} MiB; this one needs "
+                             f"{need >> 20} MiB); retry when one has finished", reason="memory",
+                             retry_after_ms=1000)
+
+    def evict_resident(self, batch: Batch) -> None:
+        if batch.resident is not None:
+            batch.resident.request.close()
+            batch.resident = None
+
+    def evict_all(self) -> None:
+        for batch in self.batches:
+            self.evict_resident(batch)
+
+    def batch_for(self, message: EngineJob) -> Batch | None:
+        """Where this job can start now: its session's kept turn, a batch that formed in this
+        round with the same priority, an idle batch, a new one, or a batch whose kept turn
+        can go (least recently used first). None: it waits."""
+        session = message.payload.get("session")
+        priority, alone = priority_of(message.payload), bool(message.payload.get("unbatched"))
+        idle = [b for b in self.batches if b.idle and not b.running]
+        if session is not None:
+            for batch in idle:
+                if batch.resident is not None and batch.resident.session == session:
+                    return batch
+        if not alone:  # a continued session turn shares its engine with nothing (0.18)
+            for batch in self.batches:
+                if (batch.jobs and not batch.running and not batch.alone and batch.priority == priority
+                        and len(batch.jobs) < self.max_batch_size
+                        and not any(j.cached_tokens for j in batch.jobs.values())):
+                    return batch
+        empty = [b for b in idle if b.resident is None]
+        if empty:
+            return empty[0]
+        if len(self.batches) < self.max_batches:
+            self.batches.append(self.new_batch())
+            return self.batches[-1]
+        kept = sorted((b for b in idle if b.resident is not None), key=lambda b: b.last_used)
+        return kept[0] if kept else None
 
     def admit(self) -> None:
-        """Start held jobs in order: an unbatched one once nothing runs, and nothing beside it."""
-        while self.held:
-            if any(job.alone for job in self.jobs.values()):
-                return
-            if self.held[0].payload.get("unbatched") and self.jobs:
-                return
-            job = self.held.pop(0)
-            self.start(job)
-            if job.payload.get("unbatched"):
-                return
+        """Start held jobs, highest priority first, first come first within one; one that
+        finds no batch waits (and so do the ones of its priority behind it)."""
+        self.held.sort(key=lambda m: -priority_of(m.payload))  # stable: arrival order within a priority
+        waiting: list[EngineJob] = []
+        blocked: set[int] = set()
+        for message in self.held:
+            priority = priority_of(message.payload)
+            batch = None if priority in blocked else self.batch_for(message)
+            if batch is None:
+                blocked.add(priority)
+                waiting.append(message)
+            else:
+                self.start(message, batch)
+        self.held = waiting
 
-    def start(self, message: EngineJob) -> None:
+    def start(self, message: EngineJob, batch: Batch) -> None:
         try:
-            self.start_job(message)
+            self.start_job(message, batch)
         except CodedError as exc:
             self.channel.fail(message.job, exc)
         except Exception as exc:  # noqa: BLE001 - reported to the client as `internal`
@@ -223,12 +339,6 @@ class ChatWorker:
         if job is not None and not job.cancelled:
             job.cancelled = True
             job.request.cancel_turn(job.turn)
-
-    def find_job(self, request) -> Job | None:
-        for job in self.jobs.values():
-            if job.request == request:
-                return job
-        return None
 
     def on_token(self, job: Job, token: int, last: bool, finish: str | None) -> None:
         if job.first_token is None:
@@ -251,12 +361,12 @@ class ChatWorker:
         job.pending_text.clear()
         job.tokens_since_send = 0
 
-    def finish_job(self, job: Job, reason: str, usage) -> None:
+    def finish_job(self, batch: Batch, job: Job, reason: str) -> None:
         tail = job.filter.finish()
         if tail:
             job.pending_text.append(tail)
         self.flush(job)
-        del self.jobs[job.id]
+        del batch.jobs[job.id]
         now = time.monotonic()
         text = job.filter.visible_text
         stopped = job.stop_hit or job.filter.stopped
@@ -267,14 +377,13 @@ class ChatWorker:
         if stopped:
             reason = "STOP_STRING"
         # keep the request for the session's next turn only if its KV holds exactly the
-        # prompt plus the text the client saw, and nothing else is resident
-        keep = (job.session is not None and not self.jobs and reason in ("EOS", "MAX_GENERATED_TOKENS")
-                and not job.filter.stopped)
+        # prompt plus the text the client saw, and it was alone in its batch
+        keep = (job.session is not None and batch.idle and reason in ("EOS", "MAX_GENERATED_TOKENS")
+                and not job.filter.stopped and job.request is not None and batch.resident is None)
         if keep:
-            self.evict_resident()
             end = "<|end|>" if reason == "EOS" else ""
-            self.resident = Resident(job.session, job.request, job.prompt_text + text + end,
-                                     job.prompt_tokens + job.generated)
+            batch.resident = Resident(job.session, job.request, job.prompt_text + text + end,
+                                      job.prompt_tokens + job.generated)
         else:
             job.request.close()
         decode_s = now - job.first_token if job.first_token else 0.0
@@ -289,11 +398,13 @@ class ChatWorker:
                       else None,
                       "engine_total_ms": round((now - job.started) * 1000, 1)}})
 
-    def step(self) -> None:
+    def step(self, batch: Batch) -> None:
+        """One step of one batch: a token for each of its requests."""
         flags = self.og.EngineEventFlags
+        batch.running = True
         touched: dict[str, Job] = {}
-        for ev in self.engine.run(self.buffer):
-            job = self.find_job(ev.request)
+        for ev in batch.engine.run(batch.buffer):
+            job = next((j for j in batch.jobs.values() if j.request == ev.request), None)
             if job is None:
                 continue
             bits = ev.flags.value
@@ -303,40 +414,63 @@ class ChatWorker:
                 touched[job.id] = job
             if bits & flags.FAILED.value:
                 touched.pop(job.id, None)
-                del self.jobs[job.id]
+                del batch.jobs[job.id]
                 job.request.close()
                 self.channel.fail(job.id, CodedError(INTERNAL, f"engine failed the request: {ev.error_code.name}"))
             elif finish is not None:
                 touched.pop(job.id, None)
-                self.finish_job(job, finish, ev.usage)
+                self.finish_job(batch, job, finish)
         for job in touched.values():
             self.flush(job)
+        if batch.idle or not batch.engine.has_pending_requests():
+            batch.running = False
+
+    def step_round(self) -> None:
+        """One step of each running batch of the highest priority present."""
+        active = [b for b in self.batches if b.jobs and b.engine.has_pending_requests()]
+        if not active:
+            return
+        top = max(b.priority for b in active)
+        for batch in active:
+            # a paused batch is stepped for a cancel, so that the client hears of it at once
+            if batch.priority == top or any(job.cancelled for job in batch.jobs.values()):
+                self.step(batch)
 
     # ---------------------------------------------------------------- loop
 
     def handle(self, message: Incoming) -> None:
         if isinstance(message, EngineJob):
             self.held.append(message)
-            self.admit()
         elif message["type"] == "cancel":
             self.cancel_job(message["job"])
         elif message["type"] == "forget":  # a privacy wipe: no session's KV stays
-            self.evict_resident()
+            self.evict_all()
         elif message["type"] == "stop":
             self.running = False
 
+    def drain(self, timeout_s: float) -> None:
+        waiting = self.channel.poll(int(timeout_s * 1000))
+        while waiting:
+            self.handle(self.channel.receive())
+            waiting = self.channel.poll(0)
+
     def run(self) -> None:
         while self.running:
-            busy = self.engine.has_pending_requests() and bool(self.jobs)
-            waiting = self.channel.poll(0 if busy else int(HEARTBEAT_S * 1000))
-            while waiting:
-                self.handle(self.channel.receive())
-                waiting = self.channel.poll(0)
-            if self.jobs and self.engine.has_pending_requests():
-                self.step()
-                self.admit()
+            busy = any(b.jobs for b in self.batches)
+            self.drain(0 if busy else HEARTBEAT_S)
+            if self.held and not busy and self.admission_window_s:
+                # nothing runs: give requests sent at the same moment a chance to start together
+                deadline = time.monotonic() + self.admission_window_s
+                while self.running and time.monotonic() < deadline:
+                    self.drain(max(0.0, deadline - time.monotonic()))
+            self.admit()
+            self.step_round()
             self.channel.heartbeat()
-        self.evict_resident()
+        self.evict_all()
+
+
+def priority_of(payload: dict) -> int:
+    return PRIORITIES.get(payload.get("priority") or "normal", PRIORITIES["normal"])
 
 
 def serve(channel: WorkerChannel, spec: dict) -> None:

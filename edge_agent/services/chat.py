@@ -93,7 +93,17 @@ class ChatService(ModelService):
                 # known once the engine has loaded; null before
                 "json_schema": info.get("json_schema"),
                 "sampling": ["temperature", "top_p", "top_k"] + (["seed"] if info.get("seed") else []),
-                "context_policies": ["error", "drop_oldest"], "unbatched": True}
+                "context_policies": ["error", "drop_oldest"], "unbatched": True,
+                "priorities": list(P.CHAT_PRIORITIES), "max_batches": self.config.chat.max_batches}
+
+    def engine_spec(self, package: Package) -> dict:
+        """The scheduler's limits: batches side by side, the admission window, and the KV cache
+        the running sequences may hold (the memory budget less the weights)."""
+        budget, chat = self.config.models.memory_budget_mb << 20, self.config.chat
+        manifest = package.manifest
+        return {"max_batches": chat.max_batches, "admission_window_ms": chat.admission_window_ms,
+                "kv_budget_bytes": max(1, budget - package.size_bytes) if budget else 0,
+                "kv_bytes_per_token": manifest.kv_cache_bytes_per_token if manifest else 0}
 
     def totals(self) -> dict:
         return {"queue_depth": self.queue_depth(), "sessions": len(self.sessions)}
@@ -182,6 +192,9 @@ class ChatService(ModelService):
         """Validate a chat request and claim its session, before it is accepted. Raises
         ProtocolError to reject it; on success `run(job)` does the work."""
         max_tokens = self.max_tokens(body.max_tokens)
+        if body.min_tokens > max_tokens:
+            raise P.ProtocolError(P.BAD_REQUEST, f"min_tokens {body.min_tokens} is over max_tokens {max_tokens}",
+                                  field="min_tokens")
         messages, session, user_message = self._messages_for(body, owner)
         if session is not None:
             session.busy = True
@@ -210,7 +223,10 @@ class ChatService(ModelService):
         body = pending.request
         sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "seed",
                                                             "json_schema", "context_policy", "stream",
-                                                            "unbatched")}
+                                                            "unbatched", "min_tokens")}
+        # an answer read aloud as `important` speech is what a person waits for right now
+        spoken_important = body.speak is not None and body.speak.priority == "important"
+        sampling["priority"] = body.priority or ("high" if spoken_important else "normal")
         return {"messages": pending.messages, "session": pending.session.id if pending.session else None,
                 "max_tokens": pending.max_tokens, "stop": list(body.stop), **sampling}, ()
 

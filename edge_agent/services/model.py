@@ -86,7 +86,8 @@ class ModelService(Service):
                     await self.engine.stop()
                     self.engine.close()
                 self.engine = EngineHost(
-                    self.name, self.target, {"package": str(package.path), "threads": self.config.models.threads},
+                    self.name, self.target, {"package": str(package.path), "threads": self.config.models.threads,
+                                             **self.engine_spec(package)},
                     on_event=self._on_engine_event, progress_timeout_s=self.settings.engine_timeout_s,
                     load_timeout_s=self.settings.load_timeout_s, context=self.context, nice=self.config.models.nice)
                 self.package = package
@@ -124,6 +125,10 @@ class ModelService(Service):
         return max_tokens
 
     # ---------------------------------------------------------------- jobs: what a subclass says
+
+    def engine_spec(self, package: Package) -> dict:
+        """Settings the engine process needs besides its package and threads."""
+        return {}
 
     async def prepare(self, job: str, pending: ModelJob) -> None:
         """Work before the engine is needed (a camera frame)."""
