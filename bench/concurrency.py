@@ -17,6 +17,12 @@ daemon's chat engine code, edge_agent.engines.genai_chat.ChatWorker, in this pro
 the daemon did before) and `daemon` (the daemon as shipped). Without --package it uses the
 tiny random fixture (seconds); the numbers that matter come from the full-size package.
 Writes bench/results/concurrency.json (or --output).
+
+    python bench/concurrency.py --package PKG --batch-sizes 4,1
+
+only runs the aligned scenario on the daemon's engine code with chat.max_batch_size set to each
+value (one batch of 4, or each request in a batch of its own): batched prompt processing is
+the cost that decides it (bench/results/concurrency_batch_size.json).
 """
 from __future__ import annotations
 
@@ -308,6 +314,7 @@ def main() -> int:
     parser.add_argument("--package", type=Path, help="package to serve (default: tiny fixture, exported now)")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--batch-sizes", default=None, help="e.g. 4,1: only the aligned scenario per batch size")
     args = parser.parse_args()
 
     from edge_agent.manifest import read_manifest
@@ -322,6 +329,17 @@ def main() -> int:
                         "fixture_size": size, "block_size": manifest.quantization["block_size"],
                         "tokens": args.tokens, "aligned_clients": ALIGNED, "stagger_after_tokens": STAGGER_AFTER}
         paths: dict = {}
+        if args.batch_sizes:
+            output = args.output or RESULTS / "concurrency_batch_size.json"
+            worker = Worker(package)
+            worker.alone(4)  # warm-up
+            result["alone"] = worker.alone(args.tokens)
+            result["aligned_by_batch_size"] = {}
+            for size_cap in [int(n) for n in args.batch_sizes.split(",")]:
+                worker.worker.max_batch_size = size_cap
+                result["aligned_by_batch_size"][str(size_cap)] = worker.aligned(args.tokens)
+            write_result(output, result)
+            return 0
         print("og.Engine in-process...", file=sys.stderr)
         engine = OgEngine(package)
         engine.alone(4)  # warm-up

@@ -121,6 +121,8 @@ class ChatWorker:
         self.kv_per_token = int(spec.get("kv_bytes_per_token") or 0)
         self.batches: list[Batch] = [self.new_batch()]
         self.max_batch_size = max(1, int(self.batches[0].engine.get_capabilities().configured_max_batch_size))
+        if spec.get("max_batch_size"):  # a smaller cap: batched prompt processing is slow on some CPUs
+            self.max_batch_size = min(self.max_batch_size, int(spec["max_batch_size"]))
         self.held: list[EngineJob] = []  # jobs waiting for a batch to start in
         self.json_schema = self._probe_guidance()
         # stop strings and per-turn seeds need the dynamic-batching (paged, CUDA) engine; on the
