@@ -163,7 +163,7 @@ class ChatConfig(ModelServiceConfig):
     # while nothing runs, requests that arrive this close together start in one batch
     admission_window_ms: float = 5.0
     # requests per batch; 0 = what the package's engine allows. On 2 CPU cores 0.18 processed 4
-    # prompts in one batch 10x slower than one (bench/concurrency.py): 1 trades batched decode
+    # prompts in one batch 7x slower than one (bench/results/concurrency.json): 1 trades batched decode
     # for prompt processing one at a time, which wins for short answers
     max_batch_size: int = 0
 
