@@ -24,6 +24,11 @@ def write_result(path: Path, result: dict) -> None:
     print(json.dumps(result, indent=2))
 
 
+def fixture_size(manifest) -> str:
+    """'full' for a package of the real model's size, 'tiny' for the test fixture."""
+    return "full" if manifest.source["num_parameters"] > 1e9 else "tiny"
+
+
 def tiny_chat_package(work: Path) -> Path:
     """The tiny random Phi-3.5-mini, exported to INT4 under `work` (seconds): what a benchmark
     serves when it is given no full-size package."""

@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, tiny_chat_package, write_result  # noqa: E402
+from bench.common import RESULTS, fixture_size, machine, tiny_chat_package, write_result  # noqa: E402
 from bench.daemon_chat import PROMPT  # noqa: E402
 
 ALIGNED = 4
@@ -323,7 +323,7 @@ def main() -> int:
     try:
         package = args.package or tiny_chat_package(work)
         manifest = read_manifest(package)
-        size = "full" if manifest.source["num_parameters"] > 1e9 else "tiny"
+        size = fixture_size(manifest)
         output = args.output or RESULTS / ("concurrency.json" if size == "full" else "concurrency_tiny.json")
         result: dict = {"benchmark": "concurrency", "machine": machine(), "package": str(package),
                         "fixture_size": size, "block_size": manifest.quantization["block_size"],

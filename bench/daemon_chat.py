@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, tiny_chat_package, write_result  # noqa: E402
+from bench.common import RESULTS, fixture_size, machine, tiny_chat_package, write_result  # noqa: E402
 
 PROMPT = ("You are reading a medicine label for a person who cannot see it. The label says: take one "
           "tablet twice a day with food, do not exceed four tablets in twenty-four hours, keep out of "
@@ -180,7 +180,7 @@ def main() -> int:
     try:
         package = args.package or tiny_chat_package(work)
         manifest = read_manifest(package)
-        size = "full" if manifest.source["num_parameters"] > 1e9 else "tiny"
+        size = fixture_size(manifest)
         result = {"benchmark": "daemon_chat", "machine": machine(), "package": str(package), "fixture_size": size,
                   "parameters": manifest.source["num_parameters"], "block_size": manifest.quantization["block_size"],
                   "tokens_per_request": args.tokens}

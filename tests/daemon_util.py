@@ -28,6 +28,17 @@ def toml_value(value) -> str:
     return repr(value)
 
 
+def non_reader(address: str, receive_timeout_ms: int) -> zmq.Socket:
+    """A client that stops reading: the smallest queues ZeroMQ and the kernel allow on its side."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.setsockopt(zmq.RCVTIMEO, receive_timeout_ms)
+    sock.connect(address)
+    return sock
+
+
 def write_config(path: Path, sections: dict[str, dict]) -> Path:
     lines = []
     for section, values in sections.items():

@@ -17,7 +17,7 @@ from edge_agent.client import Client, EdgeAgentError
 from edge_agent.config import UnsafeSocketPath
 from edge_agent.manifest import describe_files, read_manifest, write_manifest
 
-from .daemon_util import Daemon
+from .daemon_util import Daemon, non_reader
 from .test_daemon import base_sections, raw_reply, raw_socket, user, wait_for
 
 
@@ -578,17 +578,6 @@ def test_status_has_the_same_engine_fields_before_the_first_load(daemon):
 # ---------------------------------------------------------------- clients that do not read
 
 
-def non_reader(daemon) -> zmq.Socket:
-    """A client that stops reading: the smallest queues ZeroMQ and the kernel allow on its side."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1)
-    sock.setsockopt(zmq.RCVBUF, 4096)
-    sock.setsockopt(zmq.RCVTIMEO, 10000)
-    sock.connect(daemon.address)
-    return sock
-
-
 def events_until_final(sock: zmq.Socket, rids: set[str]) -> dict[str, list[dict]]:
     """Every event of these requests, until each has had its final one (and then a moment more)."""
     events: dict[str, list[dict]] = {rid: [] for rid in rids}
@@ -615,7 +604,7 @@ def test_a_client_that_leaves_its_output_unread_is_ended_not_buffered(int4_packa
     try:
         with daemon.client() as c:
             c.chat("warm up", max_tokens=2)
-        sock = non_reader(daemon)
+        sock = non_reader(daemon.address, receive_timeout_ms=10000)
         sock.send(P.encode_request("done-1", "ping"))  # answered at once: on its way before the rest
         # How much output the kernel and ZeroMQ take off the daemon's hands differs between
         # machines (socket buffer sizes), and so does where a random model stops (CPU kernels

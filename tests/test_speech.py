@@ -20,7 +20,7 @@ import zmq
 from edge_agent import protocol as P
 from edge_agent.client import Client, EdgeAgentError
 
-from .daemon_util import REPO, Daemon
+from .daemon_util import REPO, Daemon, non_reader
 from .speech_util import SAMPLE_RATE, AlsaFileDevice, rms, write_label_video
 from .test_daemon import base_sections, wait_for
 
@@ -610,12 +610,7 @@ def test_speech_for_a_client_that_does_not_read_waits_for_it(daemon, client):
     its size (12 unread `say`s: +1.4 GB). Now synthesis for that client waits while a quarter
     of server.max_unread_bytes is unread, and goes on, in order, once the client reads."""
     pause_bytes = (32 << 20) // 4  # the default budget
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1)
-    sock.setsockopt(zmq.RCVBUF, 4096)
-    sock.setsockopt(zmq.RCVTIMEO, 30000)
-    sock.connect(client.address)
+    sock = non_reader(client.address, receive_timeout_ms=30000)
     long_text = (LONG * 100)[:P.MAX_SAY_CHARS]  # about 20 minutes of speech each
     rids = [f"unread-{n}" for n in range(3)]
     rss_before = client.status()["daemon_rss_bytes"]

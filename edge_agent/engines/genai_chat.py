@@ -82,7 +82,6 @@ class Job:
     tokens_since_send: int = 0
     pending_text: list[str] = field(default_factory=list)
     reserved_tokens: int = 0  # prompt plus max_tokens: the most KV this sequence can hold
-    priority: int = PRIORITIES["normal"]
 
 
 @dataclass
@@ -243,7 +242,7 @@ class ChatWorker:
             filter=StopStringFilter(message.get("stop") or ()), session=session, prompt_text=text,
             prompt_tokens=cached + len(new_tokens), cached_tokens=cached, dropped_turns=dropped,
             stream_deltas=message.get("stream", True), started=time.monotonic(),
-            reserved_tokens=reserved, priority=priority_of(message))
+            reserved_tokens=reserved)
         batch.priority, batch.alone = priority_of(message), bool(message.get("unbatched"))
         batch.last_used = time.monotonic()
         if dropped:
@@ -292,8 +291,9 @@ class ChatWorker:
             for batch in idle:
                 if batch.resident is not None and batch.resident.session == session:
                     return batch
-        if not alone:  # a continued session turn shares its engine with nothing (0.18)
+        if not alone:
             for batch in self.batches:
+                # a continued session turn (cached tokens) shares its engine with nothing (0.18)
                 if (batch.jobs and not batch.running and not batch.alone and batch.priority == priority
                         and len(batch.jobs) < self.max_batch_size
                         and not any(j.cached_tokens for j in batch.jobs.values())):
