@@ -5,7 +5,7 @@
 Scenarios (every answer is exactly its token count: `min_tokens`, so a random model's early
 end-of-turn token cannot shorten one run and not the other):
 
-- alone: one request of `tokens`: TTFT and decode tokens/s;
+- alone: one request of `tokens`, `--repeats` times (5): median TTFT and decode tokens/s;
 - aligned: 4 requests sent at the same moment: TTFT per client, per-client and aggregate tokens/s;
 - staggered: A asks for 3 x `tokens`; B (`tokens`) arrives once A has streamed 8 tokens: B's
   TTFT, and A's tokens/s while B runs against A's rate alone.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -70,6 +71,12 @@ class Clock:
         inside = [x for x in self.times if start <= x <= end]
         return round((len(inside) - 1) / (inside[-1] - inside[0]), 2) if len(inside) > 1 and inside[-1] > inside[0] \
             else None
+
+
+def median_of(runs: list[dict]) -> dict:
+    """One client alone, asked several times: TTFT differences of a few ms need more than one sample."""
+    return {"tokens": runs[0]["tokens"], "ttft_ms": round(statistics.median(r["ttft_ms"] for r in runs), 1),
+            "tok_s": round(statistics.median(r["tok_s"] for r in runs), 2), "runs": runs}
 
 
 def aggregate(clocks: list[Clock]) -> dict:
@@ -252,11 +259,13 @@ def daemon_answer(address: str, text: str, tokens: int, clock: Clock, started: t
                 raise RuntimeError(event)
 
 
-def daemon_scenarios(address: str, tokens: int) -> dict:
-    alone = Clock()
-    daemon_answer(address, prompt(0), tokens, alone)  # warm-up: loads the model
-    alone = Clock()
-    daemon_answer(address, prompt(0), tokens, alone)
+def daemon_scenarios(address: str, tokens: int, repeats: int) -> dict:
+    daemon_answer(address, prompt(0), tokens, Clock())  # warm-up: loads the model
+    alone_runs = []
+    for _ in range(repeats):
+        alone = Clock()
+        daemon_answer(address, prompt(0), tokens, alone)
+        alone_runs.append(alone.summary())
 
     clocks = [Clock() for _ in range(ALIGNED)]
     barrier = threading.Barrier(ALIGNED)
@@ -274,10 +283,10 @@ def daemon_scenarios(address: str, tokens: int) -> dict:
     started.wait(900)
     daemon_answer(address, prompt(1), tokens, b)
     first.join()
-    return {"alone": alone.summary(), "aligned": aligned, "staggered": staggered_summary(a, b)}
+    return {"alone": median_of(alone_runs), "aligned": aligned, "staggered": staggered_summary(a, b)}
 
 
-def run_daemon(work: Path, package: Path, max_batches: int, tokens: int) -> dict:
+def run_daemon(work: Path, package: Path, max_batches: int, tokens: int, repeats: int) -> dict:
     from tests.daemon_util import Daemon
 
     daemon = Daemon(work / f"daemon-{max_batches}", {
@@ -285,7 +294,7 @@ def run_daemon(work: Path, package: Path, max_batches: int, tokens: int) -> dict
         "chat": {"max_tokens_limit": max(256, 4 * tokens), "max_batches": max_batches, "engine_timeout_s": 600.0},
         "server": {"max_inflight_per_client": 4, "max_queue": 16}, "logging": {"level": "warning"}})
     try:
-        return daemon_scenarios(daemon.address, tokens)
+        return daemon_scenarios(daemon.address, tokens, repeats)
     finally:
         daemon.stop()
 
@@ -315,6 +324,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--batch-sizes", default=None, help="e.g. 4,1: only the aligned scenario per batch size")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of the one-client scenario per path (median)")
     args = parser.parse_args()
 
     from edge_agent.manifest import read_manifest
@@ -343,19 +353,21 @@ def main() -> int:
         print("og.Engine in-process...", file=sys.stderr)
         engine = OgEngine(package)
         engine.alone(4)  # warm-up
-        paths["og_engine"] = {"alone": engine.alone(args.tokens), "aligned": engine.aligned(args.tokens),
+        paths["og_engine"] = {"alone": median_of([engine.alone(args.tokens) for _ in range(args.repeats)]),
+                              "aligned": engine.aligned(args.tokens),
                               "staggered": engine.staggered(args.tokens)}
         del engine
         print("ChatWorker in-process...", file=sys.stderr)
         worker = Worker(package)
         worker.alone(4)
-        paths["worker"] = {"alone": worker.alone(args.tokens), "aligned": worker.aligned(args.tokens),
+        paths["worker"] = {"alone": median_of([worker.alone(args.tokens) for _ in range(args.repeats)]),
+                           "aligned": worker.aligned(args.tokens),
                            "staggered": worker.staggered(args.tokens)}
         del worker
         print("daemon, one batch at a time (before)...", file=sys.stderr)
-        paths["daemon_one_batch"] = run_daemon(work, package, 1, args.tokens)
+        paths["daemon_one_batch"] = run_daemon(work, package, 1, args.tokens, args.repeats)
         print("daemon...", file=sys.stderr)
-        paths["daemon"] = run_daemon(work, package, 4, args.tokens)
+        paths["daemon"] = run_daemon(work, package, 4, args.tokens, args.repeats)
         result["paths"] = paths
         result["ratios"] = ratios(paths)
     finally:

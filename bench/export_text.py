@@ -59,7 +59,7 @@ def rss_bytes() -> int:
     return 0
 
 
-def measure(package: Path, threads: int) -> dict:
+def measure(package: Path, threads: int, session_options: dict | None = None) -> dict:
     """In a child process: load and time the package (printed as JSON)."""
     import numpy as np
     import onnxruntime_genai as og
@@ -67,7 +67,7 @@ def measure(package: Path, threads: int) -> dict:
     from edge_agent.engines.genai import load_model
 
     start = time.perf_counter()
-    model = load_model(package, threads)
+    model = load_model(package, threads, session_options=session_options)
     load_s = time.perf_counter() - start
     rss_loaded = rss_bytes()
     rng = np.random.default_rng(0)
@@ -121,9 +121,10 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "export_text.json")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-session-options", type=json.loads, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.measure_threads)))
+        print(json.dumps(measure(args.measure, args.measure_threads, args.measure_session_options)))
         return 0
 
     from edge_agent.manifest import read_manifest

@@ -20,11 +20,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_model(package: Path, threads: int | None = None, cpu_only: bool = False):
+def load_model(package: Path, threads: int | None = None, cpu_only: bool = False,
+               session_options: dict | None = None):
     """Load a package's model; `threads` None means all available cores, 0 the library default.
 
     `cpu_only` drops the package's execution providers (e.g. CUDA) and runs it on the CPU,
-    which lets a machine without a GPU check a package exported for CUDA or a Jetson."""
+    which lets a machine without a GPU check a package exported for CUDA or a Jetson.
+    `session_options` are added to every model's onnxruntime session options (genai_config's
+    names, e.g. {"config_entries": {"session.intra_op.allow_spinning": "0"}})."""
     import onnxruntime_genai as og
 
     og.disable_telemetry_events()  # an offline kiosk reports nothing about its use, not even locally
@@ -33,10 +36,13 @@ def load_model(package: Path, threads: int | None = None, cpu_only: bool = False
         config.clear_providers()
     if threads is None:
         threads = available_cores()
+    options = dict(session_options or {})
     if threads:
-        # every model of the package (decoder; vision and embedding for phi3v) gets the threads
+        options["intra_op_num_threads"] = threads
+    if options:
+        # every model of the package (decoder; vision and embedding for phi3v) gets them
         sections = json.loads((Path(package) / "genai_config.json").read_text())["model"]
-        options = {"session_options": {"intra_op_num_threads": threads}}
-        overlay = {name: options for name in ("decoder", "vision", "embedding", "speech") if name in sections}
+        overlay = {name: {"session_options": options}
+                   for name in ("decoder", "vision", "embedding", "speech") if name in sections}
         config.overlay(json.dumps({"model": overlay}))
     return og.Model(config)
