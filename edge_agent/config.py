@@ -162,10 +162,14 @@ class ChatConfig(ModelServiceConfig):
     max_batches: int = 4
     # while nothing runs, requests that arrive this close together start in one batch
     admission_window_ms: float = 5.0
-    # requests per batch; 0 = what the package's engine allows. On 2 CPU cores 0.18 processed 4
-    # prompts in one batch 7x slower than one (bench/results/concurrency.json): 1 trades batched decode
-    # for prompt processing one at a time, which wins for short answers
+    # requests per batch; 0 = what the package's engine allows. 1: each request its own batch, so the
+    # first of several clients gets its first token soonest, at 0.7x the aggregate tokens/s of one
+    # batch of 4 on 2 cores (bench/results/concurrency_batch_size.json)
     max_batch_size: int = 0
+    # KV rows a chat in a session keeps beyond its first prompt and answer, so the next turn can
+    # continue its cache (each row costs the package's kv_cache_bytes_per_token: 768 KiB for
+    # Phi-3.5-mini, so 1024 rows are 768 MiB); a turn that outgrows them is prompt-processed again
+    session_reserve_tokens: int = 1024
 
 
 class VisionConfig(ModelServiceConfig):
@@ -352,6 +356,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("chat.max_batches must be 1 to 16 and chat.admission_window_ms 0 to 1000")
     if not 0 <= config.chat.max_batch_size <= 64:
         raise ConfigError("chat.max_batch_size must be 0 to 64")
+    if not 0 <= config.chat.session_reserve_tokens <= 131072:
+        raise ConfigError("chat.session_reserve_tokens must be 0 to 131072")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
     if not 0 <= config.models.nice <= 19:

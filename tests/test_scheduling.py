@@ -235,3 +235,56 @@ def test_max_batch_size_caps_a_batch(int4_package):
     while worker.jobs:
         worker.step_round()
     assert sorted(finished(channel)) == ["together-0", "together-1", "together-2"]
+
+
+def run_turn(worker: ChatWorker, channel: Recorded, name: str, messages: list, max_tokens: int) -> dict:
+    worker.handle(EngineJob(name, {"messages": messages, "session": "s", "max_tokens": max_tokens,
+                                   "min_tokens": max_tokens}))
+    worker.admit()
+    while worker.jobs:
+        worker.step_round()
+    assert channel.sent[-1][:2] == ("result", name), channel.sent[-1]
+    return channel.sent[-1][2]
+
+
+def test_a_request_holds_the_kv_it_can_use_and_a_session_its_reserve(int4_package):
+    """0.18's static engine allocates a batch's whole KV cache up front, sized by the requests'
+    session limits (the model's context by default: 2-5x the prompt time on the full-size model).
+    A request's limit is its prompt plus max_tokens; a session's adds session_reserve_tokens, which
+    a follow-up turn continues within, and a turn that outgrows it starts a new cache."""
+    worker, channel = worker_for(int4_package, session_reserve_tokens=24)
+    worker.handle(job("plain", 5))
+    worker.admit()
+    plain = worker.jobs["plain"]
+    assert plain.capacity == plain.prompt_tokens + 5 < worker.context_length
+    while worker.jobs:
+        worker.step_round()
+
+    messages = user("one")
+    first = run_turn(worker, channel, "turn-1", messages, 4)
+    kept = next(b.resident for b in worker.batches if b.resident is not None)
+    assert kept.capacity == first["usage"]["prompt_tokens"] + 4 + 24
+    messages = messages + [{"role": "assistant", "content": first["text"]}, {"role": "user", "content": "two"}]
+    second = run_turn(worker, channel, "turn-2", messages, 4)
+    assert second["prompt_cache"] == "reused"  # within the reserve
+    assert second["usage"]["prompt_tokens"] + 4 <= kept.capacity
+    messages = messages + [{"role": "assistant", "content": second["text"]}, {"role": "user", "content": "three"}]
+    third = run_turn(worker, channel, "turn-3", messages, 40)
+    assert third["prompt_cache"] == "new" and third["usage"]["generated_tokens"] == 40  # past it: a new cache
+    messages = messages + [{"role": "assistant", "content": third["text"]}, {"role": "user", "content": "four"}]
+    assert run_turn(worker, channel, "turn-4", messages, 4)["prompt_cache"] == "reused"
+
+
+def test_the_kv_budget_counts_a_static_batch_as_rows_of_its_longest_request(int4_package):
+    """Every row of a static batch's cache is as long as its longest request's limit: a short request
+    joining a batch with a long one costs the long one's rows, and the budget sees that."""
+    worker, channel = worker_for(int4_package, kv_bytes_per_token=1000)
+    worker.handle(job("long", 300))
+    worker.handle(job("short", 5))
+    worker.admit()
+    long, short = worker.jobs["long"], worker.jobs["short"]
+    assert len(worker.batches[0].jobs) == 2
+    assert worker.reserved_kv() == 2 * long.capacity * 1000 > (long.capacity + short.capacity) * 1000
+    while worker.jobs:
+        worker.step_round()
+    assert worker.reserved_kv() == 0

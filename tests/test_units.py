@@ -112,6 +112,7 @@ def write(tmp_path, text: str):
     ("[models]\npreload = 1\n", "models.preload must be true or false"),
     ("[models]\nnice = 20\n", "models.nice must be 0 to 19"),
     ("[chat]\ndefault_max_tokens = 5000\n", "default_max_tokens"),
+    ("[chat]\nsession_reserve_tokens = -1\n", "chat.session_reserve_tokens"),
     ("[logging]\nlevel = 'loud'\n", "logging.level"),
 ])
 def test_config_errors(tmp_path, text, message):

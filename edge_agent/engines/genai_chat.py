@@ -14,9 +14,14 @@ that arrives while others run starts in a batch of its own at once, up to `max_b
 request's priority orders this: only the batches of the highest priority present are stepped,
 and requests of different priorities never share a batch.
 
-Memory: each running sequence may grow to its prompt plus `max_tokens`; with a KV budget
-set, a request that would take the reserved KV past it is refused with `busy` (reason
-`memory`) rather than let the machine swap.
+Memory: 0.18's static engine allocates (and touches) a batch's whole KV cache when the batch
+starts: rows x the longest request's session limit. So each request's limit is what it can
+use, its prompt plus `max_tokens` (plus `session_reserve_tokens` for a session's later turns),
+never the model's context: at the context (4096 tokens, 3 GiB of KV for Phi-3.5-mini) a
+prompt of 64 tokens took 3.4 s instead of 1.4 s and a batch of 4 took 30 s instead of 6 s on 2
+cores, filling the memory with cache nothing used. With a KV budget set, a request that would
+take the allocated KV past it is refused with `busy` (reason `memory`) rather than let the
+machine swap.
 
 Sessions keep their `og.Request` (and so their KV cache) between turns where the library
 allows it: 0.18 continues a request's sequence only while it is the one request of its
@@ -49,6 +54,8 @@ PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 DEFAULT_MAX_BATCHES = 4
 # requests that arrive this close together, while nothing runs, start in one batch
 DEFAULT_ADMISSION_WINDOW_MS = 5.0
+# KV rows a session request keeps beyond its first turn, for the turns that follow
+DEFAULT_SESSION_RESERVE_TOKENS = 1024
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Resident:
     request: Any  # og.Request
     text: str  # the exact text whose tokens are in the KV cache
     tokens: int
+    capacity: int  # the request's session limit: the KV rows it holds
 
 
 @dataclass
@@ -81,7 +89,7 @@ class Job:
     stop_hit: bool = False
     tokens_since_send: int = 0
     pending_text: list[str] = field(default_factory=list)
-    reserved_tokens: int = 0  # prompt plus max_tokens: the most KV this sequence can hold
+    capacity: int = 0  # the request's session limit: the KV rows allocated for it
 
 
 @dataclass
@@ -95,6 +103,8 @@ class Batch:
     priority: int = PRIORITIES["normal"]
     alone: bool = False  # an `unbatched` request: nothing joins it
     last_used: float = 0.0
+    # rows of its KV cache: the requests started together (a kept turn keeps all of them)
+    cache_rows: int = 0
 
     @property
     def idle(self) -> bool:
@@ -118,6 +128,8 @@ class ChatWorker:
         # KV bytes the running sequences may reserve in all (0: no limit) and what one token costs
         self.kv_budget = int(spec.get("kv_budget_bytes") or 0)
         self.kv_per_token = int(spec.get("kv_bytes_per_token") or 0)
+        reserve = spec.get("session_reserve_tokens")
+        self.session_reserve = DEFAULT_SESSION_RESERVE_TOKENS if reserve is None else int(reserve)
         self.batches: list[Batch] = [self.new_batch()]
         self.max_batch_size = max(1, int(self.batches[0].engine.get_capabilities().configured_max_batch_size))
         if spec.get("max_batch_size"):  # a smaller cap: batched prompt processing is slow on some CPUs
@@ -197,21 +209,28 @@ class ChatWorker:
         messages, text, tokens, dropped = self.fit_context(message["messages"], message["max_tokens"],
                                                            message.get("context_policy", "error"))
         session = message.get("session")
+        needed = len(tokens) + message["max_tokens"]  # at most the context: fit_context saw to it
         resident = batch.resident
         reuse = (resident is not None and resident.session == session and batch.idle
-                 and dropped == 0 and text.startswith(resident.text))
+                 and dropped == 0 and text.startswith(resident.text) and needed <= resident.capacity)
         if resident is not None and not reuse:
             self.evict_resident(batch)
+        batch.resident = None
+        capacity = resident.capacity if resident is not None and reuse else \
+            needed if session is None else min(self.context_length, needed + self.session_reserve)
+        try:
+            self.check_memory(capacity, batch)
+        except CodedError:
+            batch.resident = resident if reuse else None  # a kept turn stays for a later try
+            raise
         cached = resident.tokens if resident is not None and reuse else 0
-        reserved = min(self.context_length, len(tokens) + message["max_tokens"])
-        self.check_memory(reserved - cached, keep=batch)
         if resident is not None and reuse:
             request, suffix = resident.request, text[len(resident.text):]
             new_tokens = self.encode(suffix)  # the suffix starts at a special token: same ids as in one piece
-            batch.resident = None
         else:
             options = og.RequestOptions()
-            options.set_max_session_tokens(self.context_length)
+            # the static engine sizes the batch's KV cache by this: what the request can use
+            options.set_max_session_tokens(capacity)
             request = batch.engine.create_request(options=options)
             new_tokens = tokens
         turn = og.TurnOptions(request)
@@ -242,39 +261,47 @@ class ChatWorker:
             filter=StopStringFilter(message.get("stop") or ()), session=session, prompt_text=text,
             prompt_tokens=cached + len(new_tokens), cached_tokens=cached, dropped_turns=dropped,
             stream_deltas=message.get("stream", True), started=time.monotonic(),
-            reserved_tokens=reserved)
+            capacity=capacity)
+        batch.cache_rows = max(batch.cache_rows, len(batch.jobs))
         batch.priority, batch.alone = priority_of(message), bool(message.get("unbatched"))
         batch.last_used = time.monotonic()
         if dropped:
             self.channel.event(job_id, "dropped", {"dropped_turns": dropped, "messages_kept": len(messages)})
 
-    def reserved_kv(self) -> int:
-        """KV bytes the running sequences and the kept session turns may hold."""
-        tokens = sum(job.reserved_tokens for job in self.jobs.values())
-        tokens += sum(b.resident.tokens for b in self.batches if b.resident is not None)
-        return tokens * self.kv_per_token
+    @staticmethod
+    def kv_rows(batch: Batch, joining: int = 0) -> int:
+        """KV rows (tokens) the batch's cache holds, with a request of capacity `joining` added:
+        every row of a static batch is as long as its longest request's limit."""
+        limits = [job.capacity for job in batch.jobs.values()] + ([joining] if joining else [])
+        rows = max(limits) * len(limits) if limits else 0
+        return rows + (batch.resident.capacity * max(1, batch.cache_rows) if batch.resident is not None else 0)
 
-    def check_memory(self, tokens: int, keep: Batch) -> None:
-        """Refuse a sequence the KV budget cannot take, once kept session turns (other than
-        the one `keep` continues) are given up."""
+    def reserved_kv(self, batch: Batch | None = None, joining: int = 0) -> int:
+        """KV bytes the batches and the kept session turns hold (with `joining` added to `batch`)."""
+        return sum(self.kv_rows(b, joining if b is batch else 0) for b in self.batches) * self.kv_per_token
+
+    def check_memory(self, capacity: int, batch: Batch) -> None:
+        """Refuse a request of this capacity in `batch` if the KV budget cannot take it once the
+        other batches' kept session turns are given up (least recently used first)."""
         if not self.kv_budget or not self.kv_per_token:
             return
-        need = tokens * self.kv_per_token
-        for batch in sorted(self.batches, key=lambda b: b.last_used):
-            if self.reserved_kv() + need <= self.kv_budget:
+        for other in sorted(self.batches, key=lambda b: b.last_used):
+            if self.reserved_kv(batch, capacity) <= self.kv_budget:
                 return
-            if batch.resident is not None and batch.idle and batch is not keep:
-                self.evict_resident(batch)
-        if self.reserved_kv() + need > self.kv_budget and self.jobs:
+            if other.resident is not None and other.idle and other is not batch:
+                self.evict_resident(other)
+        held, after = self.reserved_kv(), self.reserved_kv(batch, capacity)
+        if after > self.kv_budget and self.jobs:
             raise CodedError(BUSY, f"the running requests hold the KV cache budget "
-                             f"({self.reserved_kv() >> 20} of {self.kv_budget >> 20} MiB; this one needs "
-                             f"{need >> 20} MiB); retry when one has finished", reason="memory",
+                             f"({held >> 20} of {self.kv_budget >> 20} MiB; this one needs "
+                             f"{(after - held) >> 20} MiB); retry when one has finished", reason="memory",
                              retry_after_ms=1000)
 
     def evict_resident(self, batch: Batch) -> None:
         if batch.resident is not None:
             batch.resident.request.close()
             batch.resident = None
+            batch.cache_rows = 0
 
     def evict_all(self) -> None:
         for batch in self.batches:
@@ -385,7 +412,7 @@ class ChatWorker:
         if keep:
             end = "<|end|>" if reason == "EOS" else ""
             batch.resident = Resident(job.session, job.request, job.prompt_text + text + end,
-                                      job.prompt_tokens + job.generated)
+                                      job.prompt_tokens + job.generated, job.capacity)
         else:
             job.request.close()
         decode_s = now - job.first_token if job.first_token else 0.0
@@ -426,6 +453,8 @@ class ChatWorker:
             self.flush(job)
         if batch.idle or not batch.engine.has_pending_requests():
             batch.running = False
+        if batch.idle and batch.resident is None:
+            batch.cache_rows = 0
 
     def step_round(self) -> None:
         """One step of each running batch of the highest priority present."""

@@ -102,7 +102,7 @@ class ChatService(ModelService):
         budget, chat = self.config.models.memory_budget_mb << 20, self.config.chat
         manifest = package.manifest
         return {"max_batches": chat.max_batches, "admission_window_ms": chat.admission_window_ms,
-                "max_batch_size": chat.max_batch_size,
+                "max_batch_size": chat.max_batch_size, "session_reserve_tokens": chat.session_reserve_tokens,
                 "kv_budget_bytes": max(1, budget - package.size_bytes) if budget else 0,
                 "kv_bytes_per_token": manifest.kv_cache_bytes_per_token if manifest else 0}
 
