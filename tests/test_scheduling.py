@@ -288,3 +288,26 @@ def test_the_kv_budget_counts_a_static_batch_as_rows_of_its_longest_request(int4
     while worker.jobs:
         worker.step_round()
     assert worker.reserved_kv() == 0
+
+
+def test_a_request_waiting_for_a_batch_is_queued_and_told_so(int4_package, tmp_path):
+    """With every batch generating, a request waits inside the engine: its client gets `progress`
+    with stage `queued`, and `status` counts it in queue_depth (it counted as running before)."""
+    d = Daemon(tmp_path, base_sections(int4_package, chat={"max_batches": 1}))
+    try:
+        with d.client() as a_client, d.client() as b_client, d.client() as watcher:
+            a = a_client.send("chat", messages=user("A long story."), max_tokens=3000, min_tokens=3000)
+            while a_client.next_event(a, 60)["event"] != "delta":
+                pass
+            b = b_client.send("chat", messages=user("Me next."), max_tokens=4, min_tokens=4)
+            assert b_client.next_event(b, 60)["event"] == "accepted"
+            queued = b_client.next_event(b, 60)
+            assert (queued["event"], queued["stage"], queued["reason"]) == ("progress", "queued", "all_batches_busy")
+            assert watcher.status()["queue_depth"] == 1
+            assert a_client.cancel(a)["cancelled"] is True
+            while not (event := b_client.next_event(b, 60))["final"]:
+                assert event["event"] == "delta"
+            assert event["event"] == "result" and event["usage"]["generated_tokens"] == 4
+            assert watcher.status()["queue_depth"] == 0
+    finally:
+        d.stop()

@@ -135,6 +135,7 @@ class ChatWorker:
         if spec.get("max_batch_size"):  # a smaller cap: batched prompt processing is slow on some CPUs
             self.max_batch_size = min(self.max_batch_size, int(spec["max_batch_size"]))
         self.held: list[EngineJob] = []  # jobs waiting for a batch to start in
+        self.told_queued: set[str] = set()  # held jobs the daemon was told wait for a batch
         self.json_schema = self._probe_guidance()
         # stop strings and per-turn seeds need the dynamic-batching (paged, CUDA) engine; on the
         # static CPU engine stop strings are watched here, and seeds are refused
@@ -349,8 +350,15 @@ class ChatWorker:
             else:
                 self.start(message, batch)
         self.held = waiting
+        for message in waiting:  # the daemon counts them as queued, and tells their clients
+            if message.job not in self.told_queued:
+                self.told_queued.add(message.job)
+                self.channel.event(message.job, "queued", {"reason": "all_batches_busy"})
 
     def start(self, message: EngineJob, batch: Batch) -> None:
+        if message.job in self.told_queued:
+            self.told_queued.discard(message.job)
+            self.channel.event(message.job, "started", {})
         try:
             self.start_job(message, batch)
         except CodedError as exc:
@@ -362,6 +370,7 @@ class ChatWorker:
         held = next((m for m in self.held if m.job == job_id), None)
         if held is not None:
             self.held.remove(held)
+            self.told_queued.discard(job_id)
             self.channel.fail(job_id, cancelled())
             return
         job = self.jobs.get(job_id)

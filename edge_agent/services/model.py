@@ -31,6 +31,7 @@ class ModelJob:
     """A request between acceptance and its terminal event."""
     accepted: float  # time.monotonic() when the daemon accepted it
     first_delta: float | None = None
+    held_by_engine: bool = False  # handed to the engine, which holds it until a batch is free
 
 
 class ModelService(Service):
@@ -195,7 +196,8 @@ class ModelService(Service):
     def queue_depth(self) -> int:
         """Requests accepted but not yet generating (loading the model, or no batch slot)."""
         running = len(self.engine.active) if self.engine is not None else 0
-        return max(0, len(self.jobs) - running)
+        held = sum(1 for pending in self.jobs.values() if pending.held_by_engine)
+        return max(0, len(self.jobs) - running) + held
 
     def _on_engine_event(self, job: str, event: Event) -> None:
         pending = self.jobs.get(job)
@@ -205,6 +207,11 @@ class ModelService(Service):
             if event.kind == "delta":
                 pending.first_delta = pending.first_delta or time.monotonic()
                 self.sink(job, event)
+            elif event.kind == "queued":  # every batch is busy: the client hears it waits
+                pending.held_by_engine = True
+                self.sink(job, Event("progress", fields={"stage": "queued", **event.fields}))
+            elif event.kind == "started":
+                pending.held_by_engine = False
             else:
                 self.on_progress(pending, event)
             return
