@@ -27,7 +27,7 @@ def load_model(package: Path, threads: int | None = None, cpu_only: bool = False
     `cpu_only` drops the package's execution providers (e.g. CUDA) and runs it on the CPU,
     which lets a machine without a GPU check a package exported for CUDA or a Jetson.
     `session_options` are added to every model's onnxruntime session options (genai_config's
-    names, e.g. {"config_entries": {"session.intra_op.allow_spinning": "0"}})."""
+    names; onnxruntime's config keys go in as they are, e.g. {"session.intra_op.allow_spinning": "0"})."""
     import onnxruntime_genai as og
 
     og.disable_telemetry_events()  # an offline kiosk reports nothing about its use, not even locally

@@ -212,21 +212,24 @@ class ChatWorker:
         session = message.get("session")
         needed = len(tokens) + message["max_tokens"]  # at most the context: fit_context saw to it
         resident = batch.resident
-        reuse = (resident is not None and resident.session == session and batch.idle
-                 and dropped == 0 and text.startswith(resident.text) and needed <= resident.capacity)
-        if resident is not None and not reuse:
+        # the session's kept turn, if this prompt continues exactly its text and fits in its cache
+        kept = resident if (resident is not None and resident.session == session and batch.idle and dropped == 0
+                            and text.startswith(resident.text) and needed <= resident.capacity) else None
+        if kept is None:
             self.evict_resident(batch)
         batch.resident = None
-        capacity = resident.capacity if resident is not None and reuse else \
-            needed if session is None else min(self.context_length, needed + self.session_reserve)
+        if kept is not None:
+            capacity = kept.capacity
+        else:
+            capacity = needed if session is None else min(self.context_length, needed + self.session_reserve)
         try:
             self.check_memory(capacity, batch)
         except CodedError:
-            batch.resident = resident if reuse else None  # a kept turn stays for a later try
+            batch.resident = kept  # a kept turn stays for a later try
             raise
-        cached = resident.tokens if resident is not None and reuse else 0
-        if resident is not None and reuse:
-            request, suffix = resident.request, text[len(resident.text):]
+        cached = kept.tokens if kept is not None else 0
+        if kept is not None:
+            request, suffix = kept.request, text[len(kept.text):]
             new_tokens = self.encode(suffix)  # the suffix starts at a special token: same ids as in one piece
         else:
             options = og.RequestOptions()
