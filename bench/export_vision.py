@@ -42,8 +42,7 @@ def measure(package: Path) -> dict:
     from PIL import Image
 
     from edge_agent.engines.genai import available_cores, load_model
-    from export.vision import hd_size
-    from export.vision_layout import image_tokens
+    from edge_agent.engines.phi3v_inputs import hd_size, image_tokens
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = available_cores()

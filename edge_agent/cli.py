@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--image", type=Path, help="JPEG, PNG or WebP file")
     source.add_argument("--camera", help="a camera named in the daemon's config: its newest frame")
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
+    ocr.add_argument("--crops", type=int, default=None,
+                     help="engine vision: crops of 336 pixels per image, 1-16 (more: finer text, slower)")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
@@ -75,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     ask_source.add_argument("--camera")
     ask.add_argument("--session", help="follow-up question about the images of this session")
     ask.add_argument("--max-tokens", type=int, default=None)
+    ask.add_argument("--crops", type=int, default=None,
+                     help="crops of 336 pixels per image, 1-16 (default: the daemon's, 4); fewer answer sooner")
     ask.add_argument("--speak", action="store_true", help="also read the answer aloud")
     ask.add_argument("question")
 
@@ -292,7 +296,7 @@ def _client_command(args) -> int:
                     print(f"edge-agent: error: cannot read image: {exc}", file=sys.stderr)
                     return EXIT_USAGE
                 for event in client.ask_events(args.question, images, session=args.session, camera=args.camera,
-                                               max_tokens=args.max_tokens, timeout=args.timeout,
+                                               max_tokens=args.max_tokens, crops=args.crops, timeout=args.timeout,
                                                speak=True if args.speak else None):
                     if event["event"] == "delta":
                         sys.stdout.write(event["text"])
@@ -301,8 +305,8 @@ def _client_command(args) -> int:
                         raise EdgeAgentError(event["error"])
                     elif event["event"] == "result":
                         usage = event["usage"]
-                        print(f"\n[session {event['session']}, {usage['image_tokens']} image tokens, TTFT "
-                              f"{usage['ttft_ms']} ms]", file=sys.stderr)
+                        print(f"\n[session {event['session']}, {usage['image_tokens']} image tokens, "
+                              f"{usage['cached_tokens']} cached, TTFT {usage['ttft_ms']} ms]", file=sys.stderr)
             elif args.command == "guide":
                 try:
                     image = args.image.read_bytes() if args.image is not None else None
@@ -322,7 +326,7 @@ def _client_command(args) -> int:
                     except OSError as exc:
                         print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
                         return EXIT_USAGE
-                result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak)
+                result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak, crops=args.crops)
                 if args.json:
                     _print_json(result)
                 else:

@@ -247,11 +247,12 @@ class AsyncClient:
     # ---------------------------------------------------------------- images
 
     async def ocr(self, image: bytes | None = None, engine: str = "fast", camera: str | None = None,
-                  timeout: float | None = None, speak: bool | dict = False) -> dict:
+                  timeout: float | None = None, speak: bool | dict = False, crops: int | None = None) -> dict:
         """Text in an image (JPEG, PNG or WebP bytes) or a camera's newest frame, in reading
-        order, with lines and boxes; `speak` (true or speech options) also reads it aloud."""
+        order, with lines and boxes; `speak` (true or speech options) also reads it aloud;
+        `crops` is the vision engine's crop budget."""
         return await self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (),
-                               engine=engine, **_present(camera=camera, speak=speak or None))
+                               engine=engine, **_present(camera=camera, speak=speak or None, crops=crops))
 
     async def guide(self, image: bytes | None = None, camera: str | None = None,
                     timeout: float | None = None) -> dict:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .images import MAX_PIXELS
+from .protocol import MAX_CROPS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,6 +150,10 @@ class ModelServiceConfig:
     """[chat] and [vision]: answer lengths and engine limits of a model-backed service."""
     default_max_tokens: int = 256
     max_tokens_limit: int = 1024
+    # KV rows a question in a session keeps beyond its prompt and answer, so the next turn can
+    # continue its cache (each row costs the package's kv_cache_bytes_per_token: 768 KiB for
+    # Phi-3.5-mini, so 1024 rows are 768 MiB); a turn that outgrows them is prompt-processed again
+    session_reserve_tokens: int = 1024
     # an engine that makes no progress for this long while working is killed and restarted
     engine_timeout_s: float = 60.0
     # a model that takes longer than this to load is given up
@@ -166,14 +171,16 @@ class ChatConfig(ModelServiceConfig):
     # first of several clients gets its first token soonest, at 0.7x the aggregate tokens/s of one
     # batch of 4 on 2 cores (bench/results/concurrency_batch_size.json)
     max_batch_size: int = 0
-    # KV rows a chat in a session keeps beyond its first prompt and answer, so the next turn can
-    # continue its cache (each row costs the package's kv_cache_bytes_per_token: 768 KiB for
-    # Phi-3.5-mini, so 1024 rows are 768 MiB); a turn that outgrows them is prompt-processed again
-    session_reserve_tokens: int = 1024
 
 
+@dataclass
 class VisionConfig(ModelServiceConfig):
-    pass
+    # the crop budget of an image (1 to 16 crops of 336 pixels, each ~0.7 s of vision encoder and
+    # ~150 prompt tokens on the 2-core machine); 0 = the package's num_crops (the snapshot's, 4)
+    crops: int = 0
+    # image conversations whose KV cache stays for a follow-up question (no vision encoder, no image
+    # prefill); each holds its prompt, answer and session_reserve_tokens rows; 0 = none kept
+    kept_turns: int = 1
 
 
 @dataclass
@@ -352,12 +359,14 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name}.default_max_tokens must be >= 1 and <= {name}.max_tokens_limit")
         if section.engine_timeout_s <= 0 or section.load_timeout_s <= 0:
             raise ConfigError(f"{name}.engine_timeout_s and {name}.load_timeout_s must be positive")
+        if not 0 <= section.session_reserve_tokens <= 131072:
+            raise ConfigError(f"{name}.session_reserve_tokens must be 0 to 131072")
     if not 1 <= config.chat.max_batches <= 16 or not 0 <= config.chat.admission_window_ms <= 1000:
         raise ConfigError("chat.max_batches must be 1 to 16 and chat.admission_window_ms 0 to 1000")
     if not 0 <= config.chat.max_batch_size <= 64:
         raise ConfigError("chat.max_batch_size must be 0 to 64")
-    if not 0 <= config.chat.session_reserve_tokens <= 131072:
-        raise ConfigError("chat.session_reserve_tokens must be 0 to 131072")
+    if not 0 <= config.vision.crops <= MAX_CROPS or not 0 <= config.vision.kept_turns <= 8:
+        raise ConfigError(f"vision.crops must be 0 to {MAX_CROPS} and vision.kept_turns 0 to 8")
     if config.models.keep_alive_s < 0 or config.models.memory_budget_mb < 0 or config.models.threads < 0:
         raise ConfigError("models.keep_alive_s, memory_budget_mb and threads must not be negative")
     if not 0 <= config.models.nice <= 19:

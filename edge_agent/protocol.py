@@ -51,6 +51,7 @@ PUNCTUATION = ("none", "some", "all")
 SPEECH_ACTIONS = ("stop", "cancel", "pause", "resume")
 CHAT_PRIORITIES = ("low", "normal", "high")
 MAX_SAY_CHARS = 20_000
+MAX_CROPS = 16  # an image's crop budget in `ask` / vision `ocr`: Phi-3.5-vision was trained with up to 16
 RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
 
@@ -146,6 +147,7 @@ class OcrRequest:
     engine: str = "fast"
     speak: SpeechOptions | None = None
     camera: str | None = None
+    crops: int | None = None  # the vision engine's crop budget; None: the daemon's default
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class AskRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     speak: SpeechOptions | None = None
+    crops: int | None = None  # crop budget per image (1 to MAX_CROPS); None: the daemon's default
 
 
 @dataclass(frozen=True)
@@ -408,7 +411,10 @@ def _parse_ocr(f: _Fields) -> OcrRequest:
     engine = f.choice("engine", ("fast", "vision", "auto"), "fast")
     if engine == "auto":
         engine = "fast"  # auto picks the fast engine: it reads a page in a fraction of the vision model's time
-    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64))
+    crops = f.integer("crops", None, minimum=1, maximum=MAX_CROPS)
+    if crops is not None and engine != "vision":
+        raise ProtocolError(BAD_REQUEST, "'crops' goes with engine vision", field="crops")
+    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops)
 
 
 _PARSERS = {
@@ -420,12 +426,14 @@ _PARSERS = {
              _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
-    "ocr": ({"engine", "speak", "camera"}, lambda f: _parse_ocr(f)),
-    "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak"}, lambda f: AskRequest(
+    "ocr": ({"engine", "speak", "camera", "crops"}, lambda f: _parse_ocr(f)),
+    "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak", "crops"},
+            lambda f: AskRequest(
         f.required_string("question"), f.string("session", max_length=MAX_ID_LENGTH),
         f.string("camera", max_length=64), f.integer("max_tokens", None, minimum=1),
         f.number("temperature", 0.0, minimum=0.0, maximum=100.0),
-        f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True), _parse_speak(f.doc))),
+        f.number("top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True), _parse_speak(f.doc),
+        f.integer("crops", None, minimum=1, maximum=MAX_CROPS))),
     "say": ({"text"} | SPEECH_FIELDS, _parse_say),
     "voices": ({"language"}, lambda f: VoicesRequest(f.string("language", max_length=16))),
     "speech": ({"action", "target", "scope"}, _parse_speech_control),

@@ -234,7 +234,7 @@ def _vision_checks(*args, **kwargs) -> list[CheckResult]:
 
 # what is checked after loading, by the package's role
 ROLE_CHECKS = {"chat": RoleChecks(("generation",), text_checks),
-               "vision": RoleChecks(("image_tokens", "generation"), _vision_checks)}
+               "vision": RoleChecks(("preprocessing", "generation"), _vision_checks)}
 
 
 def verify_package(package: Path, reference: Path | None = None, threads: int | None = None,

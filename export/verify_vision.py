@@ -1,9 +1,10 @@
 """Checks for Phi-3.5-vision (`phi3v`) packages, run by `verify`.
 
 Images are generated here (RGB and grayscale PNG, a palette PNG, a JPEG; square, wide and
-tall), so the checks need no files. The runtime's own MultiModalProcessor prepares them;
-the vision model must emit exactly the number of image tokens the processor reserved, for
-every size, and for the crop budgets 1, 4 and 16 (757 tokens for a square image at 4 crops).
+tall), so the checks need no files. They are prepared as the daemon prepares them
+(edge_agent/engines/phi3v_inputs.py), which must match the PyTorch reference processor
+(phi3v_reference.py) for the crop budgets 1, 4 and 16; the vision model must emit exactly
+the number of image tokens the prompt reserves (757 for a square image at 4 crops).
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.engines.phi3v_inputs import generator_inputs, prepare_images, prompt_ids
 from edge_agent.manifest import Manifest
 
 from .checks import FAIL, PASS, CheckResult, greedy_generate, parity_metrics, within_bounds
-from .vision import VISION_FILE, hd_size
-from .vision_layout import image_tokens
+from .phi3v_reference import reference_process
+from .vision import VISION_FILE
 
 TEST_IMAGES = (  # name, mode, size, format
     ("rgb.png", "RGB", (800, 600), "PNG"),
@@ -28,7 +30,8 @@ TEST_IMAGES = (  # name, mode, size, format
     ("tiny.png", "RGB", (20, 20), "PNG"),
 )
 CROP_BUDGETS = (1, 4, 16)
-GEOMETRY_SIZES = ((500, 500), (1000, 300), (300, 1000))
+GEOMETRY_SIZES = ((500, 500), (1000, 300), (300, 1000), (1600, 1200), (200, 100), (37, 500))
+PIXEL_TOLERANCE = 1e-5  # max abs difference of normalised pixel values from the reference processor
 GENERATION_TOKENS = 8
 # features are compared like logits; an INT4 tower is judged by cosine and spread-relative error
 FEATURE_BOUNDS = {"fp32": {"max_rel_diff": 1e-3, "min_cosine": 0.9999},
@@ -60,62 +63,72 @@ def _vision_session(package: Path):
     return ort.InferenceSession(str(package / VISION_FILE), providers=["CPUExecutionProvider"])
 
 
-def _process(og, processor, prompt: str, paths: list[Path]) -> dict:
-    inputs = processor(prompt, images=og.Images.open(*[str(p) for p in paths]))
-    return {name: inputs[name].as_numpy() for name in inputs.keys()}
+def open_images(paths: list[Path]) -> list:
+    from PIL import Image
 
-
-def check_image_tokens(og, processor, session, paths: list[Path]) -> CheckResult:
-    rows = []
-    problems = []
+    images = []
     for path in paths:
-        arrays = _process(og, processor, "<|user|>\n<|image_1|>\nDescribe.<|end|>\n<|assistant|>\n", [path])
-        height, width = (int(v) for v in arrays["image_sizes"][0])
-        reserved = int(arrays["num_image_tokens"].reshape(-1)[0])
-        placeholders = int((arrays["input_ids"] < 0).sum())
-        emitted = session.run(None, {"pixel_values": arrays["pixel_values"],
-                                     "image_sizes": arrays["image_sizes"]})[0].shape[0]
-        from PIL import Image
-
         with Image.open(path) as image:
-            expected_size = hd_size(image.width, image.height, 16)
-        rows.append({"image": path.name, "hd_size": [height, width], "reserved": reserved,
-                     "placeholders": placeholders, "emitted": int(emitted)})
-        if not reserved == placeholders == emitted == image_tokens(height, width):
-            problems.append(f"{path.name}: processor reserved {reserved}, prompt has {placeholders}, vision model "
-                            f"emitted {emitted}, formula {image_tokens(height, width)}")
-        if (height, width) != expected_size:
-            problems.append(f"{path.name}: runtime HD size {(height, width)} differs from the computed {expected_size}")
-    # crop budgets the runtime's processor does not offer (onnxruntime-genai 0.18 always uses 16)
-    budgets = []
-    for crops in CROP_BUDGETS:
-        for width, height in GEOMETRY_SIZES:
-            size = hd_size(width, height, crops)
-            pixels = np.zeros((1, crops + 1, 3, 336, 336), dtype=np.float32)
-            emitted = session.run(None, {"pixel_values": pixels, "image_sizes": np.array([size], dtype=np.int64)})[0]
-            budgets.append({"num_crops": crops, "image": [width, height], "hd_size": list(size),
-                            "tokens": int(emitted.shape[0])})
-            if emitted.shape[0] != image_tokens(*size):
-                problems.append(f"{crops} crops, {width}x{height}: emitted {emitted.shape[0]}, "
-                                f"expected {image_tokens(*size)}")
-    square4 = next(b["tokens"] for b in budgets if b["num_crops"] == 4 and b["image"] == [500, 500])
-    data = {"images": rows, "crop_budgets": budgets, "square_at_4_crops": square4}
+            images.append(image.convert("RGB"))
+    return images
+
+
+def synthetic_image(width: int, height: int):
+    """Gradients with noise: every resampling difference shows."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(width * 7919 + height).integers(-40, 40, (height, width, 3))
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1) + noise
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def inputs_for(og, tokenizer, prompt: str, images: list, crops: int):
+    """What the daemon gives a Generator for this prompt and these images, and its length."""
+    prepared = prepare_images(images, crops)
+    ids = prompt_ids(lambda text: [int(t) for t in tokenizer.encode(text)], prompt, prepared.tokens)
+    return generator_inputs(og, ids, prepared), int(ids.shape[1])
+
+
+def check_preprocessing(session, paths: list[Path]) -> CheckResult:
+    """Pixel values, HD sizes and token counts against the PyTorch reference processor for each
+    crop budget, and the vision model's token count on them."""
+    cases = list(zip([p.name for p in paths], open_images(paths)))
+    cases += [(f"{w}x{h}", synthetic_image(w, h)) for w, h in GEOMETRY_SIZES]
+    rows, problems, worst = [], [], 0.0
+    for name, image in cases:
+        for crops in CROP_BUDGETS:
+            ours = prepare_images([image], crops, upscale=True)  # the reference always fills the budget
+            reference = reference_process([image], crops)
+            used = ours.pixel_values.shape[1]
+            diff = float(np.abs(reference["pixel_values"][:, :used] - ours.pixel_values).max())
+            padding = float(np.abs(reference["pixel_values"][:, used:]).max()) if used <= crops else 0.0
+            emitted = session.run(None, {"pixel_values": ours.pixel_values, "image_sizes": ours.image_sizes})[0]
+            worst = max(worst, diff, padding)
+            rows.append({"image": name, "num_crops": crops, "hd_size": ours.image_sizes[0].tolist(),
+                         "tokens": ours.tokens[0], "max_abs_diff": diff, "emitted": int(emitted.shape[0])})
+            if diff > PIXEL_TOLERANCE or padding or ours.image_sizes.tolist() != reference["image_sizes"].tolist() \
+                    or list(ours.tokens) != reference["num_img_tokens"] or emitted.shape[0] != ours.tokens[0]:
+                problems.append(f"{name} at {crops} crops: pixel diff {diff:.3g}, HD {ours.image_sizes.tolist()} vs "
+                                f"{reference['image_sizes'].tolist()}, tokens {ours.tokens} vs "
+                                f"{reference['num_img_tokens']}, vision model emitted {emitted.shape[0]}")
+    square4 = next(r["tokens"] for r in rows if r["num_crops"] == 4 and r["image"] == "500x500")
+    data = {"cases": rows, "max_abs_diff": worst, "tolerance": PIXEL_TOLERANCE, "square_at_4_crops": square4}
     if problems:
-        return CheckResult("image_tokens", FAIL, "; ".join(problems[:4]), data)
-    return CheckResult("image_tokens", PASS, f"{len(rows)} images (RGB, grayscale, palette, JPEG, tiny) and crop "
-                       f"budgets {CROP_BUDGETS}: processor, prompt and vision model agree; square at 4 crops = "
-                       f"{square4} tokens", data)
+        return CheckResult("preprocessing", FAIL, "; ".join(problems[:3]), data)
+    return CheckResult("preprocessing", PASS, f"{len(cases)} images x crop budgets {CROP_BUDGETS}: pixel values "
+                       f"within {worst:.2g} of the PyTorch reference processor, HD sizes and token counts equal, "
+                       f"the vision model emits them (square at 4 crops = {square4} tokens)", data)
 
 
-def check_generation(og, model, processor, paths: list[Path], vocab: int) -> CheckResult:
+def check_generation(og, model, tokenizer, paths: list[Path], vocab: int) -> CheckResult:
     prompt = "<|user|>\n<|image_1|>\n<|image_2|>\nWhat differs between the two pictures?<|end|>\n<|assistant|>\n"
-    images = og.Images.open(str(paths[0]), str(paths[1]))
-    inputs = processor(prompt, images=images)
-    length = int(inputs["input_ids"].as_numpy().shape[1])
+    images = open_images(paths[:2])
+    inputs, length = inputs_for(og, tokenizer, prompt, images, 4)
     start = time.perf_counter()
     first = greedy_generate(model, inputs, GENERATION_TOKENS, length)
     seconds = time.perf_counter() - start
-    second = greedy_generate(model, processor(prompt, images=images), GENERATION_TOKENS, length)
+    second = greedy_generate(model, inputs_for(og, tokenizer, prompt, images, 4)[0], GENERATION_TOKENS, length)
     data = {"prompt_tokens": length, "tokens": first, "seconds": round(seconds, 3)}
     if not first or any(not 0 <= t < vocab for t in first):
         return CheckResult("generation", FAIL, f"bad tokens from a two-image prompt: {first}", data)
@@ -125,8 +138,10 @@ def check_generation(og, model, processor, paths: list[Path], vocab: int) -> Che
                        f"in {seconds:.2f} s, repeatable", data)
 
 
-def check_reference(og, model, processor, session, manifest: Manifest, reference: Path,
+def check_reference(og, model, tokenizer, session, manifest: Manifest, reference: Path,
                     paths: list[Path]) -> CheckResult:
+    """The PyTorch path (reference processor, modules with the snapshot's weights, transformers'
+    decoder) against the package's path (the daemon's preprocessing, the ONNX models)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -138,11 +153,15 @@ def check_reference(og, model, processor, session, manifest: Manifest, reference
         return CheckResult("reference", FAIL, f"{reference} is not the snapshot this package was exported from")
     encoder, embedding = build_modules(vision)
     prompt = "<|user|>\n<|image_1|>\nRead the label.<|end|>\n<|assistant|>\n"
-    arrays = _process(og, processor, prompt, [paths[0]])
-    onnx_features = session.run(None, {"pixel_values": arrays["pixel_values"], "image_sizes": arrays["image_sizes"]})[0]
+    images = open_images([paths[0]])
+    inputs, length = inputs_for(og, tokenizer, prompt, images, 4)
+    ours = prepare_images(images, 4, upscale=True)
+    onnx_features = session.run(None, {"pixel_values": ours.pixel_values, "image_sizes": ours.image_sizes})[0]
+    processed = reference_process(images, 4)
+    ids = prompt_ids(lambda text: [int(t) for t in tokenizer.encode(text)], prompt, processed["num_img_tokens"])
     with torch.no_grad():
-        ref_features = encoder(torch.from_numpy(arrays["pixel_values"]),
-                               torch.from_numpy(arrays["image_sizes"])).numpy()
+        ref_features = encoder(torch.from_numpy(processed["pixel_values"]),
+                               torch.from_numpy(processed["image_sizes"])).numpy()
     features = parity_metrics(onnx_features.astype(np.float32), ref_features)
     with tempfile.TemporaryDirectory(prefix="edge-agent-verify-") as work:
         from transformers.utils import logging as hf_logging
@@ -156,12 +175,12 @@ def check_reference(og, model, processor, session, manifest: Manifest, reference
         finally:
             hf_logging.set_verbosity(verbosity)
         with torch.no_grad():
-            embeds = embedding(torch.from_numpy(arrays["input_ids"]), torch.from_numpy(ref_features))
+            embeds = embedding(torch.from_numpy(ids), torch.from_numpy(ref_features))
             ref_logits = decoder(inputs_embeds=embeds).logits[0, -1:].numpy()
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=arrays["input_ids"].shape[1] + 1)
+    params.set_search_options(max_length=length + 1)
     generator = og.Generator(model, params)
-    generator.set_inputs(processor(prompt, images=og.Images.open(str(paths[0]))))
+    generator.set_inputs(inputs)
     generator.generate_next_token()
     onnx_logits = np.asarray(generator.get_output("logits"), dtype=np.float32).reshape(-1, ref_logits.shape[-1])[-1:]
     logits = parity_metrics(onnx_logits, ref_logits)
@@ -178,7 +197,7 @@ def check_reference(og, model, processor, session, manifest: Manifest, reference
     return CheckResult("reference", PASS, f"{text} (within {manifest.precision} bounds)", data)
 
 
-def check_user_images(og, model, processor, tokenizer, images: list[Path], question: str) -> CheckResult:
+def check_user_images(og, model, tokenizer, images: list[Path], question: str, crops: int) -> CheckResult:
     """Answer a question about the user's own images (for a real model, a readable answer)."""
     from .errors import ExportError
 
@@ -192,8 +211,7 @@ def check_user_images(og, model, processor, tokenizer, images: list[Path], quest
             raise ExportError(f"cannot read image {path}: {exc}") from None
     tags = "".join(f"<|image_{i + 1}|>\n" for i in range(len(images)))
     prompt = f"<|user|>\n{tags}{question}<|end|>\n<|assistant|>\n"
-    inputs = processor(prompt, images=og.Images.open(*[str(p) for p in images]))
-    length = int(inputs["input_ids"].as_numpy().shape[1])
+    inputs, length = inputs_for(og, tokenizer, prompt, open_images(images), crops)
     start = time.perf_counter()
     tokens = greedy_generate(model, inputs, 64, length)
     seconds = time.perf_counter() - start
@@ -209,18 +227,18 @@ def vision_checks(package: Path, manifest: Manifest, model, tokenizer, reference
     results = []
     config = json.loads((package / "genai_config.json").read_text())
     vocab = int(config["model"]["vocab_size"])
-    processor = model.create_multimodal_processor()
     session = _vision_session(package)
     with tempfile.TemporaryDirectory(prefix="edge-agent-images-") as folder:
         paths = write_test_images(Path(folder))
-        progress("checking image token counts")
-        results.append(check_image_tokens(og, processor, session, paths))
+        progress("comparing image preprocessing with the reference processor")
+        results.append(check_preprocessing(session, paths))
         progress("generating from a two-image prompt")
-        results.append(check_generation(og, model, processor, paths, vocab))
+        results.append(check_generation(og, model, tokenizer, paths, vocab))
         if reference is not None:
             progress(f"comparing image features and logits with the PyTorch modules from {reference}")
-            results.append(check_reference(og, model, processor, session, manifest, Path(reference), paths))
+            results.append(check_reference(og, model, tokenizer, session, manifest, Path(reference), paths))
     if images:
         progress(f"asking about {len(images)} image(s) of yours")
-        results.append(check_user_images(og, model, processor, tokenizer, [Path(p) for p in images], question))
+        crops = int(manifest.details.get("num_crops") or 4)  # the daemon's default for this package
+        results.append(check_user_images(og, model, tokenizer, [Path(p) for p in images], question, crops))
     return results

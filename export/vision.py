@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,20 +111,6 @@ def open_vision_snapshot(folder: Path) -> VisionSnapshot:
     return VisionSnapshot(snapshot, clip, preprocessor)
 
 
-def hd_size(width: int, height: int, num_crops: int) -> tuple[int, int]:
-    """(height, width) in pixels of an image after the HD transform for a crop budget: the
-    largest grid of 336-pixel crops that keeps the aspect ratio within `num_crops` crops."""
-    ratio = max(width, height) / min(width, height)
-    scale = 1
-    while scale * math.ceil(scale / ratio) <= num_crops:
-        scale += 1
-    scale -= 1
-    long_side = scale * 336
-    short_side = int(long_side / ratio)
-    short_side = math.ceil(short_side / 336) * 336  # padded up to whole crops
-    return (short_side, long_side) if width >= height else (long_side, short_side)
-
-
 def text_config(config: dict) -> dict:
     """The decoder half of a Phi-3.5-vision config, as a Phi-3 text config."""
     text = {k: v for k, v in config.items() if k not in ("auto_map", "embd_layer", "img_processor",
@@ -140,7 +125,10 @@ def text_config(config: dict) -> dict:
 
 
 def processor_config(num_crops: int) -> dict:
-    """onnxruntime-extensions' image pipeline: decode, RGB, HD transform (crops, CLIP norm)."""
+    """onnxruntime-extensions' image pipeline: decode, RGB, HD transform (crops, CLIP norm).
+
+    DecodeImage must decode to BGR: ConvertRGB swaps the channels of what it is given, so
+    decoding to "RGB" hands the model BGR pixels (measured against the reference processor)."""
     def op(name: str, kind: str, attrs: dict | None = None) -> dict:
         operation: dict[str, Any] = {"name": name, "domain": "com.microsoft.extensions", "type": kind}
         if attrs:
@@ -148,7 +136,7 @@ def processor_config(num_crops: int) -> dict:
         return {"operation": operation}
 
     return {"processor": {"name": "image_processing", "transforms": [
-        op("decode_image", "DecodeImage", {"color_space": "RGB"}),
+        op("decode_image", "DecodeImage", {"color_space": "BGR"}),
         op("convert_to_rgb", "ConvertRGB"),
         op("phi3_image_transform", "Phi3ImageTransform", {"num_crops": num_crops, "num_img_tokens": NUM_IMG_TOKENS}),
     ]}}

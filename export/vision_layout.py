@@ -83,11 +83,3 @@ def clip_geometry_from_shapes(shapes: dict[str, tuple[int, ...]]) -> ClipGeometr
     while f"{CLIP}encoder.layers.{layers}.mlp.fc1.weight" in shapes:
         layers += 1
     return ClipGeometry(hidden=patch[0], intermediate=fc1[0], layers=layers)
-
-
-def image_tokens(height: int, width: int) -> int:
-    """Tokens one image becomes, from its HD-transformed size in pixels (multiples of 336):
-    12 rows of 13 for the global view, a separator, and 12 rows of (12 per crop + 1) per crop row."""
-    rows, cols = height // IMAGE_SIZE, width // IMAGE_SIZE
-    side = TOKENS_PER_SIDE
-    return rows * side * (cols * side + 1) + 1 + side * (side + 1)

@@ -75,6 +75,18 @@ def vision_package(models_root, tiny_vision_snapshot) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def vision_package_fp32(models_root, tiny_vision_snapshot) -> Path:
+    """fp32 weights: a kept KV and a fresh prefill give the same greedy tokens (INT4 differs by
+    its activation rounding); num_crops 16, so the package's default budget is 16."""
+    from export.vision import VisionExportOptions, export_vision
+
+    out = models_root / "phi35-vision-tiny-fp32"
+    export_vision(tiny_vision_snapshot, out, VisionExportOptions(precision="fp32", num_crops=16),
+                  progress=lambda _m: None)
+    return out
+
+
 @pytest.fixture
 def small_mount(tmp_path):
     """A real tiny filesystem (tmpfs) to run out of space or to be read-only; needs root."""

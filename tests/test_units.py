@@ -113,6 +113,10 @@ def write(tmp_path, text: str):
     ("[models]\nnice = 20\n", "models.nice must be 0 to 19"),
     ("[chat]\ndefault_max_tokens = 5000\n", "default_max_tokens"),
     ("[chat]\nsession_reserve_tokens = -1\n", "chat.session_reserve_tokens"),
+    ("[vision]\nsession_reserve_tokens = 200000\n", "vision.session_reserve_tokens"),
+    ("[vision]\ncrops = 17\n", "vision.crops must be 0 to 16"),
+    ("[vision]\ncrops = 'many'\n", "vision.crops"),
+    ("[vision]\nkept_turns = 9\n", "vision.kept_turns 0 to 8"),
     ("[logging]\nlevel = 'loud'\n", "logging.level"),
 ])
 def test_config_errors(tmp_path, text, message):

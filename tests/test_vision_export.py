@@ -10,14 +10,15 @@ import onnx
 import pytest
 import torch
 
+from edge_agent.engines.phi3v_inputs import hd_size, image_tokens
 from edge_agent.manifest import read_manifest
 from export import data
 from export.cli import main
 from export.fixtures import fixture_config, fixture_tensors
 from export.phi3v_modules import ImageEncoder, InputEmbedding
 from export.verify import verify_package
-from export.vision import VisionExportOptions, export_vision, hd_size
-from export.vision_layout import CLIP, PREFIX, image_tokens
+from export.vision import VisionExportOptions, export_vision
+from export.vision_layout import CLIP, PREFIX
 
 
 def run_json(capsys, *argv) -> tuple[int, dict]:
@@ -58,12 +59,16 @@ def test_cli_vision_export_and_verify_end_to_end(tmp_path, capsys):
     assert status == 0 and report["ok"], report
     checks = {c["name"]: c for c in report["checks"]}
     assert {n: c["status"] for n, c in checks.items()} == {n: "pass" for n in (
-        "manifest", "files", "genai_config", "load", "tokenizer", "chat_format", "image_tokens", "generation",
+        "manifest", "files", "genai_config", "load", "tokenizer", "chat_format", "preprocessing", "generation",
         "reference")}
-    tokens = checks["image_tokens"]["data"]
-    assert tokens["square_at_4_crops"] == 757
-    assert {row["image"] for row in tokens["images"]} == {"rgb.png", "gray.png", "palette.png", "wide.jpg", "tiny.png"}
-    assert checks["generation"]["data"]["prompt_tokens"] > 2 * 757  # two images in one prompt
+    preprocessing = checks["preprocessing"]["data"]
+    assert preprocessing["square_at_4_crops"] == 757 and preprocessing["max_abs_diff"] <= 1e-5
+    cases = {(row["image"], row["num_crops"]) for row in preprocessing["cases"]}
+    images = {"rgb.png", "gray.png", "palette.png", "wide.jpg", "tiny.png", "1600x1200", "37x500"}
+    assert images <= {i for i, _ in cases}
+    assert {c for _, c in cases} == {1, 4, 16}
+    # rgb.png 800x600 at 4 crops (757 tokens) and gray.png 300x900, given the 3 crops it needs (625)
+    assert checks["generation"]["data"]["prompt_tokens"] > 757 + 625
 
 
 def test_package_contents(vision_package):
@@ -88,10 +93,8 @@ def test_package_contents(vision_package):
     assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.FLOAT16
 
 
-def test_fp32_vision_export_matches_pytorch_closely(tiny_vision_snapshot, tmp_path):
-    package = tmp_path / "fp32"
-    export_vision(tiny_vision_snapshot, package, VisionExportOptions(precision="fp32", num_crops=16),
-                  progress=lambda _m: None)
+def test_fp32_vision_export_matches_pytorch_closely(tiny_vision_snapshot, vision_package_fp32):
+    package = vision_package_fp32
     report = verify_package(package, reference=tiny_vision_snapshot)
     reference = next(c for c in report.checks if c.name == "reference")
     assert report.ok, report.text()
@@ -217,7 +220,7 @@ def test_user_image_question(capsys, vision_package, tmp_path):
                               "--question", "What colour is it?", "--json")
     assert status == 0
     answer = next(c for c in report["checks"] if c["name"] == "user_images")
-    assert answer["status"] == "pass" and answer["data"]["prompt_tokens"] > 1000
+    assert answer["status"] == "pass" and answer["data"]["prompt_tokens"] > 757  # 4 crops, the package's num_crops
 
 
 def test_corrupted_vision_model_fails_verify(capsys, vision_package, tmp_path):
@@ -227,7 +230,7 @@ def test_corrupted_vision_model_fails_verify(capsys, vision_package, tmp_path):
         handle.write(b"\x00\x01\x02\x03")
     status, report = run_json(capsys, "verify", str(package), "--json")
     assert status == 1
-    assert {c["name"]: c["status"] for c in report["checks"]}["image_tokens"] == "skip"
+    assert {c["name"]: c["status"] for c in report["checks"]}["preprocessing"] == "skip"
 
 
 def test_cuda_target_vision_package_verifies_here(tiny_vision_snapshot, tmp_path):

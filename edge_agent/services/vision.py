@@ -12,7 +12,9 @@ import zmq.asyncio
 
 from .. import protocol as P
 from ..config import Config
+from ..engines.genai_vision import DEFAULT_CROPS
 from ..events import Sink
+from ..models import Package
 from ..ocr_layout import script_hint
 from .cameras import CameraService
 from .model import ModelJob, ModelService
@@ -32,6 +34,7 @@ class ImageSession:
     owner: str
     images: list[bytes]
     messages: list[dict] = field(default_factory=list)
+    crops: int | None = None  # the budget its images were seen at; follow-ups keep it unless they ask
     busy: bool = False
     last_used: float = field(default_factory=time.time)
     wiped: bool = False  # dropped by a privacy wipe while a question ran: nothing of it is kept
@@ -65,15 +68,28 @@ class VisionService(ModelService):
     def describe(self) -> dict:
         package = self.available_model()
         return {"available": package is not None, "model": package.name if package else None,
-                "max_images": MAX_IMAGES, "sessions": True, "max_tokens_limit": self.settings.max_tokens_limit}
+                "max_images": MAX_IMAGES, "sessions": True, "max_tokens_limit": self.settings.max_tokens_limit,
+                "crops": {"min": 1, "max": P.MAX_CROPS, "default": self.default_crops(package)},
+                "kept_turns": self.config.vision.kept_turns}
+
+    def default_crops(self, package: Package | None) -> int:
+        """`vision.crops`, or the package's num_crops (the snapshot's preprocessor config, 4)."""
+        if self.config.vision.crops:
+            return self.config.vision.crops
+        details = package.manifest.details if package is not None and package.manifest is not None else {}
+        return int(details.get("num_crops") or DEFAULT_CROPS)
+
+    def engine_spec(self, package: Package) -> dict:
+        return {"crops": self.default_crops(package), "kept_turns": self.config.vision.kept_turns,
+                "session_reserve_tokens": self.settings.session_reserve_tokens}
 
     def begin_transcription(self, job: str, body: P.OcrRequest, attachments: tuple[bytes, ...], owner: str) -> None:
         """`ocr` with engine `vision`: a transcription question in a throw-away session."""
         if body.camera is None and len(attachments) != 1:
             raise P.ProtocolError(P.BAD_REQUEST, f"ocr needs exactly one image frame after the header, got "
                                   f"{len(attachments)}", field="image")
-        self.begin(job, P.AskRequest(TRANSCRIBE, camera=body.camera, max_tokens=self.settings.max_tokens_limit),
-                   attachments, owner)
+        self.begin(job, P.AskRequest(TRANSCRIBE, camera=body.camera, max_tokens=self.settings.max_tokens_limit,
+                                     crops=body.crops), attachments, owner)
         self.jobs[job].transcribe = True
         self.jobs[job].options["cap_to_context"] = True
 
@@ -98,10 +114,12 @@ class VisionService(ModelService):
                                            lambda sid: ImageSession(sid, owner, list(attachments)))
         elif attachments:  # new images start the conversation about them afresh
             session.images, session.messages = list(attachments), []
+        if attachments or body.camera is not None or body.crops is not None:
+            session.crops = body.crops
         session.busy = True
         self.jobs[job] = AskJob(accepted=time.monotonic(), session=session, question=body.question,
                                 options={"max_tokens": max_tokens, "temperature": body.temperature,
-                                         "top_p": body.top_p}, camera=body.camera)
+                                         "top_p": body.top_p, "crops": session.crops}, camera=body.camera)
 
     async def prepare(self, job: str, pending: AskJob) -> None:  # type: ignore[override]
         if pending.camera is not None:
@@ -110,16 +128,24 @@ class VisionService(ModelService):
 
     def payload(self, pending: AskJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
         messages = pending.session.messages + [{"role": "user", "content": pending.question}]
-        return {"messages": messages, **pending.options}, tuple(pending.session.images)
+        # the engine keeps a session's KV for its next question under this key (owner-scoped: two
+        # clients may both name a session "s1")
+        session = None if pending.transcribe else f"{pending.session.owner}/{pending.session.id}"
+        return {"messages": messages, "session": session, **pending.options}, tuple(pending.session.images)
 
     def release(self, pending: AskJob) -> None:  # type: ignore[override]
         pending.session.busy = False
+        if pending.session.wiped and self.engine is not None:  # the engine may have kept this question's KV
+            self.background(self.engine.send_control("forget"))
 
     def wipe_sessions(self) -> int:
-        """The privacy wipe: every client's image sessions and the images they hold."""
+        """The privacy wipe: every client's image sessions, the images they hold, and the
+        conversations the engine kept for a follow-up."""
         wiped = self.sessions.wipe()
         for session in wiped:
             session.wiped, session.images, session.messages = True, [], []
+        if self.engine is not None:
+            self.background(self.engine.send_control("forget"))
         return len(wiped)
 
     def finish(self, pending: AskJob, fields: dict) -> dict:  # type: ignore[override]
