@@ -103,7 +103,7 @@ def main() -> int:
                                    "calls_per_s": round(calls / (time.perf_counter() - start), 1)}
                 print(result["guide"], file=sys.stderr)
                 if args.vision_package:
-                    # one 800x600 image; onnxruntime-genai 0.18 always prepares it with 16 crops
+                    # one 800x600 image at the default crop budget (bench/vision_ask.py compares budgets)
                     photo = render(label, (800, 600), "DejaVuSans.ttf", 40)
                     runs = []
                     for _ in range(3):  # the first run includes loading the model

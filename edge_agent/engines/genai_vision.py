@@ -88,8 +88,7 @@ class VisionWorker:
         self.rng = np.random.default_rng()
 
     def info(self) -> dict:
-        return {"context_length": self.context_length, "model_type": self.model.type,
-                "crops": {"min": 1, "max": MAX_CROPS, "default": self.default_crops}}
+        return {"context_length": self.context_length, "model_type": self.model.type}
 
     def prompt(self, messages: list[dict], images: int) -> str:
         """The chat template, with the image tags at the start of the first user message."""
