@@ -93,13 +93,13 @@ def through_daemon(address: str, image: bytes, repeats: int, max_tokens: int) ->
                      "prompt_tokens": first["prompt_tokens"],
                      "ttft_s": round(statistics.median(t["first"]["ttft_s"] for t in trials), 3),
                      "follow_up_ttft_s": round(statistics.median(t["follow_up"]["ttft_s"] for t in trials), 3),
-                     "follow_up_prompt_cache": follow["prompt_cache"], "follow_up_cached_tokens": follow["cached_tokens"],
+                     "follow_up_prompt_cache": follow["prompt_cache"],
+                     "follow_up_cached_tokens": follow["cached_tokens"],
                      "runs": trials})
     return {"daemon": rows}
 
 
 def vision_encoder(package: Path, repeats: int) -> list[dict]:
-    import numpy as np
     import onnxruntime as ort
     from PIL import Image
 
