@@ -1,0 +1,48 @@
+"""The document OCR scorer (bench/ocr_score.py): order-free recall, in-order accuracy, precision."""
+from __future__ import annotations
+
+import pytest
+
+from bench.ocr_score import combine, common_subsequence, score_page, words
+
+
+def test_words_are_compared_without_case_and_edge_punctuation():
+    assert words("TOTAL: RM 12.50 (incl.) R&D “Quote”") == ["total", "rm", "12.50", "incl", "r&d", "quote"]
+    assert words("ﬁve  \t\n -- ") == ["five"]  # NFKC folds the ligature; a bare dash is no word
+
+
+def test_perfect_reading():
+    score = score_page("Best before 12/2026\nKeep cool", "best before 12/2026 keep cool")
+    assert score.recall == score.order_accuracy == score.precision == 1.0
+
+
+def test_two_columns_read_across_lose_order_not_words():
+    truth = "a1 a2 a3 a4\nb1 b2 b3 b4"  # column a, then column b
+    across = "a1 b1\na2 b2\na3 b3\na4 b4"  # read row by row across both columns
+    score = score_page(truth, across)
+    assert score.recall == 1.0
+    assert score.order_accuracy == pytest.approx(5 / 8)  # a1 a2 a3 a4 b4 is the longest in order
+
+
+def test_missing_and_invented_words():
+    score = score_page("one two two three", "one two four five six")
+    assert score.found == 2 and score.recall == 0.5  # "two" twice in the truth, once read
+    assert score.precision == pytest.approx(2 / 5)
+    assert score.order_accuracy == 0.5
+
+
+def test_empty_pages():
+    assert score_page("", "").recall == 1.0 and score_page("", "noise").precision == 0.0
+    assert score_page("words here", "").recall == 0.0
+
+
+def test_common_subsequence():
+    assert common_subsequence(list("abcbdab"), list("bdcaba")) == 4
+    assert common_subsequence([], ["x"]) == 0
+
+
+def test_pages_are_pooled_by_words():
+    long_page = score_page(" ".join(f"w{i}" for i in range(90)), " ".join(f"w{i}" for i in range(90)))
+    short_bad = score_page(" ".join(f"v{i}" for i in range(10)), "")
+    pooled = combine([long_page, short_bad])
+    assert pooled["pages"] == 2 and pooled["recall"] == 0.9 and pooled["worst_page_order_accuracy"] == 0.0
