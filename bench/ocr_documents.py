@@ -9,7 +9,9 @@ default settings, its lines joined in its own order (what the daemon adds or los
 (bench/ocr_score.py): order-free word recall, in-order word accuracy, precision, pooled per
 kind and overall; time per page (client clock, p50 and p90). A page the daemon refuses (a scan
 over `ocr.max_image_pixels`) is listed under `refused`, not scored. Writes
-bench/results/ocr_documents.json.
+bench/results/ocr_documents.json. With --sweep, RapidOCR settings (SETTINGS) are tried
+in-process on the corpus instead, and Tesseract where installed
+(bench/results/ocr_documents_settings.json).
 """
 from __future__ import annotations
 
@@ -43,12 +45,78 @@ def pages(corpus: Path, limit: int | None) -> list[tuple[Path, dict]]:
     return found[:limit] if limit else found
 
 
+# RapidOCR settings tried in-process on the corpus with --sweep (each against the defaults)
+SETTINGS = {
+    "defaults": {},
+    "max_side_4000": {"Global.max_side_len": 4000},
+    "det_side_960": {"Det.limit_side_len": 960},
+    "unclip_2.0": {"Det.unclip_ratio": 2.0},
+    "text_score_0.3": {"Global.text_score": 0.3},
+    "box_thresh_0.4": {"Det.box_thresh": 0.4},
+}
+
+
+# Tesseract (Debian's tesseract-ocr, its own English model) as a second engine, where installed
+TESSERACT_MODES = {"tesseract_psm3": ["--psm", "3"], "tesseract_psm4": ["--psm", "4"]}
+
+
+def tesseract_rows(corpus: list[tuple[Path, dict]]) -> list[dict]:
+    import shutil
+    import subprocess
+
+    if shutil.which("tesseract") is None:
+        return [{"setting": "tesseract", "skipped": "tesseract is not installed (apt install tesseract-ocr)"}]
+    rows = []
+    for name, mode in TESSERACT_MODES.items():
+        scores, times = [], []
+        for image, truth in corpus:
+            start = time.perf_counter()
+            out = subprocess.run(["tesseract", str(image), "stdout", "-l", "eng", *mode], capture_output=True,
+                                 text=True, timeout=300).stdout
+            times.append(time.perf_counter() - start)
+            scores.append(score_page(truth["text"], out))
+        rows.append({"setting": name, "params": {"args": mode}, **combine(scores),
+                     "seconds_per_page_p50": round(statistics.median(times), 3)})
+        print(rows[-1], file=sys.stderr)
+    return rows
+
+
+def sweep(corpus: list[tuple[Path, dict]]) -> list[dict]:
+    """Each setting over the whole corpus, in-process: pooled scores and time per page."""
+    import cv2
+    import numpy as np
+    from rapidocr import RapidOCR
+
+    decoded = [(cv2.imdecode(np.frombuffer(image.read_bytes(), np.uint8), cv2.IMREAD_COLOR), truth)
+               for image, truth in corpus]
+    rows = []
+    for name, params in SETTINGS.items():
+        engine = RapidOCR(params={"Global.log_level": "warning", **params})
+        engine(decoded[0][0])  # warm-up
+        scores, times = [], []
+        for pixels, truth in decoded:
+            start = time.perf_counter()
+            out = engine(pixels)
+            times.append(time.perf_counter() - start)
+            scores.append(score_page(truth["text"], "\n".join(out.txts or ()) if out is not None else ""))
+        rows.append({"setting": name, "params": params, **combine(scores),
+                     "seconds_per_page_p50": round(statistics.median(times), 3)})
+        print(rows[-1], file=sys.stderr)
+    return rows + tesseract_rows(corpus)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS / "ocr_documents.json")
+    parser.add_argument("--sweep", action="store_true", help="only try RapidOCR settings in-process (SETTINGS)")
     args = parser.parse_args()
+    if args.sweep:
+        corpus = pages(args.corpus, args.limit)
+        write_result(args.output, {"benchmark": "ocr_documents_settings", "machine": machine(),
+                                   "corpus": str(args.corpus), "pages": len(corpus), "settings": sweep(corpus)})
+        return 0
 
     import cv2
     import numpy as np

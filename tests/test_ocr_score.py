@@ -46,3 +46,14 @@ def test_pages_are_pooled_by_words():
     short_bad = score_page(" ".join(f"v{i}" for i in range(10)), "")
     pooled = combine([long_page, short_bad])
     assert pooled["pages"] == 2 and pooled["recall"] == 0.9 and pooled["worst_page_order_accuracy"] == 0.0
+
+
+def test_sroie_box_files_keep_commas_in_their_transcripts(tmp_path):
+    from bench.ocr_corpus import sroie_lines
+
+    box = tmp_path / "010.csv"
+    box.write_text("130,68,676,68,676,105,130,105,SAM SAM TRADING CO\n"
+                   "158,150,641,150,641,189,158,189,67,JLN MEWAH 25/63 TMN SRI MUDA,\n"
+                   "1,2,3,4,5,6,7,8,\n"
+                   "broken line\n")
+    assert sroie_lines(box) == ["SAM SAM TRADING CO", "67,JLN MEWAH 25/63 TMN SRI MUDA,"]
