@@ -181,6 +181,10 @@ class VisionConfig(ModelServiceConfig):
     # image conversations whose KV cache stays for a follow-up question (no vision encoder, no image
     # prefill); each holds its prompt, answer and session_reserve_tokens rows; 0 = none kept
     kept_turns: int = 1
+    # the engine is silent while it encodes the images and prefills the prompt (one blocking call):
+    # a 16-crop question took 66 s to its first token on a slow 2-core machine, so hang detection
+    # waits longer than chat's
+    engine_timeout_s: float = 300.0
 
 
 @dataclass
