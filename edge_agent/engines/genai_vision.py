@@ -124,14 +124,14 @@ class VisionWorker:
         sampling = (message.get("temperature", 0.0), message.get("top_p", 1.0))
         return f"{message.get('session')}|{digest.hexdigest()}|{crops}|{sampling}"
 
-    def start(self, message: dict, attachments: tuple[bytes, ...], crops: int) -> Turn:
-        """A Generator ready to answer: the session's kept one with the new turn appended, or a
-        new one with the images and the whole prompt."""
+    def start(self, message: dict, attachments: tuple[bytes, ...], crops: int, key: str) -> Turn:
+        """A Generator ready to answer: the session's kept one (if `key` matches) with the new turn
+        appended, or a new one with the images and the whole prompt."""
         og = self.og
         prompt = self.prompt(message["messages"], len(attachments))
         session = message.get("session")
         kept = self.kept.pop(session, None) if session is not None else None
-        if kept is not None and kept.key == self.turn_key(message, attachments, crops) and prompt.startswith(kept.text):
+        if kept is not None and kept.key == key and prompt.startswith(kept.text):
             # the suffix starts at a special token: the same ids as the whole text would have
             new = kept.pending + self.encode(prompt[len(kept.text):])
             if kept.tokens + len(new) + message["max_tokens"] <= kept.capacity:
@@ -182,7 +182,8 @@ class VisionWorker:
         if not 1 <= crops <= MAX_CROPS:
             raise CodedError(BAD_REQUEST, f"crops must be 1 to {MAX_CROPS}", field="crops")
         started = time.monotonic()
-        turn = self.start(message, attachments, crops)
+        key = self.turn_key(message, attachments, crops)  # hashes the images: once per question
+        turn = self.start(message, attachments, crops, key)
         generator = turn.generator
         temperature, top_p = float(message.get("temperature", 0.0)), float(message.get("top_p", 1.0))
         stream = self.tokenizer.create_stream()
@@ -213,7 +214,7 @@ class VisionWorker:
         session = message.get("session")
         if session is not None and self.kept_turns and (finish == "length" or [token] == self.end_of_turn):
             end = END_OF_TURN if finish == "stop" else ""
-            self.kept[session] = KeptTurn(self.turn_key(message, attachments, crops), generator,
+            self.kept[session] = KeptTurn(key, generator,
                                           turn.text + answer + end, int(generator.token_count()), [token],
                                           turn.capacity,
                                           {"image_tokens": turn.usage["image_tokens"], "crops": turn.usage["crops"]})

@@ -212,13 +212,8 @@ class ChatService(ModelService):
         wiped = self.sessions.wipe()
         for session in wiped:
             session.wiped, session.messages, session.system = True, [], None
-        self._forget_kept_turn()
+        self.forget_kept_turns()
         return len(wiped)
-
-    def _forget_kept_turn(self) -> None:
-        engine = self.engine
-        if engine is not None:
-            self.background(engine.send_control("forget"))
 
     def payload(self, pending: ChatJob) -> tuple[dict, tuple[bytes, ...]]:  # type: ignore[override]
         body = pending.request
@@ -236,7 +231,7 @@ class ChatService(ModelService):
             pending.session.busy = False
             pending.session.last_used = time.time()
             if pending.session.wiped:  # the engine may have kept this turn's KV for the next one
-                self._forget_kept_turn()
+                self.forget_kept_turns()
 
     def on_progress(self, pending: ChatJob, event: Event) -> None:  # type: ignore[override]
         if event.kind == "dropped" and pending.session is not None:

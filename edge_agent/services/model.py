@@ -125,6 +125,12 @@ class ModelService(Service):
                              f"{self.settings.max_tokens_limit}", field="max_tokens")
         return max_tokens
 
+    def forget_kept_turns(self) -> None:
+        """A privacy wipe reaches the engine: it drops the KV it kept for sessions' next turns."""
+        engine = self.engine
+        if engine is not None:
+            self.background(engine.send_control("forget"))
+
     # ---------------------------------------------------------------- jobs: what a subclass says
 
     def engine_spec(self, package: Package) -> dict:

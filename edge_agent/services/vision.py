@@ -135,8 +135,8 @@ class VisionService(ModelService):
 
     def release(self, pending: AskJob) -> None:  # type: ignore[override]
         pending.session.busy = False
-        if pending.session.wiped and self.engine is not None:  # the engine may have kept this question's KV
-            self.background(self.engine.send_control("forget"))
+        if pending.session.wiped:  # the engine may have kept this question's KV
+            self.forget_kept_turns()
 
     def wipe_sessions(self) -> int:
         """The privacy wipe: every client's image sessions, the images they hold, and the
@@ -144,8 +144,7 @@ class VisionService(ModelService):
         wiped = self.sessions.wipe()
         for session in wiped:
             session.wiped, session.images, session.messages = True, [], []
-        if self.engine is not None:
-            self.background(self.engine.send_control("forget"))
+        self.forget_kept_turns()
         return len(wiped)
 
     def finish(self, pending: AskJob, fields: dict) -> dict:  # type: ignore[override]
