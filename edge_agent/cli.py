@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     ocr.add_argument("--engine", choices=["fast", "vision", "auto"], default="fast")
     ocr.add_argument("--crops", type=int, default=None,
                      help="engine vision: crops of 336 pixels per image, 1-16 (more: finer text, slower)")
-    ocr.add_argument("--json", action="store_true", help="print the whole result (lines, boxes, timings)")
+    ocr.add_argument("--keep-margins", action="store_true",
+                     help="keep line numbers (in front of their lines) and page numbers in the text")
+    ocr.add_argument("--json", action="store_true", help="print the whole result (lines, blocks, boxes, timings)")
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
     ask = client_command("ask", "ask a question about an image (needs a vision package)")
@@ -326,7 +328,8 @@ def _client_command(args) -> int:
                     except OSError as exc:
                         print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
                         return EXIT_USAGE
-                result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak, crops=args.crops)
+                result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak, crops=args.crops,
+                                    keep_margins=args.keep_margins)
                 if args.json:
                     _print_json(result)
                 else:

@@ -1,38 +1,54 @@
-"""Reading order for OCR lines: columns read one after the other, tables row by row.
+"""Reading order and blocks for OCR boxes: what a reader sees as columns, paragraphs,
+headings, tables, captions, and the numbers in the margins.
 
 OCR engines return text boxes roughly top to bottom, which interleaves the lines of a
-two-column page. Here boxes that sit on one visual line within a column are joined left to
-right; boxes narrower than most of the text area are grouped into columns by their
-horizontal extent; a box spanning the columns (a heading) starts a new section. Each section
-is read column by column, left to right, each column top to bottom; a band whose columns are
-narrow (table cells) is read row by row instead.
+two-column page and scatters a table. The layout is found by recursive XY-cut on the boxes
+of the upright page (see ocr_geometry for turning and straightening):
+- where a vertical band of whitespace runs through a region, it splits into columns; columns
+  whose boxes line up row by row and are not all wide (a form, a receipt, a price list) are a
+  table and read row by row; otherwise each column is read in turn, left to right;
+- otherwise the region splits at horizontal whitespace into bands; neighbouring bands that
+  share a column gap are read together (the two columns under a heading), the others in turn;
+- a region that splits no further is read line by line and cut into paragraphs at wide line
+  gaps and at changes of type size; a short run of lines in larger type is a heading, a
+  paragraph opening with "Figure 3" or "Table 2" a caption.
+Line numbers in a gutter (a narrow margin column of ascending small numbers, or ascending
+numbers opening each line) and page numbers (a lone number at the top or bottom) are set
+apart as their own blocks, so the text reads as the document does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import statistics
+from dataclasses import dataclass, field
 
 
 @dataclass
 class Box:
     text: str
     confidence: float
-    points: list[list[float]]  # four corners, clockwise from top-left
+    points: list[list[float]]  # four corners in the image as sent, clockwise from top-left
+    frame: list[list[float]] | None = None  # the same corners on the upright, straightened page
+
+    @property
+    def _corners(self) -> list[list[float]]:
+        return self.frame if self.frame is not None else self.points
 
     @property
     def left(self) -> float:
-        return min(p[0] for p in self.points)
+        return min(p[0] for p in self._corners)
 
     @property
     def right(self) -> float:
-        return max(p[0] for p in self.points)
+        return max(p[0] for p in self._corners)
 
     @property
     def top(self) -> float:
-        return min(p[1] for p in self.points)
+        return min(p[1] for p in self._corners)
 
     @property
     def bottom(self) -> float:
-        return max(p[1] for p in self.points)
+        return max(p[1] for p in self._corners)
 
     @property
     def middle(self) -> float:
@@ -43,20 +59,50 @@ class Box:
         return self.bottom - self.top
 
 
-SPANNING = 0.6  # a box wider than this share of the text area spans the columns
-TEXT_COLUMN = 0.3  # columns at least this wide hold running text; narrower ones are table cells
+HEADING, PARAGRAPH, TABLE, CAPTION = "heading", "paragraph", "table", "caption"
+LINE_NUMBERS, PAGE_NUMBER = "line_numbers", "page_number"
+MARGIN_KINDS = (LINE_NUMBERS, PAGE_NUMBER)  # left out of the text unless asked for
+BLOCK_KINDS = (HEADING, PARAGRAPH, TABLE, CAPTION, *MARGIN_KINDS)
 
 
-def _columns(boxes: list[Box]) -> list[list[Box]]:
-    """Group boxes by overlapping horizontal extent, left to right."""
-    columns: list[tuple[float, float, list[Box]]] = []
-    for box in sorted(boxes, key=lambda b: b.left):
-        if columns and box.left <= columns[-1][1]:
-            left, right, members = columns[-1]
-            columns[-1] = (left, max(right, box.right), members + [box])
-        else:
-            columns.append((box.left, box.right, [box]))
-    return [members for _, _, members in columns]
+@dataclass
+class Block:
+    kind: str
+    lines: list[list[Box]]  # visual lines, each left to right; a table's rows
+    numbers: dict[int, str] = field(default_factory=dict)  # line index -> its gutter number (kept gutters)
+
+    def line_texts(self) -> list[str]:
+        return [(self.numbers[i] + " " if i in self.numbers else "") + line_text(line)
+                for i, line in enumerate(self.lines)]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.line_texts())
+
+    def rows(self) -> list[list[str]]:
+        return [[box.text for box in line] for line in self.lines]
+
+
+# measured in the page's typical box height (a text line)
+COLUMN_GAP = 0.8  # whitespace at least this wide between columns
+PARAGRAPH_GAP = 0.75  # a gap between lines wider than this starts a paragraph
+HEADING_SIZE = 1.3  # lines this much taller than the body's are headings
+HEADING_LINES = 3  # a heading runs to at most this many lines
+TEXT_COLUMN = 0.3  # columns at least this share of the region wide hold running text
+ALIGNED = 0.6  # share of a table's narrow columns' boxes that share a row with another column's box
+GUTTER_EDGE = 0.12  # line numbers stand in this share of the page at its left or right edge
+MIN_NUMBERED = 4  # the least run of line numbers that counts as a gutter
+MARGIN_EDGE = 0.08  # page numbers stand in this share of the page at its top or bottom
+
+NUMBER = re.compile(r"\d{1,4}")
+LEADING_NUMBER = re.compile(r"(\d{1,4})\s+(\S.*)")
+PAGE_NUMBER_TEXT = re.compile(r"(?:page\s*)?[-\u2013\u2014]?\s*\d{1,4}\s*[-\u2013\u2014]?|\d{1,4}\s*(?:/|of)\s*\d{1,4}",
+                              re.IGNORECASE)
+CAPTION_TEXT = re.compile(r"(?:fig(?:ure)?|table|chart|photo|image|plate|exhibit)\.?\s*\d", re.IGNORECASE)
+
+
+def line_text(line: list[Box]) -> str:
+    return " ".join(b.text for b in line)
 
 
 def _lines(boxes: list[Box]) -> list[list[Box]]:
@@ -73,41 +119,258 @@ def _lines(boxes: list[Box]) -> list[list[Box]]:
     return [sorted(line, key=lambda b: b.left) for line in lines]
 
 
-def reading_order(boxes: list[Box]) -> list[list[Box]]:
-    """Lines of boxes in reading order."""
-    if not boxes:
-        return []
+def _gaps(spans: list[tuple[float, float]], minimum: float) -> list[tuple[float, float]]:
+    """The stretches at least `minimum` long that no span covers, between the first and last span."""
+    gaps = []
+    reach = None
+    for start, end in sorted(spans):
+        if reach is not None and start - reach >= minimum:
+            gaps.append((reach, start))
+        reach = end if reach is None else max(reach, end)
+    return gaps
+
+
+def _split(boxes: list[Box], gaps: list[tuple[float, float]], vertical: bool) -> list[list[Box]]:
+    cuts = [(a + b) / 2 for a, b in gaps]
+    parts: list[list[Box]] = [[] for _ in range(len(cuts) + 1)]
+    for box in boxes:
+        position = box.left if vertical else box.top
+        parts[sum(position > cut for cut in cuts)].append(box)
+    return [part for part in parts if part]
+
+
+def _column_gaps(boxes: list[Box], unit: float) -> list[tuple[float, float]]:
+    return _gaps([(b.left, b.right) for b in boxes], COLUMN_GAP * unit)
+
+
+def _is_table(columns: list[list[Box]], width: float) -> bool:
+    """Columns are a table when some are narrow and most boxes of the narrow ones share a row
+    with a box of another column (prices beside items, values beside labels)."""
+    def narrow(column: list[Box]) -> bool:
+        return max(b.right for b in column) - min(b.left for b in column) < TEXT_COLUMN * width
+
+    if not any(narrow(c) for c in columns):
+        return False  # columns of running text, even if their lines happen to line up
+    boxes = aligned = 0
+    for index, column in enumerate(columns):
+        if not narrow(column):
+            continue
+        others = [b for j, c in enumerate(columns) if j != index for b in c]
+        boxes += len(column)
+        aligned += sum(any(o.top <= b.middle <= o.bottom for o in others) for b in column)
+    return aligned >= ALIGNED * boxes
+
+
+@dataclass
+class _Region:
+    kind: str  # "text" or "table"
+    boxes: list[Box]
+
+
+def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
+    if len(boxes) <= 1:
+        return [_Region("text", boxes)] if boxes else []
+    column_gaps = _column_gaps(boxes, unit)
+    if column_gaps:  # a column gap through the whole region: a table, or columns read in turn
+        columns = _split(boxes, column_gaps, vertical=True)
+        if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes)):
+            return _peel_titles(boxes, unit)
+        return [region for column in columns for region in _xy_cut(column, unit)]
+    bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
+    if len(bands) == 1:
+        return [_Region("text", boxes)]
+    # bands in turn, except that neighbouring bands sharing their column gaps (or both without
+    # any: lines of one column) are one region
+    groups: list[list[Box]] = []
+    shared: list[tuple[float, float]] = []
+    for band in bands:
+        gaps = _column_gaps(band, unit)
+        common = [(max(a, c), min(b, d)) for a, b in shared for c, d in gaps
+                  if min(b, d) - max(a, c) >= COLUMN_GAP * unit]
+        if groups and (common or not (shared or gaps)):
+            groups[-1] += band
+            shared = common
+        else:
+            groups.append(list(band))
+            shared = gaps
+    if len(groups) == 1:
+        return [_Region("text", boxes)]  # lines of one column
+    return [region for group in groups for region in _xy_cut(group, unit)]
+
+
+def _peel_titles(boxes: list[Box], unit: float) -> list[_Region]:
+    """A table with the lines above and below it that hold a single box (its title, a note
+    under it) taken off as text of their own."""
+    bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
+    first, last = 0, len(bands)
+    while last - first > 2 and len(bands[first]) == 1:
+        first += 1
+    while last - first > 2 and len(bands[last - 1]) == 1:
+        last -= 1
+    above = [b for band in bands[:first] for b in band]
+    table = [b for band in bands[first:last] for b in band]
+    below = [b for band in bands[last:] for b in band]
+    return [_Region(kind, part) for kind, part in (("text", above), ("table", table), ("text", below)) if part]
+
+
+def _split_gutter(boxes: list[Box], unit: float) -> tuple[list[Box], list[Box]]:
+    """Line numbers in a margin column: small whole numbers at the page's left or right edge,
+    ascending down the page, with text beside them."""
     left = min(b.left for b in boxes)
     right = max(b.right for b in boxes)
-    width = max(right - left, 1.0)
-    spanning = [b for b in boxes if (b.right - b.left) > SPANNING * width]
-    rest = [b for b in boxes if b not in spanning]
-    ordered: list[list[Box]] = []
-    previous = float("-inf")
-    # sections: the bands between spanning boxes, top to bottom; boxes beside a spanning box
-    # (same visual line) belong to its line
-    for cut in sorted(spanning, key=lambda b: b.top) + [None]:
-        limit = cut.top if cut is not None else float("inf")
-        band = [b for b in rest if previous <= b.middle < limit]
-        columns = _columns(band)
-        if all(max(b.right for b in c) - min(b.left for b in c) >= TEXT_COLUMN * width for c in columns):
-            for column in columns:  # columns of running text: one after the other
-                ordered += _lines(column)
-        else:
-            ordered += _lines(band)  # narrow columns are a table: read it row by row
-        if cut is None:
-            break
-        beside = [b for b in rest if cut.top <= b.middle <= cut.bottom]
-        if ordered and ordered[-1][0] in spanning and ordered[-1][0].bottom > cut.middle:
-            ordered[-1] = sorted(ordered[-1] + [cut] + beside, key=lambda b: b.left)  # two wide boxes, one line
-        else:
-            ordered.append(sorted([cut] + beside, key=lambda b: b.left))
-        previous = max(previous, cut.bottom)
-    return ordered
+    edge = GUTTER_EDGE * (right - left)
+    for side in ("left", "right"):
+        numbers = [b for b in boxes if NUMBER.fullmatch(b.text.strip()) and
+                   (b.left <= left + edge if side == "left" else b.right >= right - edge)]
+        rest = [b for b in boxes if b not in numbers]
+        if len(numbers) < MIN_NUMBERED or not rest:
+            continue
+        if side == "left" and max(b.right for b in numbers) > min(b.left for b in rest) + unit:
+            continue  # the numbers are not a margin of their own
+        if side == "right" and min(b.left for b in numbers) < max(b.right for b in rest) - unit:
+            continue
+        values = [int(b.text) for b in sorted(numbers, key=lambda b: b.middle)]
+        rising = sum(b > a for a, b in zip(values, values[1:]))
+        if rising >= 0.8 * (len(values) - 1):
+            return numbers, rest
+    return [], boxes
 
 
-def line_text(line: list[Box]) -> str:
-    return " ".join(b.text for b in line)
+def _split_page_numbers(boxes: list[Box]) -> tuple[list[Box], list[Box]]:
+    """A lone short number (or "Page 3", "- 3 -", "3 of 9") at the top or bottom of the page."""
+    top = min(b.top for b in boxes)
+    bottom = max(b.bottom for b in boxes)
+    margin = MARGIN_EDGE * (bottom - top)
+    found = []
+    for box in boxes:
+        if not PAGE_NUMBER_TEXT.fullmatch(box.text.strip()):
+            continue
+        if not (box.top <= top + margin or box.bottom >= bottom - margin):
+            continue
+        if any(other is not box and other.top < box.bottom and box.top < other.bottom for other in boxes):
+            continue  # it shares its line with other text: part of the document
+        found.append(box)
+    if len(found) == len(boxes):
+        return [], boxes  # nothing else on the page: the number is the document
+    return found, [b for b in boxes if b not in found]
+
+
+def _paragraphs(lines: list[list[Box]], unit: float) -> list[Block]:
+    blocks: list[Block] = []
+    for line in lines:
+        size = statistics.median(b.height for b in line)
+        if blocks:
+            last = blocks[-1].lines[-1]
+            last_size = statistics.median(b.height for b in last)
+            gap = min(b.top for b in line) - max(b.bottom for b in last)
+            same_size = max(size, last_size) < HEADING_SIZE * min(size, last_size)
+            if gap <= PARAGRAPH_GAP * unit and same_size:
+                blocks[-1].lines.append(line)
+                continue
+        blocks.append(Block(PARAGRAPH, [line]))
+    for block in blocks:
+        size = statistics.median(b.height for line in block.lines for b in line)
+        if size >= HEADING_SIZE * unit and len(block.lines) <= HEADING_LINES:
+            block.kind = HEADING
+        elif CAPTION_TEXT.match(block.text):
+            block.kind = CAPTION
+    return blocks
+
+
+def _strip_leading_numbers(block: Block) -> Block | None:
+    """Ascending numbers opening the lines of a paragraph (line numbers the detector joined to
+    their lines): taken off into a line-numbers block of their own."""
+    found = [(i, LEADING_NUMBER.fullmatch(line_text(line))) for i, line in enumerate(block.lines)]
+    numbered = [(i, int(m.group(1))) for i, m in found if m]
+    if len(numbered) < MIN_NUMBERED or len(numbered) < 0.8 * len(block.lines):
+        return None
+    rising = sum(b == a + 1 for (_, a), (_, b) in zip(numbered, numbered[1:]))
+    if rising < 0.8 * (len(numbered) - 1):
+        return None
+    numbers = []
+    for i, match in found:
+        if match is None:
+            continue
+        line = block.lines[i]
+        first = line[0]
+        rest = LEADING_NUMBER.fullmatch(first.text)
+        numbers.append(Box(match.group(1), first.confidence, first.points, first.frame))
+        if rest is not None:
+            line[0] = Box(rest.group(2), first.confidence, first.points, first.frame)
+        else:  # the number was a box of its own
+            del line[0]
+        block.numbers[i] = match.group(1)
+    return Block(LINE_NUMBERS, [[n] for n in numbers])
+
+
+def layout(boxes: list[Box], keep_margins: bool = False) -> list[Block]:
+    """The page's blocks in reading order. Line and page numbers come as blocks of their own
+    (kinds `line_numbers`, `page_number`) after the text; with `keep_margins` each line number
+    also stays in front of its line."""
+    boxes = [b for b in boxes if b.text.strip()]
+    if not boxes:
+        return []
+    unit = statistics.median(b.height for b in boxes)
+    gutter, body = _split_gutter(boxes, unit)
+    page_numbers, body = _split_page_numbers(body)
+    blocks: list[Block] = []
+    for region in _xy_cut(body, unit):
+        if region.kind == "table":
+            blocks.append(Block(TABLE, _lines(region.boxes)))
+        else:
+            blocks += _paragraphs(_lines(region.boxes), unit)
+    margins: list[Block] = []
+    for block in blocks:
+        if block.kind == PARAGRAPH:
+            numbers = _strip_leading_numbers(block)
+            if numbers is not None:
+                margins.append(numbers)
+    if gutter:
+        margins.append(Block(LINE_NUMBERS, [[b] for b in sorted(gutter, key=lambda b: b.middle)]))
+        for block in blocks:
+            for i, line in enumerate(block.lines):
+                beside = [g for g in gutter if min(b.top for b in line) <= g.middle <= max(b.bottom for b in line)]
+                if beside:
+                    block.numbers[i] = beside[0].text.strip()
+    if page_numbers:
+        margins.append(Block(PAGE_NUMBER, [[b] for b in sorted(page_numbers, key=lambda b: b.middle)]))
+    if not keep_margins:
+        for block in blocks:
+            block.numbers.clear()
+    return [b for b in blocks if b.lines] + margins
+
+
+def reading_order(boxes: list[Box]) -> list[list[Box]]:
+    """Lines of the page's text in reading order (margins left out)."""
+    return [line for block in layout(boxes) if block.kind not in MARGIN_KINDS for line in block.lines]
+
+
+def page_text(blocks: list[Block], keep_margins: bool = False) -> str:
+    """The text as read: blocks apart by a blank line, margins left out unless kept."""
+    return "\n\n".join(block.text for block in blocks if keep_margins or block.kind not in MARGIN_KINDS)
+
+
+def spoken_text(blocks: list[Block]) -> str:
+    """The text as it should be heard: headings and captions announced, a table read row by
+    row with its cells apart, words broken at a line end joined, margins never read."""
+    parts = []
+    for block in blocks:
+        if block.kind in MARGIN_KINDS:
+            continue
+        if block.kind == TABLE:
+            rows = block.rows()
+            parts.append(f"Table, {len(rows)} row{'s' if len(rows) != 1 else ''}.")
+            parts += [", ".join(cells) + "." for cells in rows]
+            continue
+        text = " ".join(line_text(line) for line in block.lines)
+        text = re.sub(r"(\w)- (\w)", r"\1\2", text)  # a word hyphenated across lines
+        if block.kind == HEADING:
+            parts.append(f"Heading: {text.rstrip('.')}.")
+        elif block.kind == CAPTION:
+            parts.append(f"Caption: {text}")
+        else:
+            parts.append(text)
+    return "\n".join(parts)
 
 
 def script_hint(text: str) -> str | None:

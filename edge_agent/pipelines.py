@@ -69,7 +69,7 @@ class SpokenAnswer:
             if self.streamed:
                 self._speak(self.sentences.flush())
             else:
-                text = event.fields.get("text") or ""
+                text = event.fields.get("spoken") or event.fields.get("text") or ""  # OCR's spoken form
                 self.speech.append_text(self.utterance, text if text.strip() else NOTHING_READ)
             self.speech.close_utterance(self.utterance)
         self.held = event

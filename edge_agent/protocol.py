@@ -148,6 +148,7 @@ class OcrRequest:
     speak: SpeechOptions | None = None
     camera: str | None = None
     crops: int | None = None  # the vision engine's crop budget; None: the daemon's default
+    keep_margins: bool = False  # the fast engine keeps line and page numbers in the text
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,10 @@ def _parse_ocr(f: _Fields) -> OcrRequest:
     crops = f.integer("crops", None, minimum=1, maximum=MAX_CROPS)
     if crops is not None and engine != "vision":
         raise ProtocolError(BAD_REQUEST, "'crops' goes with engine vision", field="crops")
-    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops)
+    keep_margins = f.boolean("keep_margins", False)
+    if keep_margins and engine == "vision":
+        raise ProtocolError(BAD_REQUEST, "'keep_margins' goes with engine fast", field="keep_margins")
+    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops, keep_margins)
 
 
 _PARSERS = {
@@ -426,7 +430,7 @@ _PARSERS = {
              _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
-    "ocr": ({"engine", "speak", "camera", "crops"}, lambda f: _parse_ocr(f)),
+    "ocr": ({"engine", "speak", "camera", "crops", "keep_margins"}, lambda f: _parse_ocr(f)),
     "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak", "crops"},
             lambda f: AskRequest(
         f.required_string("question"), f.string("session", max_length=MAX_ID_LENGTH),

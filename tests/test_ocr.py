@@ -1,24 +1,24 @@
 """OCR through a real daemon: rendered text in several fonts and layouts, every bad image."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter
 
 from edge_agent import protocol as P
 from edge_agent.client import EdgeAgentError
 from edge_agent.images import ImageError, load_image
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
+from . import ocr_pages as pages
 from .daemon_util import REPO, Daemon
+from .ocr_pages import encoded as png
+from .ocr_pages import render
 from .ocr_util import cer
 from .test_daemon import base_sections, raw_reply, raw_socket
-
-FONTS = "/usr/share/fonts/truetype/dejavu/"
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +32,6 @@ def daemon(int4_package, tmp_path_factory):
 def client(daemon):
     with daemon.client() as c:
         yield c
-
-
-def font(name: str, size: int):
-    return ImageFont.truetype(FONTS + name, size)
-
-
-def render(lines: list[tuple[tuple[int, int], str]], size=(900, 400), face="DejaVuSans.ttf", points=32) -> Image.Image:
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    for position, text in lines:
-        draw.text(position, text, fill="black", font=font(face, points))
-    return image
-
-
-def png(image: Image.Image, fmt="PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 LABEL = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B  500 ml"]
@@ -84,7 +66,7 @@ def test_heading_spanning_the_columns_comes_first(client):
     left, right = ["the left column one", "the left column two"], ["the right column one", "the right column two"]
     lines += [((30, 100 + i * 55), t) for i, t in enumerate(left)]
     lines += [((560, 100 + i * 55), t) for i, t in enumerate(right)]
-    text = client.ocr(png(render(lines, size=(1000, 240), points=30)))["text"].splitlines()
+    text = [line for line in client.ocr(png(render(lines, size=(1000, 240), points=30)))["text"].splitlines() if line]
     assert "HEADING" in text[0] and text[1:] == left + right
 
 
@@ -172,6 +154,8 @@ def test_byte_limit():
     ({"speak": "loud"}, [b"x"], "bad_request", "speak"),
     ({"camera": "front"}, [b"x"], "bad_request", "camera"),
     ({"camera": "front"}, [], "not_found", "camera"),
+    ({"keep_margins": "yes"}, [b"x"], "bad_request", "keep_margins"),
+    ({"engine": "vision", "keep_margins": True}, [b"x"], "bad_request", "keep_margins"),
 ])
 def test_bad_ocr_requests(daemon, fields, frames, code, field):
     sock = raw_socket(daemon)
@@ -209,3 +193,93 @@ def test_reading_order_unit():
     boxes = [box("r1", 600, 100, 300), box("l1", 0, 100, 300), box("l2", 0, 140, 300), box("r2", 600, 140, 300)]
     assert [line_text(line) for line in reading_order(boxes)] == ["l1", "l2", "r1", "r2"]
     assert reading_order([]) == []
+
+
+# ---------------------------------------------------------------- layout cases, exact order
+
+def lines_of(result: dict) -> list[str]:
+    return [line["text"] for line in result["lines"]]
+
+
+def test_two_columns_under_a_heading_with_a_page_number(client):
+    image, want = pages.two_columns()
+    result = client.ocr(png(image))
+    assert lines_of(result) == want
+    assert [b["kind"] for b in result["blocks"]] == ["heading", "paragraph", "paragraph", "page_number"]
+    assert result["blocks"][-1]["text"] == "7" and "7" not in result["text"].split()
+    assert result["text"].split("\n\n") == [pages.HEADING, "\n".join(pages.LEFT), "\n".join(pages.RIGHT)]
+    assert [line["block"] for line in result["lines"]] == [0] + [1] * 4 + [2] * 4
+    assert result["spoken"].splitlines()[0] == f"Heading: {pages.HEADING}."
+    assert result["page"] == {"flattened": False, "turned": 0, "skew_degrees": pytest.approx(0, abs=1)}
+    kept = client.ocr(png(image), keep_margins=True)
+    assert kept["text"].endswith("\n\n7") and lines_of(kept)[-1] == "7"
+
+
+def test_table_rows_and_their_spoken_form(client):
+    image, want = pages.table()
+    result = client.ocr(png(image))
+    assert lines_of(result) == want
+    assert [b["kind"] for b in result["blocks"]] == ["heading", "table"]
+    assert result["blocks"][1]["rows"] == pages.ROWS
+    assert result["spoken"].splitlines() == [f"Heading: {pages.TITLE}.", "Table, 4 rows.",
+                                             *[", ".join(row) + "." for row in pages.ROWS]]
+
+
+def test_line_number_gutter_is_set_apart(client):
+    image, want = pages.gutter()
+    result = client.ocr(png(image))
+    assert lines_of(result) == want and result["text"] == "\n".join(want)
+    assert result["blocks"][-1] == {"kind": "line_numbers", "text": "\n".join(str(i + 1) for i in range(len(want)))}
+    kept = client.ocr(png(image), keep_margins=True)
+    assert lines_of(kept)[:len(want)] == [f"{i + 1} {text}" for i, text in enumerate(want)]
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_page_on_its_side_or_upside_down(client, degrees):
+    image, want = pages.two_columns()
+    result = client.ocr(png(image.rotate(degrees, expand=True)))
+    assert lines_of(result) == want
+    assert result["page"]["turned"] == (360 - degrees) % 360  # turned counter-clockwise back upright
+
+
+@pytest.mark.parametrize("degrees", [5, -7])
+def test_a_skewed_table_is_straightened_for_its_rows(client, degrees):
+    image, want = pages.table()
+    result = client.ocr(png(image.rotate(degrees, expand=True, fillcolor="white")))
+    assert lines_of(result) == want  # without straightening, cells of a row fall into others
+    assert result["page"]["skew_degrees"] == pytest.approx(-degrees, abs=1.5)
+
+
+def test_a_photographed_page_is_flattened(client):
+    image, want = pages.table()
+    photo = pages.photographed(image, seen=((0.10, 0.05), (0.90, 0.25), (0.90, 0.75), (0.10, 0.95)))
+    result = client.ocr(png(photo, "JPEG", quality=90))
+    assert lines_of(result) == want  # without flattening, the far side's rows fall into others
+    assert result["page"]["flattened"]
+    corners = result["page"]["corners"]
+    width, height = photo.size
+    assert corners[0] == pytest.approx([0.10 * width, 0.05 * height], abs=12)
+    assert corners[2] == pytest.approx([0.90 * width, 0.75 * height], abs=12)
+    first = result["lines"][0]["boxes"][0]  # boxes are in the photo's pixels, not the flattened page's
+    assert 0.10 * width < first[0][0] < 0.5 * width and 0.05 * height < first[0][1] < 0.4 * height
+
+
+
+def test_a_jpeg_over_the_pixel_limit_is_read_at_half_size(client):
+    page = Image.new("L", (7000, 5000), 255)  # 35 MP, a 600-dpi scan's size; the daemon's limit is 24 MP
+    text = render([((0, 0), "LARGE SCAN")], size=(900, 140), points=100).convert("L")
+    page.paste(text.resize((1800, 280)), (2000, 3000))
+    result = client.ocr(png(page, "JPEG", quality=90))
+    assert result["image"] == {"format": "JPEG", "width": 7000, "height": 5000, "exif_rotated": False, "reduced": 2}
+    assert cer(result["text"], "LARGE SCAN") <= 0.1, result["text"]
+    (left, top), _, (right, bottom), _ = result["lines"][0]["boxes"][0]
+    assert 1900 < left < 2300 and 2900 < top < 3150 and 3100 < right < 3900 and bottom < 3350  # sent pixels
+
+
+def test_jpeg_reduction_has_a_limit():
+    huge = png(Image.new("L", (4100, 4100), 255), "JPEG", quality=50)  # 16.8 MP: over 16 times the limit
+    with pytest.raises(ImageError) as err:
+        load_image(huge, max_pixels=1_000_000)
+    assert err.value.code == "too_large" and "JPEG" in err.value.message
+    loaded = load_image(png(Image.new("L", (6000, 5000), 255), "JPEG"), max_pixels=24_000_000)
+    assert (loaded.width, loaded.height, loaded.reduced, loaded.image.size) == (6000, 5000, 2, (3000, 2500))

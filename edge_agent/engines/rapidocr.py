@@ -10,9 +10,19 @@ from typing import Any
 from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
 from ..images import MAX_PIXELS, load_image
-from ..ocr_layout import Box, line_text, reading_order, script_hint
+from ..ocr_geometry import find_page, flatten, map_points, page_turn, skew_degrees, straighten, turn_points
+from ..ocr_layout import MARGIN_KINDS, TABLE, Block, Box, layout, page_text, script_hint, spoken_text
 from .channel import EngineJob
 from .worker import WorkerChannel, serve_short_jobs
+
+MIN_SKEW = 1.0  # degrees; below this the layout takes the boxes as they are (the detector's angles wobble by ~0.5)
+
+
+def _block_fields(block: Block) -> dict:
+    fields: dict = {"kind": block.kind, "text": block.text}
+    if block.kind == TABLE:
+        fields["rows"] = block.rows()
+    return fields
 
 
 class OcrWorker:
@@ -25,29 +35,70 @@ class OcrWorker:
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
-    def recognise(self, data: bytes, max_pixels: int) -> dict:
-        import numpy as np
-
-        start = time.perf_counter()
-        loaded = load_image(data, max_pixels=max_pixels)
-        decoded = time.perf_counter()
-        output: Any = self.engine(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
-        recognised = time.perf_counter()
+    def read(self, bgr: Any) -> tuple[list[Box], dict, dict]:
+        """RapidOCR's steps on one image (as its __call__ runs them, keeping the direction
+        classifier's labels, which its output drops): boxes, page facts, stage timings."""
+        original = self.engine.load_img(bgr)
+        image, record = self.engine.preprocess_img(original)
+        detected, directions, recognised, crops = self.engine.run_ocr_steps(image, record)
+        turn = 0
+        if detected.boxes is not None and recognised.txts is not None:
+            labels = [label for label, _score in directions.cls_res] if directions.cls_res else None
+            turn = page_turn(detected.boxes.tolist(), recognised.txts, labels)
+        output: Any = self.engine.build_final_output(original, detected, directions, recognised, crops, record)
         boxes = []
         if output.boxes is not None:
             for points, text, score in zip(output.boxes.tolist(), output.txts, output.scores):
                 boxes.append(Box(text, float(score), points))
-        lines = reading_order(boxes)
-        text = "\n".join(line_text(line) for line in lines)
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
-        return {"engine": "fast", "text": text, "language": script_hint(text),
-                "lines": [{"text": line_text(line), "confidence": round(min(b.confidence for b in line), 4),
+        return boxes, {"turned": turn}, stages
+
+    def recognise(self, data: bytes, max_pixels: int, keep_margins: bool = False) -> dict:
+        import numpy as np
+
+        start = time.perf_counter()
+        loaded = load_image(data, max_pixels=max_pixels)
+        bgr = np.ascontiguousarray(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
+        decoded = time.perf_counter()
+        corners = find_page(bgr)
+        to_photo = None
+        if corners is not None:
+            bgr, to_photo = flatten(bgr, corners)
+        flattened = time.perf_counter()
+        boxes, page, stages = self.read(bgr)
+        recognised = time.perf_counter()
+        height, width = bgr.shape[:2]
+        for box in boxes:  # the layout reads the upright, straight page; clients get the sent image's pixels
+            box.frame = turn_points(box.points, page["turned"], width, height)
+            if to_photo is not None:
+                box.points = map_points(box.points, to_photo)
+            if loaded.reduced > 1:
+                box.points = [[x * loaded.reduced, y * loaded.reduced] for x, y in box.points]
+        upright = (height, width) if page["turned"] in (90, 270) else (width, height)
+        skew = skew_degrees([box.frame for box in boxes if box.frame is not None])
+        if abs(skew) >= MIN_SKEW:
+            for box in boxes:
+                box.frame = straighten(box.frame or box.points, skew, (upright[0] / 2, upright[1] / 2))
+        blocks = layout(boxes, keep_margins)
+        text = page_text(blocks, keep_margins)
+        lines = [(number, block, i, line) for number, block in enumerate(blocks)
+                 if keep_margins or block.kind not in MARGIN_KINDS for i, line in enumerate(block.lines)]
+        return {"engine": "fast", "text": text, "spoken": spoken_text(blocks), "language": script_hint(text),
+                "lines": [{"text": block.line_texts()[i], "confidence": round(min(b.confidence for b in line), 4),
+                           "block": number,
                            "boxes": [[[round(x, 1), round(y, 1)] for x, y in b.points] for b in line]}
-                          for line in lines],
+                          for number, block, i, line in lines],
+                "blocks": [_block_fields(block) for block in blocks],
+                "page": {"flattened": corners is not None, "turned": page["turned"],
+                         "skew_degrees": round(skew, 2),
+                         **({"corners": [[round(x * loaded.reduced, 1), round(y * loaded.reduced, 1)]
+                                         for x, y in corners.tolist()]}
+                            if corners is not None else {})},
                 "image": {"format": loaded.format, "width": loaded.width, "height": loaded.height,
-                          "exif_rotated": loaded.rotated},
+                          "exif_rotated": loaded.rotated, "reduced": loaded.reduced},
                 "timings_ms": {"decode": round((decoded - start) * 1000, 1),
-                               "ocr": round((recognised - decoded) * 1000, 1),
+                               "flatten": round((flattened - decoded) * 1000, 1),
+                               "ocr": round((recognised - flattened) * 1000, 1),
                                **{k: round(v * 1000, 1) for k, v in stages.items() if v is not None},
                                "layout": round((time.perf_counter() - recognised) * 1000, 1)}}
 
@@ -70,7 +121,7 @@ class OcrWorker:
             task = job.payload.get("task", "read")  # read (OCR) or guide (capture guidance)
             max_pixels = int(job.payload.get("max_pixels", MAX_PIXELS))
             self.channel.result(job.job, self.guide(image, max_pixels) if task == "guide" else
-                                self.recognise(image, max_pixels))
+                                self.recognise(image, max_pixels, bool(job.payload.get("keep_margins"))))
         except CodedError as exc:
             self.channel.fail(job.job, exc)
         except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on

@@ -13,6 +13,7 @@ from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..errors import cancelled
 from ..events import Event, Sink
 from ..images import FORMATS, MAX_BYTES
+from ..ocr_layout import BLOCK_KINDS
 from .base import Service, unload_when_idle
 from .cameras import CameraService
 
@@ -44,7 +45,8 @@ class OcrService(Service):
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
-                "max_image_pixels": self.config.ocr.max_image_pixels, "speak": True, "camera": True}
+                "max_image_pixels": self.config.ocr.max_image_pixels, "speak": True, "camera": True,
+                "keep_margins": True, "block_kinds": list(BLOCK_KINDS)}
 
     def status(self) -> dict:
         return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
@@ -63,7 +65,8 @@ class OcrService(Service):
         self.jobs[job] = time.monotonic()
         return attachments[0]
 
-    async def run(self, job: str, image: bytes, camera: str | None = None, task: str = READ) -> None:
+    async def run(self, job: str, image: bytes, camera: str | None = None, task: str = READ,
+                  keep_margins: bool = False) -> None:
         try:
             if camera is not None:
                 _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
@@ -71,7 +74,8 @@ class OcrService(Service):
                 self.sink(job, Event("progress", fields={"stage": "loading_model"}))
             await self.engine.ensure_ready()
             if job in self.jobs:
-                await self.engine.submit(job, {"task": task, "max_pixels": self.config.ocr.max_image_pixels}, (image,))
+                await self.engine.submit(job, {"task": task, "max_pixels": self.config.ocr.max_image_pixels,
+                                               "keep_margins": keep_margins}, (image,))
         except EngineUnavailable as exc:
             self.jobs.pop(job, None)
             raise P.ProtocolError(P.MODEL_UNAVAILABLE, f"the OCR engine failed to start: {exc}") from None

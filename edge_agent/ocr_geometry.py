@@ -1,0 +1,164 @@
+"""Page geometry for OCR: where the page lies in a photo, which way up it is, how skewed.
+
+Three corrections, each measured from the image or the detector's boxes, none guessed:
+- a photographed page (a bright four-sided shape on a darker background, seen at an angle)
+  is flattened to a rectangle before reading, so far text is not squeezed and lines are
+  straight (`find_page`, `flatten`);
+- a page on its side or upside down is read as it is (the recogniser already turns tall
+  boxes and the direction classifier turns upside-down ones), and only the boxes' positions
+  are turned for the layout (`page_turn`, `turn_points`);
+- a slightly skewed scan's boxes are rotated straight for the layout (`skew_degrees`,
+  `straighten`), so lines of a column do not run into each other.
+Points are [x, y] lists; boxes are four points clockwise from the top left, as RapidOCR gives.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Points = list[list[float]]
+
+TALL = 1.5  # RapidOCR turns a crop whose height is 1.5 times its width or more: text written sideways
+MAJORITY = 0.6  # share of the text (by characters) that must agree before the page is turned
+MIN_PAGE_AREA = 0.2  # a page outline must cover this share of the photo
+STRAIGHT = 0.02  # corners this close (share of the side) to their bounding box: already a flat page
+
+
+def _side(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.hypot(b[0] - a[0], b[1] - a[1])
+
+
+def page_turn(boxes: Sequence[Sequence[Sequence[float]]], texts: Sequence[str],
+              directions: Sequence[str] | None) -> int:
+    """Degrees (0, 90, 180, 270) to turn the page counter-clockwise so its text stands upright.
+
+    `directions` are the direction classifier's labels per box ("0" or "180", as seen after
+    RapidOCR turned tall crops a quarter turn counter-clockwise); None when it did not run."""
+    sideways = upside_down = total = 0.0
+    for index, (box, text) in enumerate(zip(boxes, texts)):
+        weight = len(text.strip())
+        if weight < 2:
+            continue  # a single character has no direction worth counting
+        total += weight
+        width, height = _side(box[0], box[1]), _side(box[1], box[2])
+        if height >= TALL * width:
+            sideways += weight
+        if directions is not None and index < len(directions) and directions[index] == "180":
+            upside_down += weight
+    if total == 0:
+        return 0
+    flipped = upside_down >= MAJORITY * total
+    if sideways >= MAJORITY * total:
+        # a crop turned a quarter counter-clockwise reads upright: the page lies a quarter clockwise
+        return 90 if not flipped else 270
+    return 180 if flipped else 0
+
+
+def turn_points(points: Points, degrees: int, width: float, height: float) -> Points:
+    """Points of a width x height image, as they lie once the image is turned counter-clockwise."""
+    if degrees == 90:
+        return [[y, width - x] for x, y in points]
+    if degrees == 180:
+        return [[width - x, height - y] for x, y in points]
+    if degrees == 270:
+        return [[height - y, x] for x, y in points]
+    return [list(p) for p in points]
+
+
+def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:
+    """The page's skew: the length-weighted median angle of its long text boxes, in degrees as
+    atan2 gives it in image coordinates (y down: positive when lines run down to the right)."""
+    angles: list[tuple[float, float]] = []
+    for box in boxes:
+        first, second = _side(box[0], box[1]), _side(box[1], box[2])
+        (x0, y0), (x1, y1) = (box[0], box[1]) if first >= second else (box[1], box[2])
+        along, across = max(first, second), min(first, second)
+        if along < min_aspect * across:
+            continue
+        angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
+        angle = angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle  # direction does not matter
+        if abs(angle) < 45:
+            angles.append((angle, along))
+    if not angles:
+        return 0.0
+    angles.sort()
+    half, running = sum(w for _, w in angles) / 2, 0.0
+    for angle, weight in angles:
+        running += weight
+        if running >= half:
+            return angle
+    return angles[-1][0]
+
+
+def straighten(points: Points, skew: float, centre: tuple[float, float]) -> Points:
+    """Points turned about `centre` by minus `skew` degrees: lines at that angle become level."""
+    theta = math.radians(-skew)
+    cos, sin = math.cos(theta), math.sin(theta)
+    cx, cy = centre
+    return [[cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos] for x, y in points]
+
+
+def find_page(bgr: np.ndarray) -> np.ndarray | None:
+    """The corners (top left, top right, bottom right, bottom left) of a page photographed at
+    an angle, or None when there is no such outline or the page is already flat and square on."""
+    import cv2
+
+    height, width = bgr.shape[:2]
+    scale = 512 / max(height, width)
+    small = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+    scale = min(scale, 1.0)
+    gray = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+    _, bright = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))  # the print is part of the page
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    outline = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(outline)
+    if area < MIN_PAGE_AREA * small.shape[0] * small.shape[1]:
+        return None
+    corners = cv2.approxPolyDP(outline, 0.02 * cv2.arcLength(outline, True), True).reshape(-1, 2)
+    if len(corners) != 4 or not cv2.isContourConvex(corners.reshape(-1, 1, 2)):
+        return None
+    corners = _clockwise(corners.astype(np.float64)) / scale
+    left, top = corners.min(axis=0)
+    right, bottom = corners.max(axis=0)
+    square = np.array([[left, top], [right, top], [right, bottom], [left, bottom]])
+    if np.abs(corners - square).max() <= STRAIGHT * max(right - left, bottom - top):
+        return None  # a scan or a page photographed square on: nothing to flatten
+    return corners
+
+
+def _clockwise(corners: np.ndarray) -> np.ndarray:
+    """Four corners as top left, top right, bottom right, bottom left."""
+    total = corners.sum(axis=1)
+    difference = corners[:, 1] - corners[:, 0]
+    return np.array([corners[np.argmin(total)], corners[np.argmin(difference)],
+                     corners[np.argmax(total)], corners[np.argmax(difference)]])
+
+
+def flatten(bgr: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The page inside `corners` as a flat rectangle, and the 3x3 matrix that maps points of
+    the flat page back into the photo."""
+    import cv2
+
+    top_left, top_right, bottom_right, bottom_left = corners
+    width = round(max(_side(top_left, top_right), _side(bottom_left, bottom_right)))
+    height = round(max(_side(top_left, bottom_left), _side(top_right, bottom_right)))
+    target = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float32)
+    to_flat = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
+    flat = cv2.warpPerspective(bgr, to_flat, (width, height), flags=cv2.INTER_CUBIC,
+                               borderMode=cv2.BORDER_REPLICATE)
+    return flat, np.linalg.inv(to_flat)
+
+
+def map_points(points: Points, matrix: np.ndarray) -> Points:
+    """Points through a 3x3 perspective matrix."""
+    mapped = []
+    for x, y in points:
+        u, v, w = matrix @ np.array([x, y, 1.0])
+        mapped.append([float(u / w), float(v / w)])
+    return mapped

@@ -1,0 +1,86 @@
+"""Pages with a known reading order, rendered here: the layout cases the OCR tests read."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+FONTS = "/usr/share/fonts/truetype/dejavu/"
+
+
+def font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(FONTS + name, size)
+
+
+def render(lines: list[tuple[tuple[int, int], str]], size=(900, 400), face="DejaVuSans.ttf", points=32,
+           big: dict[str, int] | None = None) -> Image.Image:
+    """Black text on white; `big` gives some texts their own type size (headings)."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for position, text in lines:
+        draw.text(position, text, fill="black", font=font(face, (big or {}).get(text, points)))
+    return image
+
+
+def encoded(image: Image.Image, fmt="PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+# A page of two columns under a heading, with a page number at its foot
+HEADING = "Harbour news"
+LEFT = ["The ferry to the island", "leaves at nine each day", "and comes back at six.", "Tickets are sold aboard."]
+RIGHT = ["The market opens early", "on Saturday mornings", "with fish, bread and fruit", "from the farms nearby."]
+
+
+def two_columns() -> tuple[Image.Image, list[str]]:
+    lines = [((60, 40), HEADING)]
+    lines += [((60, 150 + i * 50), t) for i, t in enumerate(LEFT)]
+    lines += [((560, 150 + i * 50), t) for i, t in enumerate(RIGHT)]
+    lines += [((480, 440), "7")]
+    return render(lines, size=(1000, 500), points=28, big={HEADING: 52}), [HEADING, *LEFT, *RIGHT]
+
+
+# A price table under a title: read row by row
+TITLE = "Weekly prices"
+ROWS = [["Item", "Qty", "Price"], ["Milk", "2", "1.20"], ["Bread", "1", "2.50"], ["Apples", "6", "3.10"]]
+
+
+def table() -> tuple[Image.Image, list[str]]:
+    lines = [((40, 30), TITLE)]
+    lines += [((40 + c * 230, 120 + r * 60), cell) for r, row in enumerate(ROWS) for c, cell in enumerate(row)]
+    return render(lines, size=(760, 400), points=30, big={TITLE: 46}), [TITLE] + [" ".join(r) for r in ROWS]
+
+
+# A transcript with numbered lines in a left gutter
+TESTIMONY = ["Q. Where were you that night?", "A. At home with my sister.", "Q. Did anyone call you?",
+             "A. Nobody called at all.", "Q. When did you go to bed?", "A. A little after ten."]
+
+
+def gutter() -> tuple[Image.Image, list[str]]:
+    lines = []
+    for i, text in enumerate(TESTIMONY):
+        lines.append(((30, 40 + i * 55), str(i + 1)))
+        lines.append(((140, 40 + i * 55), text))
+    return render(lines, size=(900, 390), points=28), TESTIMONY
+
+
+SLANT = ((0.22, 0.08), (0.84, 0.24), (0.95, 0.92), (0.04, 0.72))
+
+
+def photographed(page: Image.Image, seed: int = 0, seen=SLANT) -> Image.Image:
+    """The page lying on a dark desk, photographed at a slant and turned: its corners land at
+    `seen` (shares of the photo's width and height, clockwise from the top left)."""
+    import cv2
+
+    width, height = page.size
+    canvas = (int(width * 1.5), int(height * 1.6))
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    target = np.float32([[canvas[0] * x, canvas[1] * y] for x, y in seen])
+    matrix = cv2.getPerspectiveTransform(corners, target)
+    photo = cv2.warpPerspective(np.asarray(page), matrix, canvas, flags=cv2.INTER_CUBIC,
+                                borderValue=(70, 60, 50))
+    noise = np.random.default_rng(seed).normal(0, 6, photo.shape)
+    return Image.fromarray(np.clip(photo + noise, 0, 255).astype(np.uint8))

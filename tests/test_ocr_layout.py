@@ -1,0 +1,113 @@
+"""The OCR layout and page geometry on boxes and images made here (no OCR engine)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.ocr_geometry import find_page, page_turn, skew_degrees, straighten, turn_points
+from edge_agent.ocr_layout import Box, layout, page_text, reading_order, spoken_text
+
+from . import ocr_pages as pages
+
+
+def box(text: str, x: float, y: float, w: float = 200, h: float = 20) -> Box:
+    return Box(text, 0.9, [[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+
+
+def column(prefix: str, x: float, y: float, count: int, w: float = 300, step: float = 30) -> list[Box]:
+    return [box(f"{prefix}{i}", x, y + i * step, w) for i in range(count)]
+
+
+def texts(boxes: list[Box]) -> list[str]:
+    return [" ".join(b.text for b in line) for line in reading_order(boxes)]
+
+
+def kinds(blocks) -> list[str]:
+    return [b.kind for b in blocks]
+
+
+def test_columns_under_a_spanning_heading_then_a_full_width_paragraph():
+    boxes = [box("Heading", 0, 0, 700, 40)] + column("l", 0, 80, 4) + column("r", 400, 85, 4)
+    boxes += column("p", 0, 240, 2, w=700)
+    assert texts(boxes) == ["Heading", "l0", "l1", "l2", "l3", "r0", "r1", "r2", "r3", "p0", "p1"]
+    assert kinds(layout(boxes)) == ["heading", "paragraph", "paragraph", "paragraph"]
+
+
+def test_a_table_beside_labels_is_read_by_rows_and_a_sidebar_by_itself():
+    table = [box(t, x, y, 80) for y, row in ((0, ("Item", "Qty")), (30, ("Milk", "2")), (60, ("Tea", "1")))
+             for x, t in zip((0, 300), row)]
+    assert texts(table) == ["Item Qty", "Milk 2", "Tea 1"] and kinds(layout(table)) == ["table"]
+    # small print in the margin whose lines fall between the main text's rows: a note, read after it
+    sidebar = column("main", 0, 0, 6, w=500) + [box(f"note{i}", 600, 21 + 30 * i, 90, 8) for i in range(3)]
+    assert texts(sidebar) == [f"main{i}" for i in range(6)] + ["note0", "note1", "note2"]
+
+
+def test_paragraphs_split_at_wide_gaps_and_captions_are_named():
+    boxes = column("a", 0, 0, 3) + column("b", 0, 150, 2) + [box("Figure 2: the harbour", 0, 260, 300)]
+    blocks = layout(boxes)
+    assert kinds(blocks) == ["paragraph", "paragraph", "caption"]
+    assert page_text(blocks) == "a0\na1\na2\n\nb0\nb1\n\nFigure 2: the harbour"
+    assert spoken_text(blocks).splitlines()[-1] == "Caption: Figure 2: the harbour"
+
+
+def test_numbers_opening_lines_and_a_page_number_at_the_top():
+    boxes = [box("12", 300, 0, 30)] + [box(f"{n} line {n}", 0, 50 + n * 30, 300) for n in range(1, 7)]
+    blocks = layout(boxes)
+    assert texts(boxes) == [f"line {n}" for n in range(1, 7)]
+    assert kinds(blocks) == ["paragraph", "line_numbers", "page_number"]
+    assert blocks[1].text == "\n".join(str(n) for n in range(1, 7)) and blocks[2].text == "12"
+    kept = layout(boxes, keep_margins=True)
+    assert page_text(kept, keep_margins=True).splitlines()[0] == "1 line 1"
+
+
+def test_a_numbered_list_that_does_not_count_up_stays_text():
+    boxes = [box(f"{n} apples", 0, i * 30, 300) for i, n in enumerate((3, 9, 4, 12, 7))]
+    assert texts(boxes) == [f"{n} apples" for n in (3, 9, 4, 12, 7)]
+
+
+def test_spoken_form_joins_words_broken_at_a_line_end():
+    blocks = layout([box("the har-", 0, 0), box("bour is calm", 0, 30)])
+    assert spoken_text(blocks) == "the harbour is calm"
+
+
+def test_empty_and_blank_boxes():
+    assert layout([]) == [] and layout([box("  ", 0, 0)]) == [] and page_text([]) == ""
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_turn_points_round_trip(degrees):
+    points = [[10.0, 20.0], [110.0, 20.0], [110.0, 40.0], [10.0, 40.0]]
+    turned = turn_points(points, degrees, 640, 480)
+    size = (480, 640) if degrees in (90, 270) else (640, 480)
+    back = turn_points(turned, (360 - degrees) % 360, *size)
+    assert np.asarray(back) == pytest.approx(np.asarray(points))
+
+
+def test_page_turn_counts_characters_not_boxes():
+    wide = [[0, 0], [300, 0], [300, 30], [0, 30]]
+    tall = [[0, 0], [30, 0], [30, 300], [0, 300]]
+    assert page_turn([wide] * 3, ["long line"] * 3, ["0"] * 3) == 0
+    assert page_turn([wide] * 3, ["long line"] * 3, ["180"] * 3) == 180
+    assert page_turn([tall] * 3, ["long line"] * 3, ["0"] * 3) == 90
+    assert page_turn([tall] * 3, ["long line"] * 3, ["180"] * 3) == 270
+    assert page_turn([wide, tall, tall], ["a long line of text", "x", "y"], ["0", "0", "0"]) == 0
+    assert page_turn([], [], None) == 0
+
+
+def test_skew_is_measured_from_long_boxes_and_undone():
+    boxes = [straighten([[0, 0], [400, 0], [400, 30], [0, 30]], -4.0, (200, 15)) for _ in range(3)]
+    assert skew_degrees(boxes) == pytest.approx(4.0, abs=0.01)
+    level = straighten(boxes[0], skew_degrees(boxes), (200, 15))
+    assert np.asarray(level) == pytest.approx(np.array([[0, 0], [400, 0], [400, 30], [0, 30]]), abs=1e-6)
+    assert skew_degrees([[[0, 0], [30, 0], [30, 30], [0, 30]]]) == 0.0  # squares say nothing
+
+
+def test_find_page_in_a_photo_and_not_in_a_scan():
+    image, _ = pages.table()
+    seen = ((0.10, 0.05), (0.90, 0.25), (0.90, 0.75), (0.10, 0.95))
+    photo = np.asarray(pages.photographed(image, seen=seen))[:, :, ::-1]
+    corners = find_page(np.ascontiguousarray(photo))
+    height, width = photo.shape[:2]
+    assert corners == pytest.approx(np.array([[x * width, y * height] for x, y in seen]), abs=12)
+    assert find_page(np.asarray(image)[:, :, ::-1].copy()) is None
+    assert find_page(np.zeros((50, 80, 3), np.uint8)) is None
