@@ -1,6 +1,7 @@
 """Build the document OCR corpus from public data sets with ground truth, for bench/ocr_documents.py.
 
-    python bench/ocr_corpus.py --output bench/work/ocr-corpus --sroie ~/src/ICDAR-2019-SROIE [--limit 60]
+    python bench/ocr_corpus.py --output bench/work/ocr-corpus --sroie ~/src/ICDAR-2019-SROIE \
+        --funsd ~/src/FUNSD/dataset [--limit 60]
 
 The corpus is a folder of page images, each with NAME.json beside it:
 {"kind": "receipt", "source": "...", "text": "the page's words, line by line, in reading order"}.
@@ -11,6 +12,12 @@ Sources so far:
 - `--sroie`: scanned receipts of ICDAR 2019 SROIE, as in github.com/zzzDavid/ICDAR-2019-SROIE
   (`data/img/NNN.jpg`, `data/box/NNN.csv`: one text line per row, eight corner coordinates
   then the transcript, top to bottom). Every `--every`-th receipt is taken.
+- `--funsd`: scanned forms of FUNSD (Jaume et al. 2019; `testing_data/images/NAME.png`,
+  `testing_data/annotations/NAME.json`, one entity per text field with its words and box).
+  FUNSD gives no reading order, so the reference order is built here: entities grouped into
+  rows (an entity whose middle lies within the first entity of the row's height joins it),
+  rows top to bottom, each left to right. In-order scores on forms are against that
+  constructed order; order-free recall is against FUNSD's own words.
 """
 from __future__ import annotations
 
@@ -47,10 +54,41 @@ def add_sroie(checkout: Path, output: Path, limit: int, every: int) -> int:
     return added
 
 
+def funsd_lines(annotation: Path) -> list[str]:
+    """A FUNSD form's entity texts in row-major order (see above)."""
+    entities = [e for e in json.loads(annotation.read_text(encoding="utf-8"))["form"] if e["text"].strip()]
+    rows: list[list[dict]] = []
+    for entity in sorted(entities, key=lambda e: e["box"][1]):
+        middle = (entity["box"][1] + entity["box"][3]) / 2
+        if rows and rows[-1][0]["box"][1] <= middle <= rows[-1][0]["box"][3]:
+            rows[-1].append(entity)
+        else:
+            rows.append([entity])
+    return [" ".join(e["text"].strip() for e in sorted(row, key=lambda e: e["box"][0])) for row in rows]
+
+
+def add_funsd(checkout: Path, output: Path, limit: int, every: int) -> int:
+    folder = checkout / "testing_data" if (checkout / "testing_data").is_dir() else checkout
+    images = sorted((folder / "images").glob("*.png"))[::every][:limit]
+    added = 0
+    for image in images:
+        annotation = folder / "annotations" / f"{image.stem}.json"
+        if not annotation.exists():
+            continue
+        name = f"form-funsd-{image.stem}"
+        shutil.copyfile(image, output / f"{name}.png")
+        (output / f"{name}.json").write_text(json.dumps({
+            "kind": "form", "source": f"FUNSD testing_data, {image.name} (scanned form; row-major reference order)",
+            "text": "\n".join(funsd_lines(annotation))}, indent=1) + "\n")
+        added += 1
+    return added
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--sroie", type=Path, help="a checkout with data/img and data/box")
+    parser.add_argument("--funsd", type=Path, help="a FUNSD folder with testing_data/images and annotations")
     parser.add_argument("--limit", type=int, default=60, help="pages per source")
     parser.add_argument("--every", type=int, default=1, help="take every n-th page of a source")
     args = parser.parse_args()
@@ -58,6 +96,8 @@ def main() -> int:
     counts = {}
     if args.sroie:
         counts["receipt"] = add_sroie(args.sroie, args.output, args.limit, args.every)
+    if args.funsd:
+        counts["form"] = add_funsd(args.funsd, args.output, args.limit, args.every)
     if not counts:
         parser.error("give at least one source")
     print(json.dumps(counts), file=sys.stderr)

@@ -11,6 +11,11 @@ def test_words_are_compared_without_case_and_edge_punctuation():
     assert words("ﬁve  \t\n -- ") == ["five"]  # NFKC folds the ligature; a bare dash is no word
 
 
+def test_words_split_where_data_sets_tokenise_apart():
+    assert words("Fax: 614-466-5087 on 12/10/98 at 17:46") == words("FAX 614 -466 -5087 on 12 /10 /98 at 17 :46")
+    assert words("R&D 12.50") == ["r&d", "12.50"]
+
+
 def test_perfect_reading():
     score = score_page("Best before 12/2026\nKeep cool", "best before 12/2026 keep cool")
     assert score.recall == score.order_accuracy == score.precision == 1.0
