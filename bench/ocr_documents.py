@@ -36,12 +36,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def pages(corpus: Path, limit: int | None) -> list[tuple[Path, dict]]:
+def pages(corpus: Path, limit: int | None, kind: str | None = None) -> list[tuple[Path, dict]]:
     found = []
     for truth in sorted(corpus.glob("*.json")):
         image = next((p for p in truth.parent.glob(truth.stem + ".*") if p.suffix.lower() in (".jpg", ".png")), None)
-        if image is not None:
-            found.append((image, json.loads(truth.read_text())))
+        described = json.loads(truth.read_text())
+        if image is not None and (kind is None or described["kind"] == kind):
+            found.append((image, described))
     return found[:limit] if limit else found
 
 
@@ -53,6 +54,10 @@ SETTINGS = {
     "unclip_2.0": {"Det.unclip_ratio": 2.0},
     "text_score_0.3": {"Global.text_score": 0.3},
     "box_thresh_0.4": {"Det.box_thresh": 0.4},
+    # small print (FUNSD's 100-dpi forms): detect on a larger image, or enlarge the whole page
+    "det_min_side_1280": {"Det.limit_side_len": 1280},
+    "enlarged_2x": {"enlarge": 2},
+    "enlarged_1.5x": {"enlarge": 1.5},
 }
 
 
@@ -81,7 +86,7 @@ def tesseract_rows(corpus: list[tuple[Path, dict]]) -> list[dict]:
     return rows
 
 
-def sweep(corpus: list[tuple[Path, dict]]) -> list[dict]:
+def sweep(corpus: list[tuple[Path, dict]], only: list[str] | None = None) -> list[dict]:
     """Each setting over the whole corpus, in-process: pooled scores and time per page."""
     import cv2
     import numpy as np
@@ -91,18 +96,72 @@ def sweep(corpus: list[tuple[Path, dict]]) -> list[dict]:
                for image, truth in corpus]
     rows = []
     for name, params in SETTINGS.items():
-        engine = RapidOCR(params={"Global.log_level": "warning", **params})
+        if only and name not in only:
+            continue
+        enlarge = params.get("enlarge", 1)
+        engine = RapidOCR(params={"Global.log_level": "warning", **{k: v for k, v in params.items() if k != "enlarge"}})
         engine(decoded[0][0])  # warm-up
         scores, times = [], []
         for pixels, truth in decoded:
             start = time.perf_counter()
+            if enlarge != 1:
+                pixels = cv2.resize(pixels, None, fx=enlarge, fy=enlarge, interpolation=cv2.INTER_CUBIC)
             out = engine(pixels)
             times.append(time.perf_counter() - start)
             scores.append(score_page(truth["text"], "\n".join(out.txts or ()) if out is not None else ""))
         rows.append({"setting": name, "params": params, **combine(scores),
                      "seconds_per_page_p50": round(statistics.median(times), 3)})
         print(rows[-1], file=sys.stderr)
-    return rows + tesseract_rows(corpus)
+    return rows + (tesseract_rows(corpus) if not only else [])
+
+
+def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
+    """Every page through the daemon behind `client` and by RapidOCR's defaults in-process."""
+    import cv2
+    import numpy as np
+    from rapidocr import RapidOCR
+
+    from edge_agent.client import EdgeAgentError
+
+    engine = RapidOCR(params={"Global.log_level": "warning"})
+    served: dict[str, list[PageScore]] = defaultdict(list)
+    raw: dict[str, list[PageScore]] = defaultdict(list)
+    times: dict[str, list[float]] = defaultdict(list)
+    detail: list[dict] = []
+    refused: list[dict] = []
+    client.ocr(corpus[0][0].read_bytes())  # the daemon loads its engine
+    for image, truth in corpus:
+        data = image.read_bytes()
+        start = time.perf_counter()
+        try:
+            result = client.ocr(data)
+        except EdgeAgentError as exc:  # e.g. a page over the pixel limit: what a client gets
+            refused.append({"page": image.name, "kind": truth["kind"], "error": str(exc)})
+            print(f"{image.name}: refused: {exc}", file=sys.stderr)
+            continue
+        seconds = time.perf_counter() - start
+        times[truth["kind"]].append(seconds)
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        plain = engine(pixels)
+        plain_text = "\n".join(plain.txts or ()) if plain is not None else ""
+        ours, theirs = score_page(truth["text"], result["text"]), score_page(truth["text"], plain_text)
+        served[truth["kind"]].append(ours)
+        raw[truth["kind"]].append(theirs)
+        detail.append({"page": image.name, "kind": truth["kind"], "seconds": round(seconds, 3),
+                       "size": [result["image"]["width"], result["image"]["height"]],
+                       "page_geometry": result["page"], "daemon": ours.summary(), "rapidocr_default": theirs.summary()})
+        print(f"{image.name}: recall {ours.recall:.3f}, in order {ours.order_accuracy:.3f} "
+              f"(raw {theirs.order_accuracy:.3f}), {seconds:.2f} s", file=sys.stderr)
+    every = [t for kind in times.values() for t in kind]
+    return {"pages": len(corpus),
+            "daemon": {"overall": combine(s for kind in served.values() for s in kind),
+                       "by_kind": {kind: combine(scores) for kind, scores in sorted(served.items())}},
+            "rapidocr_default": {"overall": combine(s for kind in raw.values() for s in kind),
+                                 "by_kind": {kind: combine(scores) for kind, scores in sorted(raw.items())}},
+            "seconds_per_page": {"p50": round(statistics.median(every), 3), "p90": round(percentile(every, 0.9), 3),
+                                 "by_kind_p50": {kind: round(statistics.median(seconds), 3)
+                                                 for kind, seconds in sorted(times.items())}},
+            "refused": refused, "page_detail": detail}
 
 
 def main() -> int:
@@ -111,64 +170,31 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS / "ocr_documents.json")
     parser.add_argument("--sweep", action="store_true", help="only try RapidOCR settings in-process (SETTINGS)")
+    parser.add_argument("--settings", nargs="*", help="with --sweep: only these SETTINGS (default: all, and Tesseract)")
+    parser.add_argument("--kind", help="only pages of this kind (receipt, form, ...)")
     args = parser.parse_args()
     if args.sweep:
-        corpus = pages(args.corpus, args.limit)
+        corpus = pages(args.corpus, args.limit, args.kind)
         write_result(args.output, {"benchmark": "ocr_documents_settings", "machine": machine(),
-                                   "corpus": str(args.corpus), "pages": len(corpus), "settings": sweep(corpus)})
+                                   "corpus": str(args.corpus), "kind": args.kind, "pages": len(corpus),
+                                   "settings": sweep(corpus, args.settings)})
         return 0
 
-    import cv2
-    import numpy as np
-    from rapidocr import RapidOCR
-
-    from edge_agent.client import Client, EdgeAgentError
+    from edge_agent.client import Client
     from tests.daemon_util import Daemon
 
-    corpus = pages(args.corpus, args.limit)
+    corpus = pages(args.corpus, args.limit, args.kind)
     if not corpus:
         parser.error(f"no pages in {args.corpus}")
-    engine = RapidOCR()
-    served: dict[str, list[PageScore]] = defaultdict(list)
-    raw: dict[str, list[PageScore]] = defaultdict(list)
-    times: list[float] = []
-    detail: list[dict] = []
-    refused: list[dict] = []
     with tempfile.TemporaryDirectory() as work:
         daemon = Daemon(Path(work) / "daemon", {"logging": {"level": "warning"}})
         try:
             with Client(daemon.address, timeout=300) as client:
-                client.ocr(corpus[0][0].read_bytes())  # the daemon loads its engine
-                for image, truth in corpus:
-                    data = image.read_bytes()
-                    start = time.perf_counter()
-                    try:
-                        text = client.ocr(data)["text"]
-                    except EdgeAgentError as exc:  # e.g. a scan over ocr.max_image_pixels: what a client gets
-                        refused.append({"page": image.name, "kind": truth["kind"], "error": str(exc)})
-                        print(f"{image.name}: refused: {exc}", file=sys.stderr)
-                        continue
-                    times.append(time.perf_counter() - start)
-                    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                    plain = engine(pixels)
-                    plain_text = "\n".join(plain.txts or ()) if plain is not None else ""
-                    ours, theirs = score_page(truth["text"], text), score_page(truth["text"], plain_text)
-                    served[truth["kind"]].append(ours)
-                    raw[truth["kind"]].append(theirs)
-                    detail.append({"page": image.name, "kind": truth["kind"], "seconds": round(times[-1], 3),
-                                   "daemon": ours.summary(), "rapidocr_default": theirs.summary()})
-                    print(f"{image.name}: recall {ours.recall:.3f}, in order {ours.order_accuracy:.3f} "
-                          f"(raw {theirs.order_accuracy:.3f}), {times[-1]:.2f} s", file=sys.stderr)
+                result = read_corpus(client, corpus)
         finally:
             daemon.stop()
-    result = {"benchmark": "ocr_documents", "machine": machine(), "corpus": str(args.corpus), "pages": len(corpus),
-              "daemon": {"overall": combine(s for kind in served.values() for s in kind),
-                         "by_kind": {kind: combine(scores) for kind, scores in sorted(served.items())}},
-              "rapidocr_default": {"overall": combine(s for kind in raw.values() for s in kind),
-                                   "by_kind": {kind: combine(scores) for kind, scores in sorted(raw.items())}},
-              "seconds_per_page": {"p50": round(statistics.median(times), 3), "p90": round(percentile(times, 0.9), 3)},
-              "refused": refused, "page_detail": detail}
-    write_result(args.output, result)
+    write_result(args.output, {"benchmark": "ocr_documents", "machine": machine(), "corpus": str(args.corpus),
+                               **result})
     return 0
 
 

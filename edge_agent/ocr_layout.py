@@ -89,7 +89,10 @@ PARAGRAPH_GAP = 0.75  # a gap between lines wider than this starts a paragraph
 HEADING_SIZE = 1.3  # lines this much taller than the body's are headings
 HEADING_LINES = 3  # a heading runs to at most this many lines
 TEXT_COLUMN = 0.3  # columns at least this share of the region wide hold running text
-ALIGNED = 0.6  # share of a table's narrow columns' boxes that share a row with another column's box
+ALIGNED = 0.6  # share of a table's cell columns' boxes that share a row with another column's box
+LABELS = 0.4  # ... or this share of them are labels ending in ":" and share a row
+CELL_LINES = 0.2  # a column with more of its lines in several boxes holds cells, not running text
+FILLED = 0.7  # lines of running text mostly fill their column: the median line is this share of it
 GUTTER_EDGE = 0.12  # line numbers stand in this share of the page at its left or right edge
 MIN_NUMBERED = 4  # the least run of line numbers that counts as a gutter
 MARGIN_EDGE = 0.08  # page numbers stand in this share of the page at its top or bottom
@@ -143,21 +146,35 @@ def _column_gaps(boxes: list[Box], unit: float) -> list[tuple[float, float]]:
     return _gaps([(b.left, b.right) for b in boxes], COLUMN_GAP * unit)
 
 
-def _is_table(columns: list[list[Box]], width: float) -> bool:
-    """Columns are a table when some are narrow and most boxes of the narrow ones share a row
-    with a box of another column (prices beside items, values beside labels)."""
-    def narrow(column: list[Box]) -> bool:
-        return max(b.right for b in column) - min(b.left for b in column) < TEXT_COLUMN * width
+def _is_label(box: Box) -> bool:
+    return box.text.rstrip().endswith(":")
 
-    if not any(narrow(c) for c in columns):
+
+def _is_table(columns: list[list[Box]], width: float, unit: float) -> bool:
+    """Columns are a table unless every one holds running text (wide, its lines mostly one box
+    each, mostly filling the column, and not labels: prose, not cells): the boxes of the other
+    columns must mostly share a row with a box of another column (prices beside items), or be
+    labels ("Name:") beside their values."""
+    def running_text(column: list[Box]) -> bool:
+        column_width = max(b.right for b in column) - min(b.left for b in column)
+        lines = _lines(column)
+        filled = statistics.median(line[-1].right - line[0].left for line in lines) >= FILLED * column_width
+        return (column_width >= TEXT_COLUMN * width and filled
+                and sum(len(line) > 1 for line in lines) <= CELL_LINES * len(lines)
+                and sum(_is_label(b) for b in column) < LABELS * len(column))
+
+    cells = [index for index, column in enumerate(columns) if not running_text(column)]
+    if not cells:
         return False  # columns of running text, even if their lines happen to line up
     boxes = aligned = 0
-    for index, column in enumerate(columns):
-        if not narrow(column):
-            continue
+    for index in cells:
+        column = columns[index]
         others = [b for j, c in enumerate(columns) if j != index for b in c]
+        beside = sum(any(o.top <= b.middle <= o.bottom for o in others) for b in column)
+        if sum(_is_label(b) for b in column) >= LABELS * len(column) and beside >= LABELS * len(column):
+            return True  # labels beside their values: a form
         boxes += len(column)
-        aligned += sum(any(o.top <= b.middle <= o.bottom for o in others) for b in column)
+        aligned += beside
     return aligned >= ALIGNED * boxes
 
 
@@ -173,7 +190,7 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     column_gaps = _column_gaps(boxes, unit)
     if column_gaps:  # a column gap through the whole region: a table, or columns read in turn
         columns = _split(boxes, column_gaps, vertical=True)
-        if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes)):
+        if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes), unit):
             return _peel_titles(boxes, unit)
         return [region for column in columns for region in _xy_cut(column, unit)]
     bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)

@@ -111,3 +111,30 @@ def test_find_page_in_a_photo_and_not_in_a_scan():
     assert corners == pytest.approx(np.array([[x * width, y * height] for x, y in seen]), abs=12)
     assert find_page(np.asarray(image)[:, :, ::-1].copy()) is None
     assert find_page(np.zeros((50, 80, 3), np.uint8)) is None
+
+
+def test_receipt_items_beside_a_table_of_numbers_are_rows():
+    # wide descriptions (some wrapped onto a second line) beside qty / price / amount cells
+    def row(y, *cells):
+        return [box(text, x, y, width) for x, width, text in zip((0, 330, 420, 500), (250, 40, 60, 80), cells)]
+
+    boxes = row(0, "Description", "Qty", "Price", "Amount") + row(40, "BRAISED PORK", "1", "7.00", "7.00")
+    boxes += row(65, "RICE WITH PEANUT") + row(100, "JASMINE TEA", "2", "2.30", "4.60")
+    assert texts(boxes) == ["Description Qty Price Amount", "BRAISED PORK 1 7.00 7.00", "RICE WITH PEANUT",
+                            "JASMINE TEA 2 2.30 4.60"]
+
+
+def test_form_labels_beside_their_values_are_rows():
+    labels = ["CASE NAME:", "COURT:", "LORILLARD", "ENTITIES:", "DATE FILED:", "JUDGE:", "TRIAL DATE:"]
+    values = {0: "Wanda Robinson and Carroll Robinson v. Raybestos", 1: "San Francisco Superior Court",
+              3: "Lorillard Tobacco Company", 4: "July 23, 1998"}
+    boxes = [box(label, 0, i * 40, 110) for i, label in enumerate(labels)]
+    boxes += [box(text, 180, i * 40, 8 * len(text)) for i, text in values.items()]
+    assert texts(boxes) == ["CASE NAME: Wanda Robinson and Carroll Robinson v. Raybestos",
+                            "COURT: San Francisco Superior Court", "LORILLARD", "ENTITIES: Lorillard Tobacco Company",
+                            "DATE FILED: July 23, 1998", "JUDGE:", "TRIAL DATE:"]
+    # the same field names without colons: values of very different lengths are still no prose
+    plain = [box(label.rstrip(":"), 0, i * 40, 150) for i, label in enumerate(labels[:2])]
+    plain += [box(text, 200, i * 40, 8 * len(text)) for i, text in values.items() if i < 2]
+    assert texts(plain) == ["CASE NAME Wanda Robinson and Carroll Robinson v. Raybestos",
+                            "COURT San Francisco Superior Court"]

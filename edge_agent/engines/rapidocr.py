@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import INTERNAL, CodedError
@@ -25,6 +26,13 @@ def _block_fields(block: Block) -> dict:
     return fields
 
 
+@dataclass
+class PageReading:
+    boxes: list[Box]
+    page: dict  # the corrections made: flattened (and corners), turned, skew_degrees
+    seconds: dict[str, float]  # flatten, ocr and RapidOCR's stages (detect, classify, recognise)
+
+
 class OcrWorker:
     def __init__(self, channel: WorkerChannel):
         from rapidocr import RapidOCR
@@ -35,7 +43,7 @@ class OcrWorker:
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
-    def read(self, bgr: Any) -> tuple[list[Box], dict, dict]:
+    def read(self, bgr: Any) -> tuple[list[Box], int, dict]:
         """RapidOCR's steps on one image (as its __call__ runs them, keeping the direction
         classifier's labels, which its output drops): boxes, page facts, stage timings."""
         original = self.engine.load_img(bgr)
@@ -51,7 +59,35 @@ class OcrWorker:
             for points, text, score in zip(output.boxes.tolist(), output.txts, output.scores):
                 boxes.append(Box(text, float(score), points))
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
-        return boxes, {"turned": turn}, stages
+        return boxes, turn, stages
+
+    def page_boxes(self, bgr: Any, reduced: int = 1) -> PageReading:
+        """The page's text boxes: `points` in the pixels of the image as sent (`reduced`: the
+        decoded image is that many times smaller), `frame` on the upright, straight page."""
+        start = time.perf_counter()
+        corners = find_page(bgr)
+        to_photo = None
+        if corners is not None:
+            bgr, to_photo = flatten(bgr, corners)
+        flattened = time.perf_counter()
+        boxes, turned, stages = self.read(bgr)
+        height, width = bgr.shape[:2]
+        for box in boxes:
+            box.frame = turn_points(box.points, turned, width, height)
+            if to_photo is not None:
+                box.points = map_points(box.points, to_photo)
+            if reduced > 1:
+                box.points = [[x * reduced, y * reduced] for x, y in box.points]
+        upright = (height, width) if turned in (90, 270) else (width, height)
+        skew = skew_degrees([box.frame for box in boxes if box.frame is not None])
+        if abs(skew) >= MIN_SKEW:
+            for box in boxes:
+                box.frame = straighten(box.frame or box.points, skew, (upright[0] / 2, upright[1] / 2))
+        page: dict = {"flattened": corners is not None, "turned": turned, "skew_degrees": round(skew, 2)}
+        if corners is not None:
+            page["corners"] = [[round(x * reduced, 1), round(y * reduced, 1)] for x, y in corners.tolist()]
+        return PageReading(boxes, page, {"flatten": flattened - start, "ocr": time.perf_counter() - flattened,
+                                         **{k: v for k, v in stages.items() if v is not None}})
 
     def recognise(self, data: bytes, max_pixels: int, keep_margins: bool = False) -> dict:
         import numpy as np
@@ -60,26 +96,9 @@ class OcrWorker:
         loaded = load_image(data, max_pixels=max_pixels)
         bgr = np.ascontiguousarray(np.asarray(loaded.image)[:, :, ::-1])  # RapidOCR takes BGR arrays
         decoded = time.perf_counter()
-        corners = find_page(bgr)
-        to_photo = None
-        if corners is not None:
-            bgr, to_photo = flatten(bgr, corners)
-        flattened = time.perf_counter()
-        boxes, page, stages = self.read(bgr)
-        recognised = time.perf_counter()
-        height, width = bgr.shape[:2]
-        for box in boxes:  # the layout reads the upright, straight page; clients get the sent image's pixels
-            box.frame = turn_points(box.points, page["turned"], width, height)
-            if to_photo is not None:
-                box.points = map_points(box.points, to_photo)
-            if loaded.reduced > 1:
-                box.points = [[x * loaded.reduced, y * loaded.reduced] for x, y in box.points]
-        upright = (height, width) if page["turned"] in (90, 270) else (width, height)
-        skew = skew_degrees([box.frame for box in boxes if box.frame is not None])
-        if abs(skew) >= MIN_SKEW:
-            for box in boxes:
-                box.frame = straighten(box.frame or box.points, skew, (upright[0] / 2, upright[1] / 2))
-        blocks = layout(boxes, keep_margins)
+        reading = self.page_boxes(bgr, loaded.reduced)
+        read = time.perf_counter()
+        blocks = layout(reading.boxes, keep_margins)
         text = page_text(blocks, keep_margins)
         lines = [(number, block, i, line) for number, block in enumerate(blocks)
                  if keep_margins or block.kind not in MARGIN_KINDS for i, line in enumerate(block.lines)]
@@ -89,18 +108,12 @@ class OcrWorker:
                            "boxes": [[[round(x, 1), round(y, 1)] for x, y in b.points] for b in line]}
                           for number, block, i, line in lines],
                 "blocks": [_block_fields(block) for block in blocks],
-                "page": {"flattened": corners is not None, "turned": page["turned"],
-                         "skew_degrees": round(skew, 2),
-                         **({"corners": [[round(x * loaded.reduced, 1), round(y * loaded.reduced, 1)]
-                                         for x, y in corners.tolist()]}
-                            if corners is not None else {})},
+                "page": reading.page,
                 "image": {"format": loaded.format, "width": loaded.width, "height": loaded.height,
                           "exif_rotated": loaded.rotated, "reduced": loaded.reduced},
                 "timings_ms": {"decode": round((decoded - start) * 1000, 1),
-                               "flatten": round((flattened - decoded) * 1000, 1),
-                               "ocr": round((recognised - flattened) * 1000, 1),
-                               **{k: round(v * 1000, 1) for k, v in stages.items() if v is not None},
-                               "layout": round((time.perf_counter() - recognised) * 1000, 1)}}
+                               **{k: round(v * 1000, 1) for k, v in reading.seconds.items()},
+                               "layout": round((time.perf_counter() - read) * 1000, 1)}}
 
     def guide(self, data: bytes, max_pixels: int) -> dict:
         import numpy as np
