@@ -1,13 +1,16 @@
 """Benchmark: fast OCR (RapidOCR) latency per frame size and accuracy on a rendered corpus.
 
-    python bench/ocr.py [--repeats 5] [--output FILE]
+    python bench/ocr.py [--repeats 5] [--output FILE] [--corpus DIR]
 
 Renders labels into 640x480, 1280x720 and 1920x1080 frames and times OCR in-process and
 through the daemon (one run, same machine, so the ratio is meaningful); renders a corpus of
 24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
 character error rate; measures `guide` calls per second on a 1280x720 frame; with
---vision-package, times `ask` (time to first token) for one image through the daemon.
-Writes bench/results/ocr.json.
+--vision-package, times `ask` (time to first token) for one image through the daemon; with
+--corpus (a folder from bench/ocr_corpus.py: scanned receipts and forms of public data sets),
+reads every real page through the same daemon and scores it per kind of document against its
+ground truth, beside RapidOCR's defaults in-process (bench/ocr_documents.py). The rendered
+pages stay as a regression set. Writes bench/results/ocr.json.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "ocr.json")
     parser.add_argument("--vision-package", type=Path, default=None,
                         help="a vision package (e.g. the full-size one from bench/export_vision.py) to time `ask`")
+    parser.add_argument("--corpus", type=Path, default=None, help="real pages with ground truth (bench/ocr_corpus.py)")
     args = parser.parse_args()
 
     import numpy as np
@@ -83,14 +87,15 @@ def main() -> int:
                         engine(pixels)
                         local.append(time.perf_counter() - start)
                         start = time.perf_counter()
-                        text = client.ocr(data)["text"]
+                        reply = client.ocr(data)
                         served.append(time.perf_counter() - start)
+                        text = reply["text"]
                         errors.append(cer(text, "\n".join(label)))
                     result["frames"].append({
                         "size": list(size), "in_process_ms": round(statistics.median(local) * 1000, 1),
                         "daemon_ms": round(statistics.median(served) * 1000, 1),
                         "daemon_vs_in_process": round(statistics.median(served) / statistics.median(local), 3),
-                        "cer": round(max(errors), 4)})
+                        "cer": round(max(errors), 4), "daemon_stages_ms_last": reply["timings_ms"]})
                     print(result["frames"][-1], file=sys.stderr)
                 # capture guidance: calls per second through the daemon on a 1280x720 frame
                 frame = render(["KEEP REFRIGERATED"], (1280, 720), "DejaVuSans.ttf", 48)
@@ -118,6 +123,10 @@ def main() -> int:
                     result["ask"] = {"package": str(args.vision_package), "image": [800, 600], "runs": runs,
                                      "note": "first run includes loading the vision model"}
                     print(result["ask"], file=sys.stderr)
+                if args.corpus:
+                    from bench.ocr_documents import pages, read_corpus
+
+                    result["documents"] = {"corpus": str(args.corpus), **read_corpus(client, pages(args.corpus, None))}
                 rng = random.Random(7)
                 corpus = []
                 for page in range(24):

@@ -38,19 +38,22 @@ def sroie_lines(box_file: Path) -> list[str]:
     return lines
 
 
+def add_page(output: Path, name: str, image: Path, kind: str, source: str, lines: list[str]) -> None:
+    """One page of the corpus: its image, and NAME.json with its kind, source and text."""
+    shutil.copyfile(image, output / f"{name}{image.suffix.lower()}")
+    (output / f"{name}.json").write_text(json.dumps({"kind": kind, "source": source, "text": "\n".join(lines)},
+                                                    indent=1) + "\n")
+
+
 def add_sroie(checkout: Path, output: Path, limit: int, every: int) -> int:
     images = sorted((checkout / "data" / "img").glob("*.jpg"))[::every][:limit]
     added = 0
     for image in images:
         box = checkout / "data" / "box" / f"{image.stem}.csv"
-        if not box.exists():
-            continue
-        name = f"receipt-sroie-{image.stem}"
-        shutil.copyfile(image, output / f"{name}.jpg")
-        (output / f"{name}.json").write_text(json.dumps({
-            "kind": "receipt", "source": f"ICDAR 2019 SROIE, {image.name} (scanned receipt)",
-            "text": "\n".join(sroie_lines(box))}, indent=1) + "\n")
-        added += 1
+        if box.exists():
+            add_page(output, f"receipt-sroie-{image.stem}", image, "receipt",
+                     f"ICDAR 2019 SROIE, {image.name} (scanned receipt)", sroie_lines(box))
+            added += 1
     return added
 
 
@@ -73,14 +76,11 @@ def add_funsd(checkout: Path, output: Path, limit: int, every: int) -> int:
     added = 0
     for image in images:
         annotation = folder / "annotations" / f"{image.stem}.json"
-        if not annotation.exists():
-            continue
-        name = f"form-funsd-{image.stem}"
-        shutil.copyfile(image, output / f"{name}.png")
-        (output / f"{name}.json").write_text(json.dumps({
-            "kind": "form", "source": f"FUNSD testing_data, {image.name} (scanned form; row-major reference order)",
-            "text": "\n".join(funsd_lines(annotation))}, indent=1) + "\n")
-        added += 1
+        if annotation.exists():
+            add_page(output, f"form-funsd-{image.stem}", image, "form",
+                     f"FUNSD testing_data, {image.name} (scanned form; row-major reference order)",
+                     funsd_lines(annotation))
+            added += 1
     return added
 
 

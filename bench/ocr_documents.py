@@ -58,6 +58,9 @@ SETTINGS = {
     "det_min_side_1280": {"Det.limit_side_len": 1280},
     "enlarged_2x": {"enlarge": 2},
     "enlarged_1.5x": {"enlarge": 1.5},
+    # speed: recognition in larger batches; detector input capped (the default only sets a minimum)
+    "rec_batch_16": {"Rec.rec_batch_num": 16},
+    "det_max_side_1280": {"Det.limit_side_len": 1280, "Det.limit_type": "max"},
 }
 
 
