@@ -60,6 +60,8 @@ SETTINGS = {
     "enlarged_1.5x": {"enlarge": 1.5},
     # speed: recognition in larger batches; detector input capped (the default only sets a minimum)
     "rec_batch_16": {"Rec.rec_batch_num": 16},
+    "rec_batch_1": {"Rec.rec_batch_num": 1},  # no padding to the widest box of a batch
+    "rec_batch_1_det_max_side_1280": {"Rec.rec_batch_num": 1, "Det.limit_side_len": 1280, "Det.limit_type": "max"},
     "det_max_side_1280": {"Det.limit_side_len": 1280, "Det.limit_type": "max"},
 }
 

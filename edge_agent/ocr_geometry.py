@@ -23,6 +23,7 @@ Points = list[list[float]]
 TALL = 1.5  # RapidOCR turns a crop whose height is 1.5 times its width or more: text written sideways
 MAJORITY = 0.6  # share of the text (by characters) that must agree before the page is turned
 MIN_PAGE_AREA = 0.2  # a page outline must cover this share of the photo
+BORDER = 0.01  # a whole page photographed lies inside the photo by at least this share of its size
 STRAIGHT = 0.02  # corners this close (share of the side) to their bounding box: already a flat page
 
 
@@ -102,7 +103,8 @@ def straighten(points: Points, skew: float, centre: tuple[float, float]) -> Poin
 
 def find_page(bgr: np.ndarray) -> np.ndarray | None:
     """The corners (top left, top right, bottom right, bottom left) of a page photographed at
-    an angle, or None when there is no such outline or the page is already flat and square on."""
+    an angle, or None when there is no such outline, the outline meets the photo's edge, or the
+    page is already flat and square on."""
     import cv2
 
     height, width = bgr.shape[:2]
@@ -123,7 +125,11 @@ def find_page(bgr: np.ndarray) -> np.ndarray | None:
     corners = cv2.approxPolyDP(outline, 0.02 * cv2.arcLength(outline, True), True).reshape(-1, 2)
     if len(corners) != 4 or not cv2.isContourConvex(corners.reshape(-1, 1, 2)):
         return None
-    corners = _clockwise(corners.astype(np.float64)) / scale
+    corners = _clockwise(corners.astype(np.float64))
+    margin = BORDER * max(small.shape[:2])
+    if (corners.min(axis=0) < margin).any() or (corners.max(axis=0) > np.array(small.shape[1::-1]) - 1 - margin).any():
+        return None  # the outline runs into the photo's edge: a scan's border or a page cut off, not a whole page
+    corners = corners / scale
     left, top = corners.min(axis=0)
     right, bottom = corners.max(axis=0)
     square = np.array([[left, top], [right, top], [right, bottom], [left, bottom]])

@@ -138,3 +138,10 @@ def test_form_labels_beside_their_values_are_rows():
     plain += [box(text, 200, i * 40, 8 * len(text)) for i, text in values.items() if i < 2]
     assert texts(plain) == ["CASE NAME Wanda Robinson and Carroll Robinson v. Raybestos",
                             "COURT San Francisco Superior Court"]
+
+
+def test_an_outline_that_meets_the_photo_edge_is_no_page_to_flatten():
+    image, _ = pages.table()
+    cut_off = ((0.0, 0.0), (0.90, 0.10), (0.95, 0.90), (0.10, 0.95))  # a scan's border, or a page cut off
+    photo = np.asarray(pages.photographed(image, seen=cut_off))[:, :, ::-1]
+    assert find_page(np.ascontiguousarray(photo)) is None
