@@ -191,7 +191,7 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     if column_gaps:  # a column gap through the whole region: a table, or columns read in turn
         columns = _split(boxes, column_gaps, vertical=True)
         if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes), unit):
-            return _peel_titles(boxes, unit)
+            return _peel_titles(boxes)
         return [region for column in columns for region in _xy_cut(column, unit)]
     bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
     if len(bands) == 1:
@@ -215,7 +215,7 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     return [region for group in groups for region in _xy_cut(group, unit)]
 
 
-def _peel_titles(boxes: list[Box], unit: float) -> list[_Region]:
+def _peel_titles(boxes: list[Box]) -> list[_Region]:
     """A table with the lines above and below it that hold a single box (its title, a note
     under it) taken off as text of their own."""
     bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
