@@ -3,7 +3,7 @@
 A frame must be a JPEG, PNG or WebP within byte and pixel limits (a small file can decode to
 gigabytes: decompression bombs), decode completely (truncated files are refused, not padded
 with grey), and comes out upright (EXIF orientation applied) in RGB. A JPEG over the pixel
-limit is decoded at a half, quarter or eighth of its size where that fits (libjpeg scales
+limit is decoded at a half or a quarter of its size where that fits (libjpeg scales
 while decoding, so the full size is never held: a 600-dpi A4 scan is 35 MP). Every refusal is an
 ImageError (a CodedError about the request's `image`), raised in the engine process that
 decodes it.

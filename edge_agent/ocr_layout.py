@@ -357,14 +357,20 @@ def layout(boxes: list[Box], keep_margins: bool = False) -> list[Block]:
     return [b for b in blocks if b.lines] + margins
 
 
+def text_blocks(blocks: list[Block], keep_margins: bool = False) -> list[tuple[int, Block]]:
+    """The blocks that make up the text, with their index among all blocks: margins left out
+    unless kept."""
+    return [(index, block) for index, block in enumerate(blocks) if keep_margins or block.kind not in MARGIN_KINDS]
+
+
 def reading_order(boxes: list[Box]) -> list[list[Box]]:
     """Lines of the page's text in reading order (margins left out)."""
-    return [line for block in layout(boxes) if block.kind not in MARGIN_KINDS for line in block.lines]
+    return [line for _, block in text_blocks(layout(boxes)) for line in block.lines]
 
 
 def page_text(blocks: list[Block], keep_margins: bool = False) -> str:
     """The text as read: blocks apart by a blank line, margins left out unless kept."""
-    return "\n\n".join(block.text for block in blocks if keep_margins or block.kind not in MARGIN_KINDS)
+    return "\n\n".join(block.text for _, block in text_blocks(blocks, keep_margins))
 
 
 def spoken_text(blocks: list[Block]) -> str:

@@ -12,7 +12,7 @@ from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
 from ..images import MAX_PIXELS, load_image
 from ..ocr_geometry import find_page, flatten, map_points, page_turn, skew_degrees, straighten, turn_points
-from ..ocr_layout import MARGIN_KINDS, TABLE, Block, Box, layout, page_text, script_hint, spoken_text
+from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
 from .channel import EngineJob
 from .worker import WorkerChannel, serve_short_jobs
 
@@ -49,7 +49,8 @@ class OcrWorker:
 
     def read(self, bgr: Any) -> tuple[list[Box], int, dict]:
         """RapidOCR's steps on one image (as its __call__ runs them, keeping the direction
-        classifier's labels, which its output drops): boxes, page facts, stage timings."""
+        classifier's labels, which its output drops): boxes, the page's turn (page_turn), stage
+        timings."""
         original = self.engine.load_img(bgr)
         image, record = self.engine.preprocess_img(original)
         detected, directions, recognised, crops = self.engine.run_ocr_steps(image, record)
@@ -104,13 +105,13 @@ class OcrWorker:
         read = time.perf_counter()
         blocks = layout(reading.boxes, keep_margins)
         text = page_text(blocks, keep_margins)
-        lines = [(number, block, i, line) for number, block in enumerate(blocks)
-                 if keep_margins or block.kind not in MARGIN_KINDS for i, line in enumerate(block.lines)]
+        lines = [(number, line_text, line) for number, block in text_blocks(blocks, keep_margins)
+                 for line_text, line in zip(block.line_texts(), block.lines)]
         return {"engine": "fast", "text": text, "spoken": spoken_text(blocks), "language": script_hint(text),
-                "lines": [{"text": block.line_texts()[i], "confidence": round(min(b.confidence for b in line), 4),
+                "lines": [{"text": line_text, "confidence": round(min(b.confidence for b in line), 4),
                            "block": number,
                            "boxes": [[[round(x, 1), round(y, 1)] for x, y in b.points] for b in line]}
-                          for number, block, i, line in lines],
+                          for number, line_text, line in lines],
                 "blocks": [_block_fields(block) for block in blocks],
                 "page": reading.page,
                 "image": {"format": loaded.format, "width": loaded.width, "height": loaded.height,
