@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, median_seconds, write_result  # noqa: E402
 from bench.export_text import run_child  # noqa: E402
 
 OFFICIAL_BYTES = {"vision": 445e6, "embedding": 394e6, "text": 2330e6}
@@ -53,12 +53,7 @@ def measure(package: Path) -> dict:
         pixels = np.random.default_rng(0).standard_normal((1, crops + 1, 3, 336, 336), dtype=np.float32)
         feed = {"pixel_values": pixels, "image_sizes": np.array([size], dtype=np.int64)}
         session.run(None, feed)  # warm-up
-        times = []
-        for _ in range(REPEATS):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
+        seconds = median_seconds(partial(session.run, None, feed), REPEATS)
         vision.append({"num_crops": crops, "hd_size": list(size), "crops_encoded": crops + 1,
                        "image_tokens": image_tokens(*size), "seconds": round(seconds, 3),
                        "seconds_per_crop": round(seconds / (crops + 1), 3)})

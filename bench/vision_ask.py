@@ -24,12 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, fixture_size, machine, write_result  # noqa: E402
+from bench.common import RESULTS, fixture_size, machine, median_seconds, write_result  # noqa: E402
 
 CROPS = (1, 4, 16)
 QUESTION = "Who is this parcel from?"
@@ -116,12 +117,7 @@ def vision_encoder(package: Path, repeats: int) -> list[dict]:
         prepared = prepare_images([image], crops)
         preprocess = time.perf_counter() - start
         feed = {"pixel_values": prepared.pixel_values, "image_sizes": prepared.image_sizes}
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
+        seconds = median_seconds(partial(session.run, None, feed), repeats)
         slots = int(prepared.pixel_values.shape[1])
         rows.append({"crops_budget": crops, "slots_encoded": slots, "preprocess_s": round(preprocess, 3),
                      "encoder_s": round(seconds, 3), "encoder_s_per_crop": round(seconds / slots, 3)})
