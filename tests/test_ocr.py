@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 
 from edge_agent import protocol as P
 from edge_agent.client import EdgeAgentError
+from edge_agent.engines.rapidocr import small_print_limit
 from edge_agent.images import ImageError, load_image
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
@@ -210,7 +211,8 @@ def test_two_columns_under_a_heading_with_a_page_number(client):
     assert result["text"].split("\n\n") == [pages.HEADING, "\n".join(pages.LEFT), "\n".join(pages.RIGHT)]
     assert [line["block"] for line in result["lines"]] == [0] + [1] * 4 + [2] * 4
     assert result["spoken"].splitlines()[0] == f"Heading: {pages.HEADING}."
-    assert result["page"] == {"flattened": False, "turned": 0, "skew_degrees": pytest.approx(0, abs=1)}
+    assert result["page"] == {"flattened": False, "turned": 0, "skew_degrees": pytest.approx(0, abs=1),
+                              "small_print": False}
     kept = client.ocr(png(image), keep_margins=True)
     assert kept["text"].endswith("\n\n7") and lines_of(kept)[-1] == "7"
 
@@ -263,6 +265,29 @@ def test_a_photographed_page_is_flattened(client):
     first = result["lines"][0]["boxes"][0]  # boxes are in the photo's pixels, not the flattened page's
     assert 0.10 * width < first[0][0] < 0.5 * width and 0.05 * height < first[0][1] < 0.4 * height
 
+
+
+FORM = ["Name of applicant: Jane Smith", "Date of birth: 12 March 1961", "Account number: 4711-0815",
+        "Signature required below"]
+
+
+def test_small_print_is_detected_again_enlarged(client):
+    points = 10  # a 100-dpi scan of 10-point type: boxes about 15 pixels high
+    image = render([((20, 20 + i * 2 * points), text) for i, text in enumerate(FORM)],
+                   size=(420, 40 + 2 * points * len(FORM)), points=points).filter(ImageFilter.GaussianBlur(0.6))
+    result = client.ocr(png(image))
+    assert result["page"]["small_print"] is True
+    assert lines_of(result) == FORM
+    (left, top), *_ = result["lines"][1]["boxes"][0]  # boxes in the image's pixels, not the enlarged page's
+    assert left < 40 and 30 < top < 50
+
+
+def test_small_print_enlargement_is_bounded():
+    assert small_print_limit(1000, 762) == ("min", 1280)  # a 100-dpi letter page: short side to 1280
+    assert small_print_limit(100, 420) == ("min", 200)  # a strip: at most twice as large
+    assert small_print_limit(5000, 1200) == ("max", 2560)  # a long receipt: long side at most 2560
+    assert small_print_limit(3000, 4000) == ("max", 1707)  # a photo: short side 1280, not full size
+    assert small_print_limit(1280, 1280) is None  # no larger than the usual detection: no second pass
 
 
 def test_a_jpeg_over_the_pixel_limit_is_read_at_half_size(client):
