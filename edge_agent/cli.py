@@ -8,6 +8,7 @@
     edge-agent capture --camera NAME --out FILE.jpg
     edge-agent say [--priority P] [--voice V] [--language L] [--rate R] [--volume X] [--out FILE.wav] TEXT
     edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
+    edge-agent listen --audio FILE.wav [--commands "PHRASE" ...| --wake-phrase PHRASE] [--json]
     edge-agent voices [--language L]
     edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
@@ -72,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep line numbers (in front of their lines) and page numbers in the text")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, blocks, boxes, timings)")
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
+
+    listen = client_command("listen", "recognise speech in a recording (pocketsphinx, US English, offline)")
+    listen.add_argument("--audio", type=Path, required=True,
+                        help="a WAV file (integer PCM), or raw 16-bit mono PCM with --sample-rate")
+    listen.add_argument("--sample-rate", type=int, default=None, help="the rate of raw PCM (not for WAV)")
+    phrases = listen.add_mutually_exclusive_group()
+    phrases.add_argument("--command", dest="commands", action="append",
+                         help="a phrase the recogniser may hear (repeatable): command mode, one of them or nothing")
+    phrases.add_argument("--wake-phrase", help="spot this phrase (wake mode)")
+    listen.add_argument("--end-silence-ms", type=int, default=None, help="silence that ends the utterance")
+    listen.add_argument("--vad-mode", type=int, choices=range(4), default=None,
+                        help="voice activity aggressiveness, 0 (keeps most audio as speech) to 3")
+    listen.add_argument("--json", action="store_true", help="print every event as one JSON line")
 
     ask = client_command("ask", "ask a question about an image (needs a vision package)")
     ask_source = ask.add_mutually_exclusive_group()
@@ -334,6 +348,23 @@ def _client_command(args) -> int:
                     _print_json(result)
                 else:
                     print(result["text"])
+            elif args.command == "listen":
+                try:
+                    audio = args.audio.read_bytes()
+                except OSError as exc:
+                    print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
+                    return EXIT_USAGE
+                mode = "commands" if args.commands else "wake" if args.wake_phrase else "dictation"
+                for event in client.listen_events(
+                        audio, mode=mode, commands=args.commands, wake_phrase=args.wake_phrase,
+                        format="pcm" if args.sample_rate else "wav", sample_rate=args.sample_rate,
+                        end_silence_ms=args.end_silence_ms, vad_mode=args.vad_mode, timeout=args.timeout):
+                    if args.json:
+                        print(json.dumps(event), flush=True)
+                    if event["event"] == "error":
+                        raise EdgeAgentError(event["error"])
+                    if event["event"] == "result" and not args.json:
+                        print(event["text"] if mode != "wake" else ("heard" if event["wake"] else "not heard"))
             elif args.command == "status":
                 _print_json(client.status())
             elif args.command == "describe":

@@ -268,6 +268,23 @@ class AsyncClient:
         result = await self.call("capture", timeout=timeout, camera=camera)
         return result["attachments"][0], result
 
+    # ---------------------------------------------------------------- speech input
+
+    def listen_events(self, audio: bytes | tuple[bytes, ...], *, timeout: float | None = None,
+                      rid: str | None = None, **options: Any) -> AsyncIterator[dict]:
+        """Recognise the speech in `audio` (a WAV file, or raw PCM frames with format="pcm" and
+        sample_rate): events speech_start, partial, speech_end, then the result or an error.
+        Options: mode (dictation, commands, wake), commands, wake_phrase, format, sample_rate,
+        vad_mode, end_silence_ms, max_utterance_s."""
+        frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
+        return self.events("listen", timeout=timeout, rid=rid, attachments=frames, **_present(**options))
+
+    async def listen(self, audio: bytes | tuple[bytes, ...], *, timeout: float | None = None,
+                     **options: Any) -> dict:
+        """The first utterance in `audio` as text (see listen_events for the options)."""
+        frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
+        return await self.call("listen", timeout=timeout, attachments=frames, **_present(**options))
+
     def ask_events(self, question: str, images: tuple[bytes, ...] = (), *, session: str | None = None,
                    camera: str | None = None, timeout: float | None = None, rid: str | None = None,
                    **options: Any) -> AsyncIterator[dict]:
@@ -315,8 +332,8 @@ class AsyncClient:
 
 # AsyncClient's operations as Client offers them: coroutines become calls, async iterators iterators
 COROUTINES = ("send", "next_event", "call", "reconnect", "ping", "describe", "status", "cancel", "models",
-              "sessions", "voices", "speech", "ocr", "guide", "capture", "say")
-ITERATORS = ("events", "ask_events", "chat_events", "chat", "say_events")
+              "sessions", "voices", "speech", "ocr", "guide", "capture", "say", "listen")
+ITERATORS = ("events", "ask_events", "chat_events", "chat", "say_events", "listen_events")
 
 
 class Client:
@@ -339,11 +356,13 @@ class Client:
         guide: Callable[..., dict]
         capture: Callable[..., tuple[bytes, dict]]
         say: Callable[..., dict]
+        listen: Callable[..., dict]
         events: Callable[..., Iterator[dict]]
         ask_events: Callable[..., Iterator[dict]]
         chat_events: Callable[..., Iterator[dict]]
         chat: Callable[..., Iterator[str]]
         say_events: Callable[..., Iterator[dict]]
+        listen_events: Callable[..., Iterator[dict]]
 
     def __init__(self, address: str | None = None, timeout: float | None = 300.0, *,
                  curve_server_key: bytes | None = None, curve_client_cert: str | None = None):

@@ -188,11 +188,17 @@ class VisionConfig(ModelServiceConfig):
 
 
 @dataclass
-class OcrConfig:
+class EngineProcessConfig:
+    """An engine process's lifetime: idle unload, hang detection, start-up limit."""
+    keep_alive_s: float = 300.0  # unload after this long idle; 0 = keep it
+    engine_timeout_s: float = 30.0  # a job that makes no progress this long restarts the engine
+    load_timeout_s: float = 60.0
+
+
+@dataclass
+class OcrConfig(EngineProcessConfig):
     # the OCR models are small (15 MB): keep them loaded longer than the chat model
     keep_alive_s: float = 600.0
-    engine_timeout_s: float = 30.0
-    load_timeout_s: float = 60.0
     # decoded pixels per image: decoding and reading cost grow with them (a 39 MP PNG took 16 s
     # on 2 cores); 24 MP passes a 6000x4000 camera photo; lower it on small boards
     max_image_pixels: int = 24_000_000
@@ -217,6 +223,19 @@ class SpeechConfig:
     lead_ms: float = 40.0
     # seconds of silence after which the device is released (and opened again when needed)
     idle_close_s: float = 1.0
+
+
+@dataclass
+class ListenConfig(EngineProcessConfig):
+    # the recogniser is small (pocketsphinx: about 40 MB with its language model): the default
+    # keep_alive_s (300) and timeouts
+    # voice activity: WebRTC VAD aggressiveness 0-3 (0 keeps the most audio as speech: 2 and 3 cut
+    # the soft start of "stop" in espeak-ng speech) and the silence that ends an utterance
+    vad_mode: int = 0
+    end_silence_ms: int = 300
+    # an utterance is cut here; a request's audio may be at most max_audio_s long
+    max_utterance_s: float = 15.0
+    max_audio_s: float = 60.0
 
 
 @dataclass
@@ -252,6 +271,7 @@ class Config:
     vision: VisionConfig = field(default_factory=VisionConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -377,9 +397,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("models.nice must be 0 to 19")
     if not 1_000_000 <= config.ocr.max_image_pixels <= MAX_PIXELS:
         raise ConfigError(f"ocr.max_image_pixels must be 1000000 to {MAX_PIXELS}")
-    if config.ocr.keep_alive_s < 0 or config.ocr.engine_timeout_s <= 0 or config.ocr.load_timeout_s <= 0:
-        raise ConfigError("ocr.keep_alive_s must not be negative; ocr.engine_timeout_s and load_timeout_s must be "
-                          "positive")
+    _check_engine_process("ocr", config.ocr)
     speech = config.speech
     if not 80 <= speech.rate <= 450:
         raise ConfigError("speech.rate must be 80 to 450 words per minute")
@@ -387,9 +405,21 @@ def validate(config: Config) -> Config:
         raise ConfigError("speech.engine_timeout_s must be positive; keep_alive_s and idle_close_s not negative")
     if not 5 <= speech.chunk_ms <= 200 or not 0 <= speech.lead_ms <= 1000:
         raise ConfigError("speech.chunk_ms must be 5 to 200 and speech.lead_ms 0 to 1000")
+    listen = config.listen
+    _check_engine_process("listen", listen)
+    if not 0 <= listen.vad_mode <= 3 or not 90 <= listen.end_silence_ms <= 3000:
+        raise ConfigError("listen.vad_mode must be 0 to 3 and listen.end_silence_ms 90 to 3000")
+    if not 0.5 <= listen.max_utterance_s <= listen.max_audio_s <= 600:
+        raise ConfigError("listen.max_utterance_s must be at least 0.5 and at most listen.max_audio_s (up to 600)")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level must be debug, info, warning or error")
     return config
+
+
+def _check_engine_process(name: str, section: EngineProcessConfig) -> None:
+    if section.keep_alive_s < 0 or section.engine_timeout_s <= 0 or section.load_timeout_s <= 0:
+        raise ConfigError(f"{name}.keep_alive_s must not be negative; {name}.engine_timeout_s and load_timeout_s must "
+                          "be positive")
 
 
 def load_config(path: Path | None) -> Config:

@@ -15,6 +15,7 @@ from .logsafe import loggable
 from .pipelines import SpokenAnswer
 from .services.cameras import CameraService
 from .services.chat import ChatService
+from .services.listen import ListenService
 from .services.ocr import GUIDE, OcrService
 from .services.speech import SpeechService
 from .services.vision import VisionService
@@ -50,11 +51,12 @@ class Call:
 
 class Ops:
     def __init__(self, *, chat: ChatService, ocr: OcrService, vision: VisionService, speech: SpeechService,
-                 cameras: CameraService, new_job: Callable[[Client], str],
+                 listen: ListenService, cameras: CameraService, new_job: Callable[[Client], str],
                  cancel: Callable[[str], Coroutine[Any, Any, None]],
                  deliver: Callable[[str, Event], None], spoken: dict[str, SpokenAnswer],
                  describe: Callable[[], dict], status: Callable[[], dict], spawn: Callable[[Coroutine], Any]):
         self.chat, self.ocr, self.vision, self.speech, self.cameras = chat, ocr, vision, speech, cameras
+        self.listen = listen
         self._new_job = new_job  # a job id within the client's and the daemon's limits
         self._cancel = cancel
         self._deliver = deliver  # an event straight to the client (not through a speech pipeline)
@@ -187,6 +189,12 @@ class Ops:
         job_id = self._new_job(call.client)
         self.cameras.check(call.body.camera)
         return Work(job_id, self.cameras.capture_result(call.body.camera))
+
+    def op_listen(self, call: Call) -> Work:
+        job_id = self._new_job(call.client)
+        audio = call.request.attachments
+        payload = self.listen.begin(job_id, call.body, audio)
+        return Work(job_id, self.listen.submit(job_id, payload, audio), lambda: self.listen.cancel(job_id))
 
     def op_say(self, call: Call) -> Work:
         body = call.body

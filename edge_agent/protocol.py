@@ -41,7 +41,7 @@ MAX_INTEGER = 2**31 - 1  # integer fields reach the engines as int32 unless a fi
 MAX_TOP_K = 100_000  # more than any vocabulary a package here has
 
 OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask",
-       "say", "voices", "speech")
+       "say", "voices", "speech", "listen")
 
 # speech (docs/protocol.md §4.12): SSIP's priorities, highest first
 PRIORITIES = ("important", "message", "text", "notification", "progress")
@@ -54,6 +54,14 @@ MAX_SAY_CHARS = 20_000
 MAX_CROPS = 16  # an image's crop budget in `ask` / vision `ocr`: Phi-3.5-vision was trained with up to 16
 RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
+# listen (docs/protocol.md §4.13)
+LISTEN_MODES = ("dictation", "commands", "wake")
+LISTEN_ENGINES = ("pocketsphinx",)
+MAX_COMMANDS = 256
+MAX_PHRASE_CHARS = 200
+SAMPLE_RATES = (8_000, 96_000)
+VAD_MODES = (0, 3)  # WebRTC VAD aggressiveness: 0 keeps the most audio as speech
+END_SILENCE_MS = (90, 3_000)
 
 
 # A request that cannot be served, with its stable code: the daemon's one coded error
@@ -171,6 +179,19 @@ class GuideRequest:
 @dataclass(frozen=True)
 class CaptureRequest:
     camera: str
+
+
+@dataclass(frozen=True)
+class ListenRequest:
+    mode: str = "dictation"
+    commands: tuple[str, ...] = ()  # mode commands: the phrases the grammar allows
+    wake_phrase: str | None = None  # mode wake
+    format: str = "wav"
+    sample_rate: int | None = None  # format pcm
+    engine: str = "pocketsphinx"
+    vad_mode: int | None = None  # None: the daemon's [listen] defaults
+    end_silence_ms: int | None = None
+    max_utterance_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +442,33 @@ def _parse_ocr(f: _Fields) -> OcrRequest:
     return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops, keep_margins)
 
 
+def _parse_listen(f: _Fields) -> ListenRequest:
+    mode = f.choice("mode", LISTEN_MODES, "dictation")
+    commands = f.doc.get("commands")
+    if mode == "commands":
+        if (not isinstance(commands, list) or not 1 <= len(commands) <= MAX_COMMANDS
+                or not all(isinstance(c, str) and 1 <= len(c) <= MAX_PHRASE_CHARS for c in commands)):
+            raise f._bad("commands", f"a list of 1 to {MAX_COMMANDS} phrases of 1 to {MAX_PHRASE_CHARS} characters "
+                         "(mode commands needs it)")
+    elif commands is not None:
+        raise ProtocolError(BAD_REQUEST, "'commands' goes with mode commands", field="commands")
+    wake_phrase = f.string("wake_phrase", max_length=MAX_PHRASE_CHARS)
+    if (wake_phrase is None) == (mode == "wake"):
+        raise ProtocolError(BAD_REQUEST, "mode wake needs 'wake_phrase', and only it takes one", field="wake_phrase")
+    audio_format = f.choice("format", AUDIO_FORMATS, "wav")
+    sample_rate = f.integer("sample_rate", None, minimum=SAMPLE_RATES[0], maximum=SAMPLE_RATES[1])
+    if (sample_rate is None) == (audio_format == "pcm"):
+        raise ProtocolError(BAD_REQUEST, "format pcm needs 'sample_rate' (a WAV file carries its own)",
+                            field="sample_rate")
+    max_utterance = f.number("max_utterance_s", 0.0, minimum=0.5, maximum=3600.0) if "max_utterance_s" in f.doc \
+        else None
+    return ListenRequest(mode, tuple(commands or ()), wake_phrase, audio_format, sample_rate,
+                         f.choice("engine", LISTEN_ENGINES, "pocketsphinx"),
+                         f.integer("vad_mode", None, minimum=VAD_MODES[0], maximum=VAD_MODES[1]),
+                         f.integer("end_silence_ms", None, minimum=END_SILENCE_MS[0], maximum=END_SILENCE_MS[1]),
+                         max_utterance)
+
+
 _PARSERS = {
     "describe": (set(), lambda f: EmptyRequest()),
     "status": (set(), lambda f: EmptyRequest()),
@@ -443,6 +491,8 @@ _PARSERS = {
     "speech": ({"action", "target", "scope"}, _parse_speech_control),
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.required_string("camera", max_length=64))),
+    "listen": ({"mode", "commands", "wake_phrase", "format", "sample_rate", "engine", "vad_mode", "end_silence_ms",
+                "max_utterance_s"}, _parse_listen),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }
@@ -473,7 +523,7 @@ def _valid_unicode(value: Any) -> bool:
     return True
 
 
-ATTACHMENT_OPS = ("ocr", "guide", "ask")  # the ops that take binary frames after the header
+ATTACHMENT_OPS = ("ocr", "guide", "ask", "listen")  # the ops that take binary frames after the header
 
 
 def parse_request(frames: list[bytes]) -> Request:

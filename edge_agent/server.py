@@ -37,6 +37,7 @@ from .pipelines import SpokenAnswer
 from .services.base import Service
 from .services.cameras import CameraService
 from .services.chat import ChatService
+from .services.listen import ListenService
 from .services.ocr import OcrService
 from .services.speech import SpeechService
 from .services.vision import VisionService
@@ -82,9 +83,11 @@ class Server:
         self.vision = VisionService(config, self.context, self._emit, self.cameras)
         self.speech = SpeechService(config, self.context)
         self.speech.client_paused = self.sockets.paused
-        self.services: list[Service] = [self.chat, self.ocr, self.vision, self.speech, self.cameras]
+        self.listen = ListenService(config, self.context, self._emit)
+        self.services: list[Service] = [self.chat, self.ocr, self.vision, self.speech, self.listen, self.cameras]
         self.spoken: dict[str, SpokenAnswer] = {}  # jobs whose answer is also spoken
-        self.ops = Ops(chat=self.chat, ocr=self.ocr, vision=self.vision, speech=self.speech, cameras=self.cameras,
+        self.ops = Ops(chat=self.chat, ocr=self.ocr, vision=self.vision, speech=self.speech, listen=self.listen,
+                       cameras=self.cameras,
                        new_job=self._new_job, cancel=self._cancel, deliver=self._deliver, spoken=self.spoken,
                        describe=self.describe, status=self.status, spawn=self._spawn)
         self.handlers: dict[str, Callable[[Call], dict | Work]] = self.ops.table()

@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..engines.host import READY, EngineHost
+from ..engines.host import READY, EngineHost, EngineUnavailable
+from ..errors import MODEL_UNAVAILABLE, CodedError, cancelled
+from ..events import Event, Sink
 
 
 class Service:
@@ -61,3 +63,62 @@ async def unload_when_idle(engine: Callable[[], EngineHost | None], keep_alive_s
         if (keep_alive_s and current is not None and current.state == READY and not current.active
                 and not busy() and time.monotonic() - current.last_used > keep_alive_s):
             await current.stop()
+
+
+class EngineJobService(Service):
+    """A service each of whose requests is one job of its own engine process (OCR, listen):
+    the jobs it accepted, handing one to the engine, cancelling, and its end with the total
+    time since acceptance. Subclasses set `engine`, `sink` and `unavailable` (what a failed
+    start is called)."""
+
+    engine: EngineHost
+    sink: Sink
+    unavailable = "the engine failed to start"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, float] = {}  # job -> accepted at
+
+    def accept(self, job: str) -> None:
+        self.jobs[job] = time.monotonic()
+
+    async def submit(self, job: str, payload: dict, attachments: tuple[bytes, ...]) -> None:
+        """Start the engine if needed (telling the client it loads) and queue the job there."""
+        try:
+            if self.engine.state != READY:
+                self.sink(job, Event("progress", fields={"stage": "loading_model"}))
+            await self.engine.ensure_ready()
+            if job in self.jobs:
+                await self.engine.submit(job, payload, attachments)
+        except EngineUnavailable as exc:
+            self.jobs.pop(job, None)
+            raise CodedError(MODEL_UNAVAILABLE, f"{self.unavailable}: {exc}") from None
+        except CodedError:
+            self.jobs.pop(job, None)
+            raise
+
+    async def cancel(self, job: str) -> None:
+        """The request ends now. A job the engine has started runs to its end there (its result
+        is dropped); one still waiting in the engine's queue is dropped there, unrun."""
+        if self.jobs.pop(job, None) is not None:
+            self.sink(job, Event.failure(cancelled()))
+            await self.engine.cancel(job)
+
+    def cancel_all(self, reason: str) -> None:
+        for job in list(self.jobs):
+            self.jobs.pop(job)
+            self.sink(job, Event.failure(cancelled(reason)))
+
+    def on_engine_event(self, job: str, event: Event) -> None:
+        if not event.final:
+            if job in self.jobs:
+                self.sink(job, event)
+            return
+        accepted = self.jobs.pop(job, None)
+        if accepted is None:
+            return  # cancelled meanwhile
+        if event.kind == "result":
+            fields = dict(event.fields)
+            fields["timings_ms"] = {**fields["timings_ms"], "total": round((time.monotonic() - accepted) * 1000, 1)}
+            event = Event.result(fields)
+        self.sink(job, event)

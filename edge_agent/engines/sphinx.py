@@ -1,0 +1,263 @@
+"""Speech recognition with pocketsphinx (its US-English acoustic model, dictionary and language
+model ship in the wheel: offline, no package to export), inside an engine child process.
+
+Voice activity: pocketsphinx's Endpointer (WebRTC's VAD over a window of frames) finds where
+speech starts and ends; only speech goes to the decoder. Modes: `dictation` (the n-gram
+language model: any English, many errors), `commands` (a JSGF grammar of the request's phrases:
+one of them or nothing) and `wake` (a grammar of the phrase among any number of common
+words: pocketsphinx's own keyphrase search, at thresholds 1e-10 to 1e-40, spotted "hello
+computer" in 0 to 3 of 12 espeak-ng utterances, this grammar in 9 of 9 of the same kind).
+
+Digital silence (exact zeros, as synthesised or trimmed audio has; never a microphone) is
+poison for these models: it left a grammar search short of its last word (4 of 10 espeak-ng
+commands recognised). The decoder dithers its input (10 of 10), and runs of zeros are
+replaced by a -50 dBFS hiss (120 commands in 4 voices and 3 rates, padded with zeros: 69 %
+right, 81 % with the hiss; padded with a real -50 dBFS hiss: 93 %).
+
+Each utterance is decoded as it streams (partial results); pre-roll: the decoder also gets the
+0.3 s before the VAD's start. Decoding the utterance again in one batch at its end (batch
+cepstral normalisation) measured no better on 80 espeak-ng commands and cost 20 ms a command.
+
+Jobs: payload {"mode", "commands", "wake_phrase", "format", "sample_rate", "vad_mode",
+"end_silence_ms", "max_utterance_s", "max_audio_s"} + the audio frames (concatenated) ->
+events speech_start {at_ms}, partial {text}, speech_end {at_ms}; result (docs/protocol.md §4.13).
+Audio is never written anywhere; transcripts are not logged.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ..audio_input import SAMPLE_RATE, load_audio
+from ..errors import BAD_REQUEST, INTERNAL, CodedError
+from .channel import EngineJob
+from .worker import WorkerChannel, serve_short_jobs
+
+DICTATION, COMMANDS, WAKE = "dictation", "commands", "wake"
+LANGUAGE = "en-us"
+KEPT_SEARCHES = 16  # grammars kept compiled for requests that repeat them
+SILENCE_RUN = SAMPLE_RATE // 100  # samples: 10 ms
+HISS = 32767 * 10 ** (-50 / 20)  # -50 dBFS: espeak-ng commands padded with it, 93 % right; with exact zeros 67 %
+PRE_ROLL_S = 0.3  # audio before the start of speech given to the decoder
+MIN_UTTERANCE_S = 0.4  # of audio the endpointer called speech; shorter ones without words are ignored
+PARTIAL_EVERY_S = 0.3  # of audio: how often a changed partial hypothesis is sent
+HEARTBEAT_EVERY_S = 1.0  # of work: the host hears from a long job at least this often
+WORD = re.compile(r"[a-z']+")
+# what the wake grammar may hear instead of the phrase: a few of the most frequent English
+# words, looped, so speech that is not the phrase is not forced into it. Few, because the loop's
+# cost grows fast with them (7 utterances: 10 words 1.3 s, 30 words 5.7 s, 60 words 17.5 s; with
+# 10, "hello there" was heard as "hello computer" once in 12). The phrase's own words are left
+# out (with "hello" a filler, "hello computer" was heard as fillers).
+FILLER_WORDS = "the a and to of in is it you that there what".split()
+
+
+def phrase_words(phrase: str) -> list[str]:
+    """A phrase as the dictionary's words: lower case, letters and apostrophes only."""
+    return WORD.findall(phrase.lower().replace("\u2019", "'"))
+
+
+class SphinxWorker:
+    def __init__(self, channel: WorkerChannel):
+        from pocketsphinx import Decoder
+
+        self.channel = channel
+        self.decoder: Any = Decoder(loglevel="FATAL", dither=True)
+        self.dictation = self.decoder.current_search()  # the language model's search
+        self.searches: OrderedDict[tuple[str, ...], str] = OrderedDict()  # (mode, phrases...) -> search name
+        self._names = 0
+
+    # ---------------------------------------------------------------- searches
+
+    def _unknown(self, phrases: list[list[str]]) -> list[str]:
+        return sorted({word for words in phrases for word in words if self.decoder.lookup_word(word) is None})
+
+    def search_for(self, mode: str, commands: list[str], wake_phrase: str | None) -> str:
+        if mode == DICTATION:
+            return self.dictation
+        field = "commands" if mode == COMMANDS else "wake_phrase"
+        phrases = [phrase_words(p) for p in (commands if mode == COMMANDS else [wake_phrase or ""])]
+        if any(not words for words in phrases):
+            raise CodedError(BAD_REQUEST, f"every phrase in {field} needs a word (letters)", field=field)
+        unknown = self._unknown(phrases)
+        if unknown:
+            raise CodedError(BAD_REQUEST, f"not in the recogniser's {LANGUAGE} dictionary: {', '.join(unknown[:20])}",
+                             field=field, unknown_words=unknown[:20])
+        key = (mode, *sorted({" ".join(words) for words in phrases}))
+        if key in self.searches:
+            self.searches.move_to_end(key)
+            return self.searches[key]
+        self._names += 1
+        name = f"{mode}_{self._names}"
+        if mode == COMMANDS:
+            alternatives = " | ".join(key[1:])  # words are [a-z']+ only: nothing else reaches the grammar
+            self.decoder.add_jsgf_string(name, f"#JSGF V1.0;\ngrammar {name};\npublic <command> = {alternatives};\n")
+        else:
+            fillers = " | ".join(w for w in dict.fromkeys(FILLER_WORDS) if w not in key[1].split()
+                                 if self.decoder.lookup_word(w) is not None)
+            self.decoder.add_jsgf_string(name, f"#JSGF V1.0;\ngrammar {name};\n<filler> = {fillers};\n"
+                                               f"public <speech> = <filler>* [{key[1]} <filler>*];\n")
+        self.searches[key] = name
+        if len(self.searches) > KEPT_SEARCHES:
+            _, oldest = self.searches.popitem(last=False)
+            self.decoder.remove_search(oldest)
+        return name
+
+    # ---------------------------------------------------------------- one request
+
+    def listen(self, job: str, payload: dict, audio: bytes) -> dict:
+        from pocketsphinx import Endpointer
+
+        start = time.perf_counter()
+        loaded = load_audio(audio, payload.get("format", "wav"), payload.get("sample_rate"),
+                            float(payload.get("max_audio_s", 60.0)))
+        decoded = time.perf_counter()
+        mode = payload.get("mode", DICTATION)
+        search = self.search_for(mode, payload.get("commands") or [], payload.get("wake_phrase"))
+        self.decoder.activate_search(search)
+        endpointer = Endpointer(window=float(payload.get("end_silence_ms", 300)) / 1000, ratio=0.9,
+                                vad_mode=int(payload.get("vad_mode", 0)), sample_rate=SAMPLE_RATE)
+        pcm = fill_digital_silence(loaded.samples).tobytes()
+        step = endpointer.frame_bytes
+        max_utterance = float(payload.get("max_utterance_s", 15.0))
+        heard = Utterance()
+        spoken = False  # any speech at all (a noise the decoder found no words in counts)
+        last_heartbeat = time.perf_counter()
+        for offset in range(0, len(pcm), step):
+            frame = pcm[offset:offset + step]
+            last = offset + step >= len(pcm)
+            was_in_speech = endpointer.in_speech
+            speech = endpointer.end_stream(frame) if last else endpointer.process(frame)
+            if time.perf_counter() - last_heartbeat > HEARTBEAT_EVERY_S:
+                self.channel.heartbeat()
+                last_heartbeat = time.perf_counter()
+            if not speech:  # None (no speech) or empty (end_stream of a whole frame)
+                continue
+            if not heard.open:
+                heard = Utterance(endpointer.speech_start)
+                spoken = True
+                self.decoder.start_utt()
+                self.decoder.process_raw(self._before(pcm, heard.start_s))
+                self.channel.event(job, "speech_start", {"at_ms": round(heard.start_s * 1000)})
+            self.decoder.process_raw(speech)
+            heard.seconds += len(speech) / 2 / SAMPLE_RATE
+            text = self._text()
+            if mode == WAKE and _spotted(text, payload.get("wake_phrase") or "", followed=True):
+                return self._finish(job, heard, payload, loaded, start, decoded, "wake_phrase")
+            if text and text != heard.partial and heard.seconds - heard.partial_at >= PARTIAL_EVERY_S:
+                heard.partial, heard.partial_at = text, heard.seconds
+                self.channel.event(job, "partial", {"text": text})
+            if heard.seconds >= max_utterance:
+                return self._finish(job, heard, payload, loaded, start, decoded, "max_utterance")
+            if was_in_speech and not endpointer.in_speech:
+                heard.decided_s = (offset + len(frame)) / 2 / SAMPLE_RATE
+                result = self._finish(job, heard, payload, loaded, start, decoded, "silence",
+                                      end_s=endpointer.speech_end)
+                if mode == WAKE and not result["wake"]:
+                    continue  # speech without the phrase: go on listening for it
+                if result["text"] or heard.seconds >= MIN_UTTERANCE_S:
+                    return result  # words, or speech with none recognised (a command not in the grammar)
+                # a click or a cough: go on listening
+        if heard.open:
+            return self._finish(job, heard, payload, loaded, start, decoded, "end_of_audio")
+        return _result("", None, payload, loaded, start, decoded, speech=spoken)
+
+    @staticmethod
+    def _before(pcm: bytes, start_s: float) -> bytes:
+        """The PRE_ROLL_S of audio before speech starts (silence where the audio starts with
+        speech): the models expect silence before the first word (a grammar search given
+        speech cut at its onset missed 3 commands of 10)."""
+        start = int(start_s * SAMPLE_RATE) * 2
+        wanted = int(PRE_ROLL_S * SAMPLE_RATE) * 2
+        heard = pcm[max(0, start - wanted):start]
+        return bytes(wanted - len(heard)) + heard
+
+    def _text(self) -> str:
+        hyp = self.decoder.hyp()
+        return hyp.hypstr.strip() if hyp is not None else ""
+
+    def _finish(self, job: str, heard: Utterance, payload: dict, loaded: Any, start: float, decoded: float,
+                ended_by: str, end_s: float | None = None) -> dict:
+        ended = time.perf_counter()
+        self.decoder.end_utt()
+        heard.open = False
+        end_s = heard.start_s + heard.seconds if end_s is None else end_s
+        hyp = self.decoder.hyp()
+        text = hyp.hypstr.strip() if hyp is not None else ""
+        self.channel.event(job, "speech_end", {"at_ms": round(end_s * 1000), "ended_by": ended_by})
+        result = _result(text, hyp.prob if hyp is not None and text else None, payload, loaded, start, decoded)
+        if ended_by == "wake_phrase":
+            result.update(wake=True, text=" ".join(phrase_words(payload.get("wake_phrase") or "")))
+        result.update(start_ms=round(heard.start_s * 1000), end_ms=round(end_s * 1000), ended_by=ended_by)
+        if heard.decided_s is not None:  # how far into the audio the VAD was sure speech had ended
+            result["decided_ms"] = round(heard.decided_s * 1000)
+        result["timings_ms"]["end_to_transcript"] = round((time.perf_counter() - ended) * 1000, 1)
+        return result
+
+    def handle(self, job: EngineJob) -> None:
+        try:
+            self.channel.result(job.job, self.listen(job.job, job.payload, b"".join(job.attachments)))
+        except CodedError as exc:
+            self.channel.fail(job.job, exc)
+        except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
+            self.channel.fail(job.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+
+class Utterance:
+    def __init__(self, start_s: float | None = None):
+        self.open = start_s is not None  # the decoder is inside this utterance
+        self.start_s = start_s or 0.0
+        self.seconds = 0.0  # of speech given to the decoder
+        self.partial = ""
+        self.partial_at = 0.0
+        self.decided_s: float | None = None
+
+
+def _result(text: str, confidence: float | None, payload: dict, loaded: Any, start: float, decoded: float,
+            speech: bool = True) -> dict:
+    mode = payload.get("mode", DICTATION)
+    result: dict = {"engine": "pocketsphinx", "language": LANGUAGE, "mode": mode, "text": text,
+                    "confidence": round(float(confidence), 4) if confidence is not None else None,
+                    "speech": speech}
+    if mode == COMMANDS:  # a search that ends short of a whole phrase gives its words so far: no command
+        phrases = {" ".join(phrase_words(p)): p for p in payload.get("commands") or []}
+        result["command"] = phrases.get(text)
+    elif mode == WAKE:
+        result["wake"] = _spotted(text, payload.get("wake_phrase") or "")
+        result["text"] = " ".join(phrase_words(payload.get("wake_phrase") or "")) if result["wake"] else ""
+    result["audio"] = {"format": loaded.format, "sample_rate": loaded.sample_rate, "channels": loaded.channels,
+                       "ms": round(loaded.seconds * 1000)}
+    result["timings_ms"] = {"decode": round((decoded - start) * 1000, 1),
+                            "recognise": round((time.perf_counter() - decoded) * 1000, 1)}
+    return result
+
+
+def fill_digital_silence(samples: Any) -> Any:
+    """Runs of exact zeros (10 ms or longer) replaced by a quiet hiss: synthesised or trimmed
+    audio has them, a microphone never does, and the models were trained on microphones."""
+    import numpy as np
+
+    zero = samples == 0
+    if not zero.any():
+        return samples
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.view(np.int8), [0]))))
+    filled = samples.copy()
+    noise = np.random.default_rng(0)  # the same input gives the same result
+    for begin, end in zip(edges[::2], edges[1::2]):
+        if end - begin >= SILENCE_RUN:
+            filled[begin:end] = np.clip(noise.normal(0.0, HISS, end - begin), -32768, 32767).astype(np.int16)
+    return filled
+
+
+def _spotted(text: str, phrase: str, followed: bool = False) -> bool:
+    """Whether the words of `phrase` occur in `text` (with `followed`: and a word after them,
+    so a partial hypothesis is past the phrase and will not take it back)."""
+    wanted, words = phrase_words(phrase), text.split()
+    last = len(words) - len(wanted) - (1 if followed else 0)
+    return bool(wanted) and any(words[i:i + len(wanted)] == wanted for i in range(last + 1))
+
+
+def serve(channel: WorkerChannel, spec: dict) -> None:
+    serve_short_jobs(channel, SphinxWorker, "cannot start pocketsphinx",
+                     lambda worker: {"engine": "pocketsphinx", "language": LANGUAGE})

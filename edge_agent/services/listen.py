@@ -1,0 +1,69 @@
+"""The listen service: speech in, text out, through pocketsphinx in its own process
+(engines/sphinx.py). The audio comes from the client (a WAV file or raw PCM in the request's
+frames); it is held in memory for the job only, never written, and transcripts are not logged.
+Loaded on first use, unloaded after `listen.keep_alive_s` idle seconds."""
+from __future__ import annotations
+
+import zmq.asyncio
+
+from .. import protocol as P
+from ..audio_input import max_bytes
+from ..config import Config
+from ..engines.host import EngineHost
+from ..events import Sink
+from ..protocol import LISTEN_ENGINES, LISTEN_MODES
+from .base import EngineJobService, unload_when_idle
+
+
+class ListenService(EngineJobService):
+    name = "listen"
+    unavailable = "the speech recogniser failed to start"
+
+    def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
+        super().__init__()
+        self.config = config
+        self.sink = sink
+        self.engine = EngineHost("listen", "edge_agent.engines.sphinx:serve", {}, on_event=self.on_engine_event,
+                                 progress_timeout_s=config.listen.engine_timeout_s,
+                                 load_timeout_s=config.listen.load_timeout_s, context=context)
+
+    def start(self) -> None:
+        self.background(unload_when_idle(lambda: self.engine, self.config.listen.keep_alive_s,
+                                         lambda: bool(self.jobs)))
+
+    async def close(self) -> None:
+        self.stop_background()
+        await self.engine.stop()
+        self.engine.close()
+
+    def describe(self) -> dict:
+        listen = self.config.listen
+        return {"available": True, "engines": list(LISTEN_ENGINES), "modes": list(LISTEN_MODES),
+                "languages": ["en-us"], "formats": list(P.AUDIO_FORMATS), "sample_rates": list(P.SAMPLE_RATES),
+                "max_audio_s": listen.max_audio_s, "max_audio_bytes": max_bytes(listen.max_audio_s),
+                "max_utterance_s": listen.max_utterance_s, "vad_mode": listen.vad_mode,
+                "end_silence_ms": listen.end_silence_ms, "sources": ["client"]}
+
+    def status(self) -> dict:
+        return {**self.engine.status(), "model": "pocketsphinx en-us"}
+
+    def begin(self, job: str, body: P.ListenRequest, attachments: tuple[bytes, ...]) -> dict:
+        """Validate before accepting; returns the engine's job payload."""
+        if not attachments:
+            raise P.ProtocolError(P.BAD_REQUEST, "listen needs the audio in frames after the header (a WAV file, "
+                                  "or raw PCM in one or more frames)", field="audio")
+        if body.format == "wav" and len(attachments) != 1:
+            raise P.ProtocolError(P.BAD_REQUEST, f"a WAV file comes in one frame; got {len(attachments)} "
+                                  "(send raw PCM to send it in pieces)", field="audio")
+        listen = self.config.listen
+        size, limit = sum(len(a) for a in attachments), max_bytes(listen.max_audio_s)
+        if size > limit:
+            raise P.ProtocolError(P.TOO_LARGE, f"the audio is {size} bytes; the limit is {limit} "
+                                  f"({listen.max_audio_s:g} s of 48 kHz stereo)", field="audio")
+        self.accept(job)
+        return {"mode": body.mode, "commands": list(body.commands), "wake_phrase": body.wake_phrase,
+                "format": body.format, "sample_rate": body.sample_rate,
+                "vad_mode": listen.vad_mode if body.vad_mode is None else body.vad_mode,
+                "end_silence_ms": listen.end_silence_ms if body.end_silence_ms is None else body.end_silence_ms,
+                "max_utterance_s": min(body.max_utterance_s or listen.max_utterance_s, listen.max_audio_s),
+                "max_audio_s": listen.max_audio_s}
