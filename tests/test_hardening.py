@@ -340,7 +340,8 @@ def test_cancelled_ocr_requests_do_not_keep_the_engine_busy(daemon):
         one_page = min(one_page, time.monotonic() - start)
         for _ in range(20):  # queue a page and cancel it, twenty times: the slot frees at once
             rid = attacker.send("ocr", attachments=(page,))
-            assert attacker.next_event(rid, 10)["event"] == "accepted"
+            first = attacker.next_event(rid, 10)
+            assert first["event"] == "accepted", first
             attacker.cancel(rid)
         start = time.monotonic()
         victim.ocr(page)
