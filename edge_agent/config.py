@@ -227,7 +227,8 @@ class SpeechConfig:
 
 @dataclass
 class ListenConfig(EngineProcessConfig):
-    # the recogniser is small (pocketsphinx: about 40 MB with its language model): the default
+    # the recogniser (pocketsphinx) is about 140 MB resident: its process with the language
+    # model's decoder (+92 MB) and the command grammars' (+27 MB); the default
     # keep_alive_s (300) and timeouts
     # voice activity: WebRTC VAD aggressiveness 0-3 (0 keeps the most audio as speech: 2 and 3 cut
     # the soft start of "stop" in espeak-ng speech) and the silence that ends an utterance
