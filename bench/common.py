@@ -27,6 +27,12 @@ def write_result(path: Path, result: dict) -> None:
     print(json.dumps(result, indent=2))
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0 to 1) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
     """The median wall time of `repeats` calls."""
     times = []

@@ -32,17 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, fixture_size, machine, tiny_chat_package, write_result  # noqa: E402
+from bench.common import RESULTS, fixture_size, machine, percentile, tiny_chat_package, write_result  # noqa: E402
 
 PROMPT = ("You are reading a medicine label for a person who cannot see it. The label says: take one "
           "tablet twice a day with food, do not exceed four tablets in twenty-four hours, keep out of "
           "reach of children. What does it say?")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class InProcess:

@@ -26,8 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from tests.listen_util import COMMANDS, speech, wav  # noqa: E402
+from tests.ocr_util import edit_distance  # noqa: E402
 
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
 RATES = (130, 160, 200)
@@ -42,23 +43,6 @@ WAKE_PHRASE = "hello computer"
 WAKE_UTTERANCES = ["hello computer", "hello computer what time is it", "okay hello computer read this"]
 NOT_WAKE = ["hello there", "the computer is on the desk", "read the label please", "what time is it"]
 PAD_S = 0.3
-
-
-def word_errors(reference: str, hypothesis: str) -> int:
-    ref, hyp = reference.split(), hypothesis.split()
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
-    return row[-1]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
 
 
 class Run:
@@ -116,7 +100,7 @@ def main() -> int:
                         for rate in rates[len(rates) // 2:len(rates) // 2 + 1]:  # the middle rate: dictation is slow
                             for sentence in SENTENCES:
                                 heard = run.listen("dictation", sentence, voice, rate, condition)
-                                errors += word_errors(sentence, heard["text"])
+                                errors += edit_distance(heard["text"].split(), sentence.split())
                                 words += len(sentence.split())
                     result["dictation"][name] = {"sentences": len(SENTENCES) * len(voices),
                                                  "wer": round(errors / words, 4)}
@@ -132,7 +116,8 @@ def main() -> int:
                                             "false_alarm_rate": round(alarms / (trials * len(NOT_WAKE)), 4)}
                     print(name, result["dictation"][name], result["wake"][name], file=sys.stderr)
                 result["after_end_of_speech_ms"] = {
-                    mode: {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "n": len(values)}
+                    mode: {"p50": round(percentile(values, 0.5), 1), "p95": round(percentile(values, 0.95), 1),
+                           "n": len(values)}
                     for mode, values in run.latency.items()}
                 result["real_time_factor"] = {mode: round(statistics.median(values), 4)
                                               for mode, values in run.rtf.items()}

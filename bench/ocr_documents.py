@@ -27,13 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def pages(corpus: Path, limit: int | None, kind: str | None = None) -> list[tuple[Path, dict]]:

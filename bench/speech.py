@@ -33,17 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, tiny_chat_package, write_result  # noqa: E402
+from bench.common import RESULTS, machine, percentile, tiny_chat_package, write_result  # noqa: E402
 
 SHORT = "The door is open."
 PARAGRAPH = ("Take one tablet twice a day with food. Do not take more than four tablets in twenty-four hours. "
              "Keep out of the reach of children. If symptoms persist for more than three days, see a doctor. "
              "Store below twenty-five degrees, in a dry place, away from direct sunlight.")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def summary(values: list[float]) -> dict:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BAD_REQUEST, TOO_LARGE, UNSUPPORTED, CodedError
+from .protocol import AUDIO_FORMATS, SAMPLE_RATES
 
 SAMPLE_RATE = 16_000  # what the recognisers take
-MIN_RATE, MAX_RATE = 8_000, 96_000
 MAX_CHANNELS = 8
-FORMATS = ("wav", "pcm")
 
 
 class AudioError(CodedError):
@@ -55,23 +54,28 @@ def load_audio(data: bytes, fmt: str, sample_rate: int | None, max_seconds: floa
             raise AudioError(BAD_REQUEST, "raw PCM needs its sample_rate", field="sample_rate")
         if len(data) % 2:
             raise AudioError(BAD_REQUEST, f"raw PCM is signed 16-bit samples: {len(data)} bytes is an odd count")
+        _check_rate(sample_rate, "the raw PCM's sample_rate", field="sample_rate")
         _check_length(len(data) // 2, sample_rate, max_seconds)
         samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
         channels = 1
     elif fmt == "wav":
         samples, sample_rate, channels = _read_wav(data, max_seconds)
     else:
-        raise AudioError(UNSUPPORTED, f"audio format {fmt!r}: send {' or '.join(FORMATS)}", field="format")
-    if not MIN_RATE <= sample_rate <= MAX_RATE:
-        raise AudioError(UNSUPPORTED, f"sample rate {sample_rate} Hz: the rate must be {MIN_RATE} to {MAX_RATE} Hz",
-                         field="sample_rate" if fmt == "pcm" else "audio")
+        raise AudioError(UNSUPPORTED, f"audio format {fmt!r}: send {' or '.join(AUDIO_FORMATS)}", field="format")
     if len(samples) == 0:
         raise AudioError(BAD_REQUEST, "the audio has no samples")
     return LoadedAudio(_to_16k(samples, sample_rate), fmt, sample_rate, channels)
 
 
+def _check_rate(rate: int, what: str, field: str = "audio") -> None:
+    low, high = SAMPLE_RATES
+    if not low <= rate <= high:
+        raise AudioError(UNSUPPORTED, f"{what} is {rate} Hz: the rate must be {low} to {high} Hz", field=field)
+
+
 def _check_length(frames: int, sample_rate: int, max_seconds: float) -> None:
-    if sample_rate > 0 and frames / sample_rate > max_seconds:
+    """After _check_rate (a positive rate)."""
+    if frames / sample_rate > max_seconds:
         raise AudioError(TOO_LARGE, f"the audio is {frames / sample_rate:.1f} s long; the limit is {max_seconds:g} s")
 
 
@@ -85,8 +89,7 @@ def _read_wav(data: bytes, max_seconds: float) -> tuple[Any, int, int]:
                 raise AudioError(UNSUPPORTED, f"a WAV of {channels} channels: at most {MAX_CHANNELS}")
             if width not in (1, 2, 3, 4):
                 raise AudioError(UNSUPPORTED, f"a WAV of {width * 8}-bit samples: send 8 to 32-bit integer PCM")
-            if not MIN_RATE <= rate <= MAX_RATE:
-                raise AudioError(UNSUPPORTED, f"a WAV at {rate} Hz: the rate must be {MIN_RATE} to {MAX_RATE} Hz")
+            _check_rate(rate, "the WAV's rate")
             # streamed WAVs (espeak-ng --stdout, arecord to a pipe) claim 2**31 frames: count what is there
             frames = min(frames, len(data) // (width * channels))
             _check_length(frames, rate, max_seconds)
@@ -118,13 +121,3 @@ def _to_16k(samples: Any, sample_rate: int) -> Any:
         samples = soxr.resample(samples, sample_rate, SAMPLE_RATE)
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
 
-
-def wav_bytes(samples: Any, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """16-bit mono samples as a WAV file (for clients and tests that send audio)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(samples.tobytes())
-    return buffer.getvalue()

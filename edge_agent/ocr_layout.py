@@ -150,7 +150,7 @@ def _is_label(box: Box) -> bool:
     return box.text.rstrip().endswith(":")
 
 
-def _is_table(columns: list[list[Box]], width: float, unit: float) -> bool:
+def _is_table(columns: list[list[Box]], width: float) -> bool:
     """Columns are a table unless every one holds running text (wide, its lines mostly one box
     each, mostly filling the column, and not labels: prose, not cells): the boxes of the other
     columns must mostly share a row with a box of another column (prices beside items), or be
@@ -190,7 +190,7 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     column_gaps = _column_gaps(boxes, unit)
     if column_gaps:  # a column gap through the whole region: a table, or columns read in turn
         columns = _split(boxes, column_gaps, vertical=True)
-        if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes), unit):
+        if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes)):
             return _peel_titles(boxes)
         return [region for column in columns for region in _xy_cut(column, unit)]
     bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)

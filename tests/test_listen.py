@@ -197,22 +197,6 @@ def test_wav_header_claiming_more_than_it_holds():
 
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[listen]\nvad_mode = 4\n", "listen.vad_mode must be 0 to 3"),
-    ("[listen]\nend_silence_ms = 20\n", "listen.end_silence_ms 90 to 3000"),
-    ("[listen]\nmax_utterance_s = 30.0\nmax_audio_s = 20.0\n", "at most listen.max_audio_s"),
-    ("[listen]\nengine_timeout_s = 0.0\n", "listen.keep_alive_s must not be negative"),
-])
-def test_listen_config_errors(tmp_path, text, message):
-    from edge_agent.config import ConfigError, load_config
-
-    path = tmp_path / "edge-agent.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    assert message in str(err.value)
-
-
 def test_digital_silence_becomes_a_quiet_hiss():
     from edge_agent.engines.sphinx import fill_digital_silence
 

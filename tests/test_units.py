@@ -117,6 +117,10 @@ def write(tmp_path, text: str):
     ("[vision]\ncrops = 17\n", "vision.crops must be 0 to 16"),
     ("[vision]\ncrops = 'many'\n", "vision.crops"),
     ("[vision]\nkept_turns = 9\n", "vision.kept_turns 0 to 8"),
+    ("[listen]\nvad_mode = 4\n", "listen.vad_mode must be 0 to 3"),
+    ("[listen]\nend_silence_ms = 20\n", "listen.end_silence_ms 90 to 3000"),
+    ("[listen]\nmax_utterance_s = 30.0\nmax_audio_s = 20.0\n", "at most listen.max_audio_s"),
+    ("[listen]\nengine_timeout_s = 0.0\n", "listen.keep_alive_s must not be negative"),
     ("[logging]\nlevel = 'loud'\n", "logging.level"),
 ])
 def test_config_errors(tmp_path, text, message):

@@ -48,7 +48,6 @@ HISS = 32767 * 10 ** (-50 / 20)  # -50 dBFS: espeak-ng commands padded with it, 
 PRE_ROLL_S = 0.3  # audio before the start of speech given to the decoder
 MIN_UTTERANCE_S = 0.4  # of audio the endpointer called speech; shorter ones without words are ignored
 PARTIAL_EVERY_S = 0.3  # of audio: how often a changed partial hypothesis is sent
-HEARTBEAT_EVERY_S = 1.0  # of work: the host hears from a long job at least this often
 WORD = re.compile(r"[a-z']+")
 # what the wake grammar may hear instead of the phrase: a few of the most frequent English
 # words, looped, so speech that is not the phrase is not forced into it. Few, because the loop's
@@ -134,15 +133,12 @@ class SphinxWorker:
         max_utterance = float(payload.get("max_utterance_s", 15.0))
         heard = Utterance()
         spoken = False  # any speech at all (a noise the decoder found no words in counts)
-        last_heartbeat = time.perf_counter()
         for offset in range(0, len(pcm), step):
             frame = pcm[offset:offset + step]
             last = offset + step >= len(pcm)
             was_in_speech = endpointer.in_speech
             speech = endpointer.end_stream(frame) if last else endpointer.process(frame)
-            if time.perf_counter() - last_heartbeat > HEARTBEAT_EVERY_S:
-                self.channel.heartbeat()
-                last_heartbeat = time.perf_counter()
+            self.channel.heartbeat()  # sent at most every HEARTBEAT_S: the host hears from a long job
             if not speech:  # None (no speech) or empty (end_stream of a whole frame)
                 continue
             if not heard.open:
@@ -162,9 +158,8 @@ class SphinxWorker:
             if heard.seconds >= max_utterance:
                 return self._finish(job, heard, payload, loaded, start, decoded, "max_utterance")
             if was_in_speech and not endpointer.in_speech:
-                heard.decided_s = (offset + len(frame)) / 2 / SAMPLE_RATE
                 result = self._finish(job, heard, payload, loaded, start, decoded, "silence",
-                                      end_s=endpointer.speech_end)
+                                      end_s=endpointer.speech_end, decided_s=(offset + len(frame)) / 2 / SAMPLE_RATE)
                 if mode == WAKE and not result["wake"]:
                     continue  # speech without the phrase: go on listening for it
                 if result["text"] or heard.seconds >= MIN_UTTERANCE_S:
@@ -189,7 +184,7 @@ class SphinxWorker:
         return hyp.hypstr.strip() if hyp is not None else ""
 
     def _finish(self, job: str, heard: Utterance, payload: dict, loaded: Any, start: float, decoded: float,
-                ended_by: str, end_s: float | None = None) -> dict:
+                ended_by: str, end_s: float | None = None, decided_s: float | None = None) -> dict:
         ended = time.perf_counter()
         self.active.end_utt()
         heard.open = False
@@ -201,8 +196,8 @@ class SphinxWorker:
         if ended_by == "wake_phrase":
             result.update(wake=True, text=" ".join(phrase_words(payload.get("wake_phrase") or "")))
         result.update(start_ms=round(heard.start_s * 1000), end_ms=round(end_s * 1000), ended_by=ended_by)
-        if heard.decided_s is not None:  # how far into the audio the VAD was sure speech had ended
-            result["decided_ms"] = round(heard.decided_s * 1000)
+        if decided_s is not None:  # how far into the audio the VAD was sure speech had ended
+            result["decided_ms"] = round(decided_s * 1000)
         result["timings_ms"]["end_to_transcript"] = round((time.perf_counter() - ended) * 1000, 1)
         return result
 
@@ -222,7 +217,6 @@ class Utterance:
         self.seconds = 0.0  # of speech given to the decoder
         self.partial = ""
         self.partial_at = 0.0
-        self.decided_s: float | None = None
 
 
 def _result(text: str, confidence: float | None, payload: dict, loaded: Any, start: float, decoded: float,

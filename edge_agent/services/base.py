@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import zmq.asyncio
+
+from ..config import EngineProcessConfig
 from ..engines.host import READY, EngineHost, EngineUnavailable
 from ..errors import MODEL_UNAVAILABLE, CodedError, cancelled
 from ..events import Event, Sink
@@ -67,17 +70,29 @@ async def unload_when_idle(engine: Callable[[], EngineHost | None], keep_alive_s
 
 class EngineJobService(Service):
     """A service each of whose requests is one job of its own engine process (OCR, listen):
-    the jobs it accepted, handing one to the engine, cancelling, and its end with the total
-    time since acceptance. Subclasses set `engine`, `sink` and `unavailable` (what a failed
-    start is called)."""
+    the engine (`target` runs in it; unloaded after `settings.keep_alive_s` idle), the jobs it
+    accepted, handing one to the engine, cancelling, and its end with the total time since
+    acceptance. Subclasses set `name` and `unavailable` (what a failed start is called)."""
 
-    engine: EngineHost
-    sink: Sink
     unavailable = "the engine failed to start"
 
-    def __init__(self) -> None:
+    def __init__(self, target: str, settings: EngineProcessConfig, context: zmq.asyncio.Context, sink: Sink,
+                 nice: int = 0) -> None:
         super().__init__()
+        self.settings = settings
+        self.sink = sink
+        self.engine = EngineHost(self.name, target, {}, on_event=self.on_engine_event,
+                                 progress_timeout_s=settings.engine_timeout_s, load_timeout_s=settings.load_timeout_s,
+                                 context=context, nice=nice)
         self.jobs: dict[str, float] = {}  # job -> accepted at
+
+    def start(self) -> None:
+        self.background(unload_when_idle(lambda: self.engine, self.settings.keep_alive_s, lambda: bool(self.jobs)))
+
+    async def close(self) -> None:
+        self.stop_background()
+        await self.engine.stop()
+        self.engine.close()
 
     def accept(self, job: str) -> None:
         self.jobs[job] = time.monotonic()

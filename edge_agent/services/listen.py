@@ -9,10 +9,9 @@ import zmq.asyncio
 from .. import protocol as P
 from ..audio_input import max_bytes
 from ..config import Config
-from ..engines.host import EngineHost
 from ..events import Sink
 from ..protocol import LISTEN_ENGINES, LISTEN_MODES
-from .base import EngineJobService, unload_when_idle
+from .base import EngineJobService
 
 
 class ListenService(EngineJobService):
@@ -20,21 +19,8 @@ class ListenService(EngineJobService):
     unavailable = "the speech recogniser failed to start"
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink):
-        super().__init__()
+        super().__init__("edge_agent.engines.sphinx:serve", config.listen, context, sink)
         self.config = config
-        self.sink = sink
-        self.engine = EngineHost("listen", "edge_agent.engines.sphinx:serve", {}, on_event=self.on_engine_event,
-                                 progress_timeout_s=config.listen.engine_timeout_s,
-                                 load_timeout_s=config.listen.load_timeout_s, context=context)
-
-    def start(self) -> None:
-        self.background(unload_when_idle(lambda: self.engine, self.config.listen.keep_alive_s,
-                                         lambda: bool(self.jobs)))
-
-    async def close(self) -> None:
-        self.stop_background()
-        await self.engine.stop()
-        self.engine.close()
 
     def describe(self) -> dict:
         listen = self.config.listen

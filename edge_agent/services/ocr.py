@@ -7,11 +7,10 @@ import zmq.asyncio
 
 from .. import protocol as P
 from ..config import Config
-from ..engines.host import EngineHost
 from ..events import Sink
 from ..images import FORMATS, MAX_BYTES
 from ..ocr_layout import BLOCK_KINDS
-from .base import EngineJobService, unload_when_idle
+from .base import EngineJobService
 from .cameras import CameraService
 
 READ, GUIDE = "read", "guide"  # the engine's two tasks: OCR, and capture guidance
@@ -22,22 +21,9 @@ class OcrService(EngineJobService):
     unavailable = "the OCR engine failed to start"
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
-        super().__init__()
+        super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice)
         self.config = config
         self.cameras = cameras
-        self.sink = sink
-        self.engine = EngineHost("ocr", "edge_agent.engines.rapidocr:serve", {}, on_event=self.on_engine_event,
-                                 progress_timeout_s=config.ocr.engine_timeout_s,
-                                 load_timeout_s=config.ocr.load_timeout_s, context=context,
-                                 nice=config.models.nice)
-
-    def start(self) -> None:
-        self.background(unload_when_idle(lambda: self.engine, self.config.ocr.keep_alive_s, lambda: bool(self.jobs)))
-
-    async def close(self) -> None:
-        self.stop_background()
-        await self.engine.stop()
-        self.engine.close()
 
     def describe(self) -> dict:
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
