@@ -8,7 +8,7 @@
     edge-agent capture --camera NAME --out FILE.jpg
     edge-agent say [--priority P] [--voice V] [--language L] [--rate R] [--volume X] [--out FILE.wav] TEXT
     edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
-    edge-agent listen --audio FILE.wav [--commands "PHRASE" ...| --wake-phrase PHRASE] [--json]
+    edge-agent listen --audio FILE.wav [--command PHRASE ... | --wake-phrase PHRASE] [--json]
     edge-agent voices [--language L]
     edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
@@ -79,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a WAV file (integer PCM), or raw 16-bit mono PCM with --sample-rate")
     listen.add_argument("--sample-rate", type=int, default=None, help="the rate of raw PCM (not for WAV)")
     phrases = listen.add_mutually_exclusive_group()
-    phrases.add_argument("--command", dest="commands", action="append",
+    phrases.add_argument("--command", dest="commands", action="append", metavar="PHRASE",
                          help="a phrase the recogniser may hear (repeatable): command mode, one of them or nothing")
-    phrases.add_argument("--wake-phrase", help="spot this phrase (wake mode)")
+    phrases.add_argument("--wake-phrase", metavar="PHRASE", help="spot this phrase (wake mode)")
     listen.add_argument("--end-silence-ms", type=int, default=None, help="silence that ends the utterance")
     listen.add_argument("--vad-mode", type=int, choices=range(4), default=None,
                         help="voice activity aggressiveness, 0 (keeps most audio as speech) to 3")
