@@ -8,7 +8,8 @@
     edge-agent capture --camera NAME --out FILE.jpg
     edge-agent say [--priority P] [--voice V] [--language L] [--rate R] [--volume X] [--out FILE.wav] TEXT
     edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
-    edge-agent listen --audio FILE.wav [--command PHRASE ... | --wake-phrase PHRASE] [--json]
+    edge-agent listen (--audio FILE.wav | --microphone [--wait S]) [--command PHRASE ... | --wake-phrase PHRASE]
+                      [--json]
     edge-agent voices [--language L]
     edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
@@ -74,9 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, blocks, boxes, timings)")
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
-    listen = client_command("listen", "recognise speech in a recording (pocketsphinx, US English, offline)")
-    listen.add_argument("--audio", type=Path, required=True,
-                        help="a WAV file (integer PCM), or raw 16-bit mono PCM with --sample-rate")
+    listen = client_command("listen", "recognise speech in a recording or from the daemon's microphone "
+                                      "(pocketsphinx, US English, offline)")
+    heard = listen.add_mutually_exclusive_group(required=True)
+    heard.add_argument("--audio", type=Path,
+                       help="a WAV file (integer PCM), or raw 16-bit mono PCM with --sample-rate")
+    heard.add_argument("--microphone", action="store_true",
+                       help="the daemon's microphone ([listen] device; admin socket): one utterance")
+    listen.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="with --microphone: how long to wait for speech to start")
     listen.add_argument("--sample-rate", type=int, default=None, help="the rate of raw PCM (not for WAV)")
     phrases = listen.add_mutually_exclusive_group()
     phrases.add_argument("--command", dest="commands", action="append", metavar="PHRASE",
@@ -256,7 +263,7 @@ def _read_aloud(client, args) -> int:
 
 def _needs_admin(args) -> bool:
     return ((args.command == "models" and args.action != "list") or (args.command == "speech" and not args.target)
-            or (args.command == "sessions" and args.all))
+            or (args.command == "sessions" and args.all) or (args.command == "listen" and args.microphone))
 
 
 def _client_command(args) -> int:
@@ -349,18 +356,24 @@ def _client_command(args) -> int:
                 else:
                     print(result["text"])
             elif args.command == "listen":
-                try:
-                    audio = args.audio.read_bytes()
-                except OSError as exc:
-                    print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
-                    return EXIT_USAGE
+                sent: dict = {}
+                if args.audio is not None:
+                    try:
+                        sent["audio"] = args.audio.read_bytes()
+                    except OSError as exc:
+                        print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
+                        return EXIT_USAGE
+                    sent.update(format="pcm" if args.sample_rate else "wav", sample_rate=args.sample_rate)
+                else:
+                    sent.update(source="microphone", wait_s=args.wait)
                 mode = "commands" if args.commands else "wake" if args.wake_phrase else "dictation"
                 for event in client.listen_events(
-                        audio, mode=mode, commands=args.commands, wake_phrase=args.wake_phrase,
-                        format="pcm" if args.sample_rate else "wav", sample_rate=args.sample_rate,
-                        end_silence_ms=args.end_silence_ms, vad_mode=args.vad_mode, timeout=args.timeout):
+                        mode=mode, commands=args.commands, wake_phrase=args.wake_phrase,
+                        end_silence_ms=args.end_silence_ms, vad_mode=args.vad_mode, timeout=args.timeout, **sent):
                     if args.json:
                         print(json.dumps(event), flush=True)
+                    elif event["event"] == "listening":
+                        print("listening...", file=sys.stderr, flush=True)
                     if event["event"] == "error":
                         raise EdgeAgentError(event["error"])
                     if event["event"] == "result" and not args.json:

@@ -270,16 +270,17 @@ class AsyncClient:
 
     # ---------------------------------------------------------------- speech input
 
-    def listen_events(self, audio: bytes | tuple[bytes, ...], *, timeout: float | None = None,
+    def listen_events(self, audio: bytes | tuple[bytes, ...] = (), *, timeout: float | None = None,
                       rid: str | None = None, **options: Any) -> AsyncIterator[dict]:
         """Recognise the speech in `audio` (a WAV file, or raw PCM frames with format="pcm" and
-        sample_rate): events speech_start, partial, speech_end, then the result or an error.
-        Options: mode (dictation, commands, wake), commands, wake_phrase, format, sample_rate,
-        vad_mode, end_silence_ms, max_utterance_s."""
+        sample_rate), or with source="microphone" and no audio, what the daemon's microphone
+        hears: events (listening,) speech_start, partial, speech_end, then the result or an
+        error. Options: mode (dictation, commands, wake), commands, wake_phrase, format,
+        sample_rate, source, wait_s, vad_mode, end_silence_ms, max_utterance_s."""
         frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
         return self.events("listen", timeout=timeout, rid=rid, attachments=frames, **_present(**options))
 
-    async def listen(self, audio: bytes | tuple[bytes, ...], *, timeout: float | None = None,
+    async def listen(self, audio: bytes | tuple[bytes, ...] = (), *, timeout: float | None = None,
                      **options: Any) -> dict:
         """The first utterance in `audio` as text (see listen_events for the options)."""
         frames = (audio,) if isinstance(audio, bytes) else tuple(audio)

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .images import MAX_PIXELS
-from .protocol import MAX_CROPS
+from .protocol import MAX_CROPS, MAX_WAIT_S
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -225,6 +225,9 @@ class SpeechConfig:
     idle_close_s: float = 1.0
 
 
+MICROPHONE_ACCESS = ("admin", "any", "off")
+
+
 @dataclass
 class ListenConfig(EngineProcessConfig):
     # the recogniser (pocketsphinx) is about 140 MB resident: its process with the language
@@ -237,6 +240,14 @@ class ListenConfig(EngineProcessConfig):
     # an utterance is cut here; a request's audio may be at most max_audio_s long
     max_utterance_s: float = 15.0
     max_audio_s: float = 60.0
+    # the daemon's microphone (`listen` with source microphone): "" = the system default input,
+    # else a PortAudio device name (or part of one) or index
+    device: str = ""
+    # who may open it: "admin" (IPC clients and CURVE clients in admin_keys: a TCP client
+    # cannot listen in on the room), "any", or "off"
+    microphone: str = "admin"
+    # how long a microphone request waits for speech to start before it ends without any
+    wait_s: float = 10.0
 
 
 @dataclass
@@ -412,6 +423,9 @@ def validate(config: Config) -> Config:
         raise ConfigError("listen.vad_mode must be 0 to 3 and listen.end_silence_ms 90 to 3000")
     if not 0.5 <= listen.max_utterance_s <= listen.max_audio_s <= 600:
         raise ConfigError("listen.max_utterance_s must be at least 0.5 and at most listen.max_audio_s (up to 600)")
+    if listen.microphone not in MICROPHONE_ACCESS or not 0.5 <= listen.wait_s <= MAX_WAIT_S:
+        raise ConfigError(f"listen.microphone must be one of {', '.join(MICROPHONE_ACCESS)}; listen.wait_s 0.5 to "
+                          f"{MAX_WAIT_S:g}")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level must be debug, info, warning or error")
     return config

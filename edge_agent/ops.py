@@ -193,7 +193,7 @@ class Ops:
     def op_listen(self, call: Call) -> Work:
         job_id = self._new_job(call.client)
         audio = call.request.attachments
-        payload = self.listen.begin(job_id, call.body, audio)
+        payload = self.listen.begin(job_id, call.body, audio, call.admin)
         return Work(job_id, self.listen.submit(job_id, payload, audio), lambda: self.listen.cancel(job_id))
 
     def op_say(self, call: Call) -> Work:

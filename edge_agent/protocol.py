@@ -57,6 +57,8 @@ ROLES = ("system", "user", "assistant")
 # listen (docs/protocol.md §4.13)
 LISTEN_MODES = ("dictation", "commands", "wake")
 LISTEN_ENGINES = ("pocketsphinx",)
+LISTEN_SOURCES = ("client", "microphone")
+MAX_WAIT_S = 3_600.0
 MAX_COMMANDS = 256
 MAX_PHRASE_CHARS = 200
 SAMPLE_RATES = (8_000, 96_000)
@@ -192,6 +194,8 @@ class ListenRequest:
     vad_mode: int | None = None  # None: the daemon's [listen] defaults
     end_silence_ms: int | None = None
     max_utterance_s: float | None = None
+    source: str = "client"  # or "microphone": the daemon's own input device
+    wait_s: float | None = None  # microphone: for the start of speech; None: the daemon's [listen] default
 
 
 @dataclass(frozen=True)
@@ -455,9 +459,18 @@ def _parse_listen(f: _Fields) -> ListenRequest:
     wake_phrase = f.string("wake_phrase", max_length=MAX_PHRASE_CHARS)
     if (wake_phrase is None) == (mode == "wake"):
         raise ProtocolError(BAD_REQUEST, "mode wake needs 'wake_phrase', and only it takes one", field="wake_phrase")
+    source = f.choice("source", LISTEN_SOURCES, "client")
+    if source == "microphone":
+        for name in ("format", "sample_rate"):
+            if name in f.doc:
+                raise ProtocolError(BAD_REQUEST, f"'{name}' describes audio the client sends, not the microphone's",
+                                    field=name)
+    elif "wait_s" in f.doc:
+        raise ProtocolError(BAD_REQUEST, "'wait_s' goes with source microphone", field="wait_s")
+    wait_s = f.number("wait_s", 0.0, minimum=0.5, maximum=MAX_WAIT_S) if "wait_s" in f.doc else None
     audio_format = f.choice("format", AUDIO_FORMATS, "wav")
     sample_rate = f.integer("sample_rate", None, minimum=SAMPLE_RATES[0], maximum=SAMPLE_RATES[1])
-    if (sample_rate is None) == (audio_format == "pcm"):
+    if source == "client" and (sample_rate is None) == (audio_format == "pcm"):
         raise ProtocolError(BAD_REQUEST, "format pcm needs 'sample_rate' (a WAV file carries its own)",
                             field="sample_rate")
     max_utterance = f.number("max_utterance_s", 0.0, minimum=0.5, maximum=3600.0) if "max_utterance_s" in f.doc \
@@ -466,7 +479,7 @@ def _parse_listen(f: _Fields) -> ListenRequest:
                          f.choice("engine", LISTEN_ENGINES, "pocketsphinx"),
                          f.integer("vad_mode", None, minimum=VAD_MODES[0], maximum=VAD_MODES[1]),
                          f.integer("end_silence_ms", None, minimum=END_SILENCE_MS[0], maximum=END_SILENCE_MS[1]),
-                         max_utterance)
+                         max_utterance, source, wait_s)
 
 
 _PARSERS = {
@@ -492,7 +505,7 @@ _PARSERS = {
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.required_string("camera", max_length=64))),
     "listen": ({"mode", "commands", "wake_phrase", "format", "sample_rate", "engine", "vad_mode", "end_silence_ms",
-                "max_utterance_s"}, _parse_listen),
+                "max_utterance_s", "source", "wait_s"}, _parse_listen),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }

@@ -1,10 +1,17 @@
 """Speech to listen to in tests and benchmarks: espeak-ng's voice as a WAV file, optionally
-padded with room noise (a microphone is never digitally silent) and mixed with noise."""
+padded with room noise (a microphone is never digitally silent) and mixed with noise; and a
+microphone the daemon can open whose sound a test decides (MicrophoneFeed)."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
+import os
 import subprocess
+import threading
+import time
 import wave
+from pathlib import Path
 
 import numpy as np
 
@@ -64,3 +71,74 @@ def wav(samples: np.ndarray, rate_hz: int, channels: int = 1, width: int = 2) ->
         writer.setframerate(rate_hz)
         writer.writeframes(np.ascontiguousarray(frames).tobytes())
     return buffer.getvalue()
+
+
+MIC_RATE = 16_000  # the rate the daemon opens its microphone at
+F_SETPIPE_SZ = 1031  # linux/fcntl.h
+
+
+class MicrophoneFeed:
+    """A microphone for the daemon: the FIFO an ALSA `file` PCM reads as its `infile`
+    (speech_util.AlsaFileDevice(..., microphone=feed.fifo)). A thread writes 10 ms of sound
+    every 10 ms, like a sound card: a quiet room (-60 dBFS hiss), and speech when `say` queues
+    it. Room noise nobody reads is dropped, as a sound card's is; the pipe holds at most 4 KiB
+    (128 ms), so a stream opened later hears the room from about now. Speech is never dropped:
+    it waits for room. `said_at` holds the moments the first sample of each `say` went into
+    the pipe."""
+
+    CHUNK = MIC_RATE // 100
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fifo = folder / "microphone.fifo"
+        os.mkfifo(self.fifo)
+        # read-write: the pipe always has a writer and a reader, so neither side's open blocks
+        self._fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+        fcntl.fcntl(self._fd, F_SETPIPE_SZ, 4096)
+        self._chunks: list[tuple[np.ndarray, bool]] = []  # speech to send: (10 ms, first of a `say`)
+        self._lock = threading.Lock()
+        self.said_at: list[float] = []
+        self._noise = np.random.default_rng(1)
+        self._closed = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def say(self, samples: np.ndarray, rate_hz: int) -> None:
+        """Speech (float -1..1 at `rate_hz`) into the microphone from the next 10 ms on."""
+        import soxr
+
+        pcm = to_int16(soxr.resample(samples.astype(np.float32), rate_hz, MIC_RATE))
+        pcm = np.concatenate([pcm, np.zeros(-len(pcm) % self.CHUNK, np.int16)])
+        chunks = [(c, i == 0) for i, c in enumerate(pcm.reshape(-1, self.CHUNK))]
+        with self._lock:
+            self._chunks += chunks
+
+    def speaking(self) -> bool:
+        with self._lock:
+            return bool(self._chunks)
+
+    def _run(self) -> None:
+        tick = time.monotonic()
+        while not self._closed:
+            hiss = self._noise.normal(0.0, 32767 * 10 ** (-60 / 20), self.CHUNK)
+            with self._lock:
+                speech, first = self._chunks[0] if self._chunks else (None, False)
+            sound = hiss if speech is None else speech + hiss
+            written = self._write(np.clip(sound, -32768, 32767).astype("<i2").tobytes())
+            if speech is not None and written:
+                with self._lock:
+                    self._chunks.pop(0)
+                if first:
+                    self.said_at.append(time.monotonic())
+            tick += self.CHUNK / MIC_RATE
+            time.sleep(max(0.0, tick - time.monotonic()))
+
+    def _write(self, chunk: bytes) -> bool:
+        try:
+            return os.write(self._fd, chunk) == len(chunk)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return False
+            raise
+
+    def close(self) -> None:
+        self._closed = True

@@ -21,20 +21,22 @@ pcm.!default {{
     type file
     slave.pcm "null"
     file "{out}"
-    format "raw"
+{infile}    format "raw"
 }}
 """
 
 
 class AlsaFileDevice:
-    def __init__(self, folder: Path, out: Path | None = None):
+    def __init__(self, folder: Path, out: Path | None = None, microphone: Path | None = None):
         """`out`: a regular file (possibly in a folder that does not exist yet) instead of
-        the FIFO; then only `samples()` is meaningful."""
+        the FIFO; then only `samples()` is meaningful. `microphone`: what capture streams of the
+        same device read (listen_util.MicrophoneFeed's FIFO)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.fifo = out is None
         self.out = out or folder / "device.fifo"
         self.config = folder / "asound.conf"
-        self.config.write_text(ALSA_CONF.format(system="/usr/share/alsa/alsa.conf", out=self.out))
+        infile = f'    infile "{microphone}"\n' if microphone is not None else ""
+        self.config.write_text(ALSA_CONF.format(system="/usr/share/alsa/alsa.conf", out=self.out, infile=infile))
         self.data = bytearray()
         self.points: list[tuple[float, int]] = []  # (arrival time, total bytes so far)
         self._lock = threading.Lock()

@@ -121,6 +121,8 @@ def write(tmp_path, text: str):
     ("[listen]\nend_silence_ms = 20\n", "listen.end_silence_ms 90 to 3000"),
     ("[listen]\nmax_utterance_s = 30.0\nmax_audio_s = 20.0\n", "at most listen.max_audio_s"),
     ("[listen]\nengine_timeout_s = 0.0\n", "listen.keep_alive_s must not be negative"),
+    ("[listen]\nmicrophone = \"everyone\"\n", "listen.microphone must be one of admin, any, off"),
+    ("[listen]\nwait_s = 0.0\n", "listen.wait_s 0.5 to 3600"),
     ("[logging]\nlevel = 'loud'\n", "logging.level"),
 ])
 def test_config_errors(tmp_path, text, message):

@@ -28,10 +28,13 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from ..audio_input import SAMPLE_RATE, load_audio
-from ..errors import BAD_REQUEST, INTERNAL, CodedError
+from ..devices.audio import AudioUnavailable
+from ..devices.microphone import Microphone
+from ..errors import BAD_REQUEST, DEVICE_UNAVAILABLE, INTERNAL, CodedError, cancelled
 from .channel import EngineJob
 from .worker import WorkerChannel, serve_short_jobs
 
@@ -47,6 +50,7 @@ SILENCE_RUN = SAMPLE_RATE // 100  # samples: 10 ms
 HISS = 32767 * 10 ** (-50 / 20)  # -50 dBFS: espeak-ng commands padded with it, 93 % right; with exact zeros 67 %
 PRE_ROLL_S = 0.3  # audio before the start of speech given to the decoder
 MIN_UTTERANCE_S = 0.4  # of audio the endpointer called speech; shorter ones without words are ignored
+POLL_S = 0.1  # a silent microphone is waited on this long at a time (cancel and heartbeat between)
 PARTIAL_EVERY_S = 0.3  # of audio: how often a changed partial hypothesis is sent
 WORD = re.compile(r"[a-z']+")
 # what the wake grammar may hear instead of the phrase: a few of the most frequent English
@@ -120,70 +124,98 @@ class SphinxWorker:
         from pocketsphinx import Endpointer
 
         start = time.perf_counter()
-        loaded = load_audio(audio, payload.get("format", "wav"), payload.get("sample_rate"),
-                            float(payload.get("max_audio_s", 60.0)))
-        decoded = time.perf_counter()
         mode = payload.get("mode", DICTATION)
         self.active, search = self.search_for(mode, payload.get("commands") or [], payload.get("wake_phrase"))
-        self.active.activate_search(search)
         endpointer = Endpointer(window=float(payload.get("end_silence_ms", 300)) / 1000, ratio=0.9,
                                 vad_mode=int(payload.get("vad_mode", 0)), sample_rate=SAMPLE_RATE)
+        if payload.get("source") == "microphone":
+            microphone = _open_microphone(payload.get("device") or "")
+            try:
+                self.channel.event(job, "listening", {"source": "microphone", "device": payload.get("device") or "",
+                                                      "device_rate": microphone.rate})
+                source = AudioSource(microphone.frames(endpointer.frame_bytes, POLL_S), "microphone",
+                                     microphone.rate, float(payload.get("wait_s", 10.0)))
+                result = self._hear(job, payload, endpointer, search, source, start, time.perf_counter())
+            except AudioUnavailable as exc:  # the device failed while it was heard
+                raise CodedError(DEVICE_UNAVAILABLE, str(exc), field="source") from None
+            finally:
+                microphone.close()
+            if microphone.dropped_s:
+                result["audio"]["dropped_ms"] = round(microphone.dropped_s * 1000)
+            return result
+        loaded = load_audio(audio, payload.get("format", "wav"), payload.get("sample_rate"),
+                            float(payload.get("max_audio_s", 60.0)))
         pcm = fill_digital_silence(loaded.samples).tobytes()
         step = endpointer.frame_bytes
+        source = AudioSource(iter([pcm[offset:offset + step] for offset in range(0, len(pcm), step)]),
+                             loaded.format, loaded.sample_rate, None, channels=loaded.channels,
+                             total_bytes=len(pcm))
+        return self._hear(job, payload, endpointer, search, source, start, time.perf_counter())
+
+    def _hear(self, job: str, payload: dict, endpointer: Any, search: str, source: AudioSource, start: float,
+              decoded: float) -> dict:
+        """Listen to `source` until an utterance is complete (or the audio, the wait or a cancel ends)."""
+        mode = payload.get("mode", DICTATION)
+        self.active.activate_search(search)
         max_utterance = float(payload.get("max_utterance_s", 15.0))
+        max_audio = float(payload.get("max_audio_s", 60.0))
         heard = Utterance()
+        recent = RecentAudio(PRE_ROLL_S + float(payload.get("end_silence_ms", 300)) / 1000 + 0.1)
         spoken = False  # any speech at all (a noise the decoder found no words in counts)
-        for offset in range(0, len(pcm), step):
-            frame = pcm[offset:offset + step]
-            last = offset + step >= len(pcm)
-            was_in_speech = endpointer.in_speech
-            speech = endpointer.end_stream(frame) if last else endpointer.process(frame)
+
+        def finish(ended_by: str, **when: float | None) -> dict:
+            return self._finish(job, heard, payload, source, start, decoded, ended_by, **when)
+
+        for frame in source.frames:
+            if self.channel.cancel_requested(job):
+                if heard.open:
+                    self.active.end_utt()
+                raise cancelled()
             self.channel.heartbeat()  # sent at most every HEARTBEAT_S: the host hears from a long job
+            if frame is None:  # the microphone gave nothing for POLL_S
+                continue
+            source.seen += len(frame)
+            recent.add(frame)
+            position = source.seen / 2 / SAMPLE_RATE
+            was_in_speech = endpointer.in_speech
+            speech = endpointer.end_stream(frame) if source.at_end() else endpointer.process(frame)
             if not speech:  # None (no speech) or empty (end_stream of a whole frame)
+                if not heard.open and (source.wait_s is not None and position >= source.wait_s
+                                       or position >= max_audio):
+                    return _result("", None, payload, source, start, decoded, speech=spoken) | {"ended_by": "wait"}
                 continue
             if not heard.open:
                 heard = Utterance(endpointer.speech_start)
                 spoken = True
                 self.active.start_utt()
-                self.active.process_raw(self._before(pcm, heard.start_s))
+                self.active.process_raw(recent.before(heard.start_s, PRE_ROLL_S))
                 self.channel.event(job, "speech_start", {"at_ms": round(heard.start_s * 1000)})
             self.active.process_raw(speech)
             heard.seconds += len(speech) / 2 / SAMPLE_RATE
             text = self._text()
             if mode == WAKE and _spotted(text, payload.get("wake_phrase") or "", followed=True):
-                return self._finish(job, heard, payload, loaded, start, decoded, "wake_phrase")
+                return finish("wake_phrase")
             if text and text != heard.partial and heard.seconds - heard.partial_at >= PARTIAL_EVERY_S:
                 heard.partial, heard.partial_at = text, heard.seconds
                 self.channel.event(job, "partial", {"text": text})
-            if heard.seconds >= max_utterance:
-                return self._finish(job, heard, payload, loaded, start, decoded, "max_utterance")
+            if heard.seconds >= max_utterance or position >= max_audio:
+                return finish("max_utterance")
             if was_in_speech and not endpointer.in_speech:
-                result = self._finish(job, heard, payload, loaded, start, decoded, "silence",
-                                      end_s=endpointer.speech_end, decided_s=(offset + len(frame)) / 2 / SAMPLE_RATE)
+                result = finish("silence", end_s=endpointer.speech_end, decided_s=position)
                 if mode == WAKE and not result["wake"]:
                     continue  # speech without the phrase: go on listening for it
                 if result["text"] or heard.seconds >= MIN_UTTERANCE_S:
                     return result  # words, or speech with none recognised (a command not in the grammar)
                 # a click or a cough: go on listening
         if heard.open:
-            return self._finish(job, heard, payload, loaded, start, decoded, "end_of_audio")
-        return _result("", None, payload, loaded, start, decoded, speech=spoken)
-
-    @staticmethod
-    def _before(pcm: bytes, start_s: float) -> bytes:
-        """The PRE_ROLL_S of audio before speech starts (silence where the audio starts with
-        speech): the models expect silence before the first word (a grammar search given
-        speech cut at its onset missed 3 commands of 10)."""
-        start = int(start_s * SAMPLE_RATE) * 2
-        wanted = int(PRE_ROLL_S * SAMPLE_RATE) * 2
-        heard = pcm[max(0, start - wanted):start]
-        return bytes(wanted - len(heard)) + heard
+            return finish("end_of_audio")
+        return _result("", None, payload, source, start, decoded, speech=spoken)
 
     def _text(self) -> str:
         hyp = self.active.hyp()
         return hyp.hypstr.strip() if hyp is not None else ""
 
-    def _finish(self, job: str, heard: Utterance, payload: dict, loaded: Any, start: float, decoded: float,
+    def _finish(self, job: str, heard: Utterance, payload: dict, source: AudioSource, start: float, decoded: float,
                 ended_by: str, end_s: float | None = None, decided_s: float | None = None) -> dict:
         ended = time.perf_counter()
         self.active.end_utt()
@@ -192,7 +224,7 @@ class SphinxWorker:
         hyp = self.active.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
         self.channel.event(job, "speech_end", {"at_ms": round(end_s * 1000), "ended_by": ended_by})
-        result = _result(text, hyp.prob if hyp is not None and text else None, payload, loaded, start, decoded)
+        result = _result(text, hyp.prob if hyp is not None and text else None, payload, source, start, decoded)
         if ended_by == "wake_phrase":
             result.update(wake=True, text=" ".join(phrase_words(payload.get("wake_phrase") or "")))
         result.update(start_ms=round(heard.start_s * 1000), end_ms=round(end_s * 1000), ended_by=ended_by)
@@ -210,6 +242,67 @@ class SphinxWorker:
             self.channel.fail(job.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
 
 
+class AudioSource:
+    """Where an utterance is heard: 16 kHz frames (None: the microphone was silent for POLL_S)."""
+
+    def __init__(self, frames: Iterator[bytes | None], kind: str, sample_rate: int, wait_s: float | None, *,
+                 channels: int = 1, total_bytes: int | None = None):
+        self.frames = frames
+        self.kind = kind  # "wav" or "pcm" (sent by the client), or "microphone"
+        self.sample_rate = sample_rate  # as sent or captured, before resampling
+        self.channels = channels
+        self.wait_s = wait_s  # for speech to start (a microphone); None: the whole audio
+        self.total_bytes = total_bytes
+        self.seen = 0  # bytes of 16 kHz audio heard so far
+
+    def at_end(self) -> bool:
+        return self.total_bytes is not None and self.seen >= self.total_bytes
+
+    def describe(self) -> dict:
+        size = self.seen if self.total_bytes is None else self.total_bytes
+        described = {"format": self.kind, "sample_rate": self.sample_rate, "channels": self.channels,
+                     "ms": round(size / 2 / SAMPLE_RATE * 1000)}
+        if self.kind == "microphone":
+            described = {"source": "microphone", **described, "format": "pcm"}
+        return described
+
+
+class RecentAudio:
+    """The last few seconds of audio heard, for the pre-roll before a start of speech that the
+    endpointer reports after the fact."""
+
+    def __init__(self, keep_s: float):
+        self.keep = int(keep_s * SAMPLE_RATE) * 2
+        self.data = bytearray()
+        self.first = 0  # byte offset in the stream of data[0]
+
+    def add(self, frame: bytes) -> None:
+        self.data += frame
+        extra = len(self.data) - self.keep
+        if extra > 0:
+            del self.data[:extra]
+            self.first += extra
+
+    def before(self, start_s: float, seconds: float) -> bytes:
+        """The `seconds` of audio before `start_s` (silence where the audio starts with speech):
+        the models expect silence before the first word (a grammar search given speech cut at
+        its onset missed 3 commands of 10)."""
+        end = int(start_s * SAMPLE_RATE) * 2
+        wanted = int(seconds * SAMPLE_RATE) * 2
+        begin = max(end - wanted, self.first)
+        heard = bytes(self.data[begin - self.first:max(0, end - self.first)])
+        return bytes(wanted - len(heard)) + heard
+
+
+def _open_microphone(device: str) -> Microphone:
+    microphone = Microphone(device)
+    try:
+        microphone.open()
+    except AudioUnavailable as exc:
+        raise CodedError(DEVICE_UNAVAILABLE, str(exc), field="source") from None
+    return microphone
+
+
 class Utterance:
     def __init__(self, start_s: float | None = None):
         self.open = start_s is not None  # the decoder is inside this utterance
@@ -219,7 +312,7 @@ class Utterance:
         self.partial_at = 0.0
 
 
-def _result(text: str, confidence: float | None, payload: dict, loaded: Any, start: float, decoded: float,
+def _result(text: str, confidence: float | None, payload: dict, source: AudioSource, start: float, decoded: float,
             speech: bool = True) -> dict:
     mode = payload.get("mode", DICTATION)
     result: dict = {"engine": "pocketsphinx", "language": LANGUAGE, "mode": mode, "text": text,
@@ -231,8 +324,7 @@ def _result(text: str, confidence: float | None, payload: dict, loaded: Any, sta
     elif mode == WAKE:
         result["wake"] = _spotted(text, payload.get("wake_phrase") or "")
         result["text"] = " ".join(phrase_words(payload.get("wake_phrase") or "")) if result["wake"] else ""
-    result["audio"] = {"format": loaded.format, "sample_rate": loaded.sample_rate, "channels": loaded.channels,
-                       "ms": round(loaded.seconds * 1000)}
+    result["audio"] = source.describe()
     result["timings_ms"] = {"decode": round((decoded - start) * 1000, 1),
                             "recognise": round((time.perf_counter() - decoded) * 1000, 1)}
     return result

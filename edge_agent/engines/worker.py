@@ -62,6 +62,7 @@ class WorkerChannel:
     def __init__(self, sock: zmq.Socket):
         self.sock = sock
         self._last_sent = time.monotonic()
+        self._deferred: list[Incoming] = []  # read during a job by `cancel_requested`, for run_jobs
 
     def _send(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
@@ -87,13 +88,33 @@ class WorkerChannel:
         self._send(EngineError(job, error).frames())
 
     def poll(self, timeout_ms: int) -> bool:
-        return bool(self.sock.poll(timeout_ms))
+        return bool(self._deferred) or bool(self.sock.poll(timeout_ms))
 
     def receive(self) -> Incoming:
+        if self._deferred:
+            return self._deferred.pop(0)
+        return self._read()
+
+    def _read(self) -> Incoming:
         header, attachments = decode(self.sock.recv_multipart())
         if header["type"] == "job":
             return EngineJob(header["job"], header["payload"], attachments)
         return header
+
+    def cancel_requested(self, job: str) -> bool:
+        """For a job that runs long (listening to a microphone): whether the host cancelled it
+        or asked the engine to stop. Everything else that arrived meanwhile is kept, in order,
+        for the job loop."""
+        ended = any(isinstance(m, dict) and m["type"] == "stop" for m in self._deferred)
+        while self.sock.poll(0):
+            message = self._read()
+            if isinstance(message, dict) and message["type"] == "cancel" and message["job"] == job:
+                ended = True
+                continue
+            if isinstance(message, dict) and message["type"] == "stop":
+                ended = True
+            self._deferred.append(message)
+        return ended
 
 
 def run_jobs(channel: WorkerChannel, handle: Callable[[EngineJob], None]) -> None:
@@ -101,7 +122,8 @@ def run_jobs(channel: WorkerChannel, handle: Callable[[EngineJob], None]) -> Non
     while idle, `handle(job)` for each job, until `stop`. Before each job, everything the host
     sent meanwhile is read, so a job cancelled while it waited is dropped unrun (its `cancelled`
     event went out from the host already): a client that queues and cancels in a loop cannot
-    keep the engine busy for everyone else. A job that has started runs to its end."""
+    keep the engine busy for everyone else. A job that has started runs to its end, unless it
+    asks `channel.cancel_requested` as it goes (listening to a microphone does)."""
     waiting: list[EngineJob] = []
     cancelled: set[str] = set()
     while True:
