@@ -10,6 +10,8 @@
     edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
     edge-agent listen (--audio FILE.wav | --microphone [--wait S]) [--command PHRASE ... | --wake-phrase PHRASE]
                       [--json]
+    edge-agent assist [--push | --wake-phrase P] [--command PHRASE ...] [--camera NAME] [--barge-in]
+                      [--wait S] [--audio FILE.wav] [--json]
     edge-agent voices [--language L]
     edge-agent speech stop|cancel|pause|resume [--target ID]
     edge-agent status | describe
@@ -93,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--vad-mode", type=int, choices=range(4), default=None,
                         help="voice activity aggressiveness, 0 (keeps most audio as speech) to 3")
     listen.add_argument("--json", action="store_true", help="print every event as one JSON line")
+
+    assist = client_command("assist", "hands-free once: wake phrase, a command, the answer spoken (admin socket)")
+    assist.add_argument("--push", action="store_true", help="push-to-talk: listen for the command at once")
+    assist.add_argument("--wake-phrase", metavar="PHRASE", help="instead of [assist] wake_phrase")
+    assist.add_argument("--command", dest="commands", action="append", metavar="PHRASE",
+                        help="one more phrase the assistant knows, answered by the chat model (repeatable)")
+    assist.add_argument("--camera", help="for 'read this' and 'what is this'")
+    assist.add_argument("--barge-in", action="store_true", default=None,
+                        help="stop the answer when the user speaks (a headset or an echo-cancelled microphone)")
+    assist.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="how long to wait for the wake phrase (with --push: for the command)")
+    assist.add_argument("--audio", type=Path,
+                        help="a WAV file with the wake phrase and command instead of the microphone")
+    assist.add_argument("--json", action="store_true", help="print every event as one JSON line")
 
     ask = client_command("ask", "ask a question about an image (needs a vision package)")
     ask_source = ask.add_mutually_exclusive_group()
@@ -261,9 +277,39 @@ def _read_aloud(client, args) -> int:
     return 0
 
 
+def _assist(client, args) -> int:
+    from .client import EdgeAgentError
+
+    options: dict = {"trigger": "push" if args.push else "wake", "wake_phrase": args.wake_phrase,
+                     "commands": args.commands, "camera": args.camera, "barge_in": args.barge_in, "wait_s": args.wait}
+    audio: bytes | tuple = ()
+    if args.audio is not None:
+        try:
+            audio = args.audio.read_bytes()
+        except OSError as exc:
+            print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+        options["source"] = "client"
+    for event in client.assist_events(audio, timeout=args.timeout, **options):
+        if args.json:
+            print(json.dumps(event), flush=True)
+        elif event["event"] == "listening":
+            print(f"listening for the {'wake phrase' if event['stage'] == 'wake' else 'command'}...",
+                  file=sys.stderr, flush=True)
+        elif event["event"] == "heard":
+            print(f"heard: {event['text'] or '(nothing)'}", file=sys.stderr, flush=True)
+        if event["event"] == "error":
+            raise EdgeAgentError(event["error"])
+        if event["event"] == "result" and not args.json:
+            answer = event.get("answer") or {}
+            print(answer.get("text", "") if event["woken"] else "(the wake phrase was not heard)")
+    return 0
+
+
 def _needs_admin(args) -> bool:
     return ((args.command == "models" and args.action != "list") or (args.command == "speech" and not args.target)
-            or (args.command == "sessions" and args.all) or (args.command == "listen" and args.microphone))
+            or (args.command == "sessions" and args.all) or (args.command == "listen" and args.microphone)
+            or (args.command == "assist" and args.audio is None))
 
 
 def _client_command(args) -> int:
@@ -378,6 +424,8 @@ def _client_command(args) -> int:
                         raise EdgeAgentError(event["error"])
                     if event["event"] == "result" and not args.json:
                         print(event["text"] if mode != "wake" else ("heard" if event["wake"] else "not heard"))
+            elif args.command == "assist":
+                return _assist(client, args)
             elif args.command == "status":
                 _print_json(client.status())
             elif args.command == "describe":

@@ -286,6 +286,23 @@ class AsyncClient:
         frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
         return await self.call("listen", timeout=timeout, attachments=frames, **_present(**options))
 
+    def assist_events(self, audio: bytes | tuple[bytes, ...] = (), *, timeout: float | None = None,
+                      rid: str | None = None, **options: Any) -> AsyncIterator[dict]:
+        """The hands-free loop once: wake phrase (or trigger="push"), a command, its spoken
+        answer. From the daemon's microphone, or with source="client" from `audio` (a WAV file
+        or PCM frames holding the wake phrase and the command). Events: the listen events with
+        `stage`, wake, heard, the answer's delta/speech events, barge_in, then the result.
+        Options: trigger, source, wake_phrase, wait_s, commands, camera, barge_in, speak,
+        format, sample_rate."""
+        frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
+        return self.events("assist", timeout=timeout, rid=rid, attachments=frames, **_present(**options))
+
+    async def assist(self, audio: bytes | tuple[bytes, ...] = (), *, timeout: float | None = None,
+                     **options: Any) -> dict:
+        """The result of one assist (see assist_events)."""
+        frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
+        return await self.call("assist", timeout=timeout, attachments=frames, **_present(**options))
+
     def ask_events(self, question: str, images: tuple[bytes, ...] = (), *, session: str | None = None,
                    camera: str | None = None, timeout: float | None = None, rid: str | None = None,
                    **options: Any) -> AsyncIterator[dict]:
@@ -333,8 +350,8 @@ class AsyncClient:
 
 # AsyncClient's operations as Client offers them: coroutines become calls, async iterators iterators
 COROUTINES = ("send", "next_event", "call", "reconnect", "ping", "describe", "status", "cancel", "models",
-              "sessions", "voices", "speech", "ocr", "guide", "capture", "say", "listen")
-ITERATORS = ("events", "ask_events", "chat_events", "chat", "say_events", "listen_events")
+              "sessions", "voices", "speech", "ocr", "guide", "capture", "say", "listen", "assist")
+ITERATORS = ("events", "ask_events", "chat_events", "chat", "say_events", "listen_events", "assist_events")
 
 
 class Client:
@@ -358,12 +375,14 @@ class Client:
         capture: Callable[..., tuple[bytes, dict]]
         say: Callable[..., dict]
         listen: Callable[..., dict]
+        assist: Callable[..., dict]
         events: Callable[..., Iterator[dict]]
         ask_events: Callable[..., Iterator[dict]]
         chat_events: Callable[..., Iterator[dict]]
         chat: Callable[..., Iterator[str]]
         say_events: Callable[..., Iterator[dict]]
         listen_events: Callable[..., Iterator[dict]]
+        assist_events: Callable[..., Iterator[dict]]
 
     def __init__(self, address: str | None = None, timeout: float | None = 300.0, *,
                  curve_server_key: bytes | None = None, curve_client_cert: str | None = None):

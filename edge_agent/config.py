@@ -251,6 +251,28 @@ class ListenConfig(EngineProcessConfig):
 
 
 @dataclass
+class AssistConfig:
+    # the hands-free loop (`assist`): wake phrase -> a command -> a spoken answer
+    wake_phrase: str = "hello computer"
+    # said once the wake phrase is heard, before the daemon listens for the command ("" = none)
+    acknowledgment: str = "Yes?"
+    # said when the command was not one of the phrases
+    not_understood: str = "Sorry, I did not catch that."
+    # more phrases the assistant knows; each is sent to the chat model as the user's message
+    commands: list[str] = field(default_factory=list)
+    # the camera "read this" and "what is this" look through ("" = the only configured one)
+    camera: str = ""
+    # stop the answer when the user starts speaking. Only with a headset or an echo-cancelling
+    # input (e.g. PipeWire's echo-cancel source as listen.device): with a loudspeaker beside an
+    # open microphone the daemon's own voice would stop it. Off: half-duplex, the microphone
+    # is closed while the daemon speaks
+    barge_in: bool = False
+    wait_s: float = 3600.0  # for the wake phrase
+    command_wait_s: float = 6.0  # for the command, after the wake phrase
+    max_tokens: int = 200  # of a chat answer
+
+
+@dataclass
 class CameraConfig:
     # /dev/videoN or N (V4L2), a video file or stream URL, or gst:PIPELINE (e.g. a Jetson
     # CSI camera: gst:nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink)
@@ -284,6 +306,7 @@ class Config:
     ocr: OcrConfig = field(default_factory=OcrConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    assist: AssistConfig = field(default_factory=AssistConfig)
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -426,6 +449,11 @@ def validate(config: Config) -> Config:
     if listen.microphone not in MICROPHONE_ACCESS or not 0.5 <= listen.wait_s <= MAX_WAIT_S:
         raise ConfigError(f"listen.microphone must be one of {', '.join(MICROPHONE_ACCESS)}; listen.wait_s 0.5 to "
                           f"{MAX_WAIT_S:g}")
+    assist = config.assist
+    if not assist.wake_phrase.strip() or not 0.5 <= assist.wait_s <= MAX_WAIT_S \
+            or not 0.5 <= assist.command_wait_s <= 60 or not 1 <= assist.max_tokens <= config.chat.max_tokens_limit:
+        raise ConfigError(f"assist.wake_phrase must not be empty, assist.wait_s 0.5 to {MAX_WAIT_S:g}, "
+                          "command_wait_s 0.5 to 60, max_tokens 1 to chat.max_tokens_limit")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level must be debug, info, warning or error")
     return config

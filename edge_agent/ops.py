@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as P
+from .assistant import AssistRun, Route, Services
 from .events import Event
 from .logsafe import loggable
 from .pipelines import SpokenAnswer
@@ -53,8 +54,9 @@ class Ops:
     def __init__(self, *, chat: ChatService, ocr: OcrService, vision: VisionService, speech: SpeechService,
                  listen: ListenService, cameras: CameraService, new_job: Callable[[Client], str],
                  cancel: Callable[[str], Coroutine[Any, Any, None]],
-                 deliver: Callable[[str, Event], None], spoken: dict[str, SpokenAnswer],
-                 describe: Callable[[], dict], status: Callable[[], dict], spawn: Callable[[Coroutine], Any]):
+                 deliver: Callable[[str, Event], None], spoken: dict[str, SpokenAnswer | Route],
+                 describe: Callable[[], dict], status: Callable[[], dict], spawn: Callable[[Coroutine], Any],
+                 assistant: Services):
         self.chat, self.ocr, self.vision, self.speech, self.cameras = chat, ocr, vision, speech, cameras
         self.listen = listen
         self._new_job = new_job  # a job id within the client's and the daemon's limits
@@ -62,6 +64,7 @@ class Ops:
         self._deliver = deliver  # an event straight to the client (not through a speech pipeline)
         self.spoken = spoken  # jobs whose answer is also spoken: the server routes their events there
         self._describe, self._status, self._spawn = describe, status, spawn
+        self.assistant = assistant
 
     def wipe_sessions(self, why: str) -> int:
         """Every client's chat and image sessions, and what the chat engine kept of them."""
@@ -195,6 +198,19 @@ class Ops:
         audio = call.request.attachments
         payload = self.listen.begin(job_id, call.body, audio, call.admin)
         return Work(job_id, self.listen.submit(job_id, payload, audio), lambda: self.listen.cancel(job_id))
+
+    def op_assist(self, call: Call) -> Work:
+        body, attachments = call.body, call.request.attachments
+        job_id = self._new_job(call.client)
+        if body.source == "microphone":
+            self.listen.check_microphone(attachments, call.admin)
+        else:
+            self.listen.check_sent_audio(P.ListenRequest(format=body.format, sample_rate=body.sample_rate), attachments)
+        if body.speak:
+            self.speech.check_options(body.speak)
+        run = AssistRun(self.assistant, job_id, call.client.name, call.client.owner, call.admin, body, attachments,
+                        lambda event: self._deliver(job_id, event))
+        return Work(job_id, run.run(), run.cancel)
 
     def op_say(self, call: Call) -> Work:
         body = call.body

@@ -41,7 +41,7 @@ MAX_INTEGER = 2**31 - 1  # integer fields reach the engines as int32 unless a fi
 MAX_TOP_K = 100_000  # more than any vocabulary a package here has
 
 OPS = ("describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture", "guide", "ask",
-       "say", "voices", "speech", "listen")
+       "say", "voices", "speech", "listen", "assist")
 
 # speech (docs/protocol.md §4.12): SSIP's priorities, highest first
 PRIORITIES = ("important", "message", "text", "notification", "progress")
@@ -58,6 +58,8 @@ ROLES = ("system", "user", "assistant")
 LISTEN_MODES = ("dictation", "commands", "wake")
 LISTEN_ENGINES = ("pocketsphinx",)
 LISTEN_SOURCES = ("client", "microphone")
+# assist (docs/protocol.md §4.14)
+ASSIST_TRIGGERS = ("wake", "push")
 MAX_WAIT_S = 3_600.0
 MAX_COMMANDS = 256
 MAX_PHRASE_CHARS = 200
@@ -196,6 +198,20 @@ class ListenRequest:
     max_utterance_s: float | None = None
     source: str = "client"  # or "microphone": the daemon's own input device
     wait_s: float | None = None  # microphone: for the start of speech; None: the daemon's [listen] default
+
+
+@dataclass(frozen=True)
+class AssistRequest:
+    trigger: str = "wake"  # or "push": the command at once (push-to-talk)
+    source: str = "microphone"  # or "client": the wake phrase and command in the request's audio
+    wake_phrase: str | None = None  # None: the daemon's [assist] wake_phrase
+    wait_s: float | None = None  # for the wake phrase (or, with push, the command) to start
+    commands: tuple[str, ...] = ()  # more phrases, each answered by the chat model
+    camera: str | None = None  # for "read this" / "what is this"; None: [assist] camera
+    barge_in: bool | None = None  # None: [assist] barge_in
+    speak: SpeechOptions | None = None  # how answers are spoken; None: priority message on the device
+    format: str = "wav"  # source client
+    sample_rate: int | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +498,38 @@ def _parse_listen(f: _Fields) -> ListenRequest:
                          max_utterance, source, wait_s)
 
 
+def _phrases(f: _Fields, name: str) -> tuple[str, ...]:
+    value = f.doc.get(name, [])
+    if (not isinstance(value, list) or len(value) > MAX_COMMANDS
+            or not all(isinstance(c, str) and 1 <= len(c) <= MAX_PHRASE_CHARS for c in value)):
+        raise f._bad(name, f"a list of up to {MAX_COMMANDS} phrases of 1 to {MAX_PHRASE_CHARS} characters")
+    return tuple(value)
+
+
+def _parse_assist(f: _Fields) -> AssistRequest:
+    source = f.choice("source", LISTEN_SOURCES, "microphone")
+    audio_format = f.choice("format", AUDIO_FORMATS, "wav")
+    sample_rate = f.integer("sample_rate", None, minimum=SAMPLE_RATES[0], maximum=SAMPLE_RATES[1])
+    if source == "microphone" and ("format" in f.doc or sample_rate is not None):
+        raise ProtocolError(BAD_REQUEST, "'format' and 'sample_rate' describe audio the client sends",
+                            field="format" if "format" in f.doc else "sample_rate")
+    if source == "client" and (sample_rate is None) == (audio_format == "pcm"):
+        raise ProtocolError(BAD_REQUEST, "format pcm needs 'sample_rate' (a WAV file carries its own)",
+                            field="sample_rate")
+    barge_in = f.boolean("barge_in", False) if "barge_in" in f.doc else None
+    if barge_in and source == "client":
+        raise ProtocolError(BAD_REQUEST, "barge_in listens to the microphone while the answer is spoken",
+                            field="barge_in")
+    trigger = f.choice("trigger", ASSIST_TRIGGERS, "wake")
+    wake_phrase = f.string("wake_phrase", max_length=MAX_PHRASE_CHARS)
+    if wake_phrase is not None and trigger != "wake":
+        raise ProtocolError(BAD_REQUEST, "'wake_phrase' goes with trigger wake", field="wake_phrase")
+    return AssistRequest(trigger, source, wake_phrase,
+                         f.number("wait_s", 0.0, minimum=0.5, maximum=MAX_WAIT_S) if "wait_s" in f.doc else None,
+                         _phrases(f, "commands"), f.string("camera", max_length=32), barge_in,
+                         _parse_speak(f.doc) if "speak" in f.doc else None, audio_format, sample_rate)
+
+
 _PARSERS = {
     "describe": (set(), lambda f: EmptyRequest()),
     "status": (set(), lambda f: EmptyRequest()),
@@ -506,6 +554,8 @@ _PARSERS = {
     "capture": ({"camera"}, lambda f: CaptureRequest(f.required_string("camera", max_length=64))),
     "listen": ({"mode", "commands", "wake_phrase", "format", "sample_rate", "engine", "vad_mode", "end_silence_ms",
                 "max_utterance_s", "source", "wait_s"}, _parse_listen),
+    "assist": ({"trigger", "source", "wake_phrase", "wait_s", "commands", "camera", "barge_in", "speak", "format",
+                "sample_rate"}, _parse_assist),
     "models": ({"action", "name"}, lambda f: ModelsRequest(
         f.choice("action", ("list", "load", "unload"), "list"), f.string("name", max_length=255))),
 }
@@ -536,7 +586,7 @@ def _valid_unicode(value: Any) -> bool:
     return True
 
 
-ATTACHMENT_OPS = ("ocr", "guide", "ask", "listen")  # the ops that take binary frames after the header
+ATTACHMENT_OPS = ("ocr", "guide", "ask", "listen", "assist")  # the ops that take binary frames after the header
 
 
 def parse_request(frames: list[bytes]) -> Request:

@@ -25,8 +25,9 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from . import __version__
+from . import __version__, assistant
 from . import protocol as P
+from .assistant import Route, Services
 from .config import Config
 from .connections import ConnectionGuard, connection_cap
 from .errors import CANCELLED, CodedError, cancelled
@@ -85,11 +86,14 @@ class Server:
         self.speech.client_paused = self.sockets.paused
         self.listen = ListenService(config, self.context, self._emit)
         self.services: list[Service] = [self.chat, self.ocr, self.vision, self.speech, self.listen, self.cameras]
-        self.spoken: dict[str, SpokenAnswer] = {}  # jobs whose answer is also spoken
+        # jobs whose events go through a pipeline: a spoken answer, an assist's internal jobs
+        self.spoken: dict[str, SpokenAnswer | Route] = {}
         self.ops = Ops(chat=self.chat, ocr=self.ocr, vision=self.vision, speech=self.speech, listen=self.listen,
                        cameras=self.cameras,
                        new_job=self._new_job, cancel=self._cancel, deliver=self._deliver, spoken=self.spoken,
-                       describe=self.describe, status=self.status, spawn=self._spawn)
+                       describe=self.describe, status=self.status, spawn=self._spawn,
+                       assistant=Services(config, self.listen, self.chat, self.ocr, self.vision, self.speech,
+                                          routes=self.spoken, emit=self._emit))
         self.handlers: dict[str, Callable[[Call], dict | Work]] = self.ops.table()
 
     # ---------------------------------------------------------------- events out
@@ -288,7 +292,8 @@ class Server:
             "protocol": {"version": P.VERSION, "supported": list(P.SUPPORTED_VERSIONS)},
             "server": {"name": "edge-agent", "version": __version__},
             "ops": list(P.OPS),
-            "services": {service.name: service.describe() for service in self.services},
+            "services": {**{service.name: service.describe() for service in self.services},
+                         "assist": assistant.describe(self.config)},
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_inflight_per_client": limits.max_inflight_per_client, "max_queue": limits.max_queue,
                        "max_sessions": limits.max_sessions, "max_id_length": P.MAX_ID_LENGTH},

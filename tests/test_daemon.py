@@ -96,7 +96,7 @@ def test_describe(client):
     info = client.describe()
     assert info["protocol"] == {"version": 1, "supported": [1]}
     assert set(info["ops"]) == {"describe", "status", "ping", "chat", "cancel", "sessions", "models", "ocr", "capture",
-                                "guide", "ask", "say", "voices", "speech", "listen"}
+                                "guide", "ask", "say", "voices", "speech", "listen", "assist"}
     assert info["limits"]["max_inflight_per_client"] == 3 and info["limits"]["max_queue"] == 5
     chat = info["services"]["chat"]
     assert chat["available"] and chat["context_length"] == 4096 and chat["sessions"]

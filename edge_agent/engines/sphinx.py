@@ -39,6 +39,13 @@ from .channel import EngineJob
 from .worker import WorkerChannel, serve_short_jobs
 
 DICTATION, COMMANDS, WAKE = "dictation", "commands", "wake"
+# not a protocol mode: the daemon's barge-in watch (assistant.py) wants only the start of speech,
+# as soon as it can be told apart from noise: 10 ms VAD frames, 60 ms windows, the strictest VAD
+ACTIVITY = "activity"
+ACTIVITY_WINDOW_S, ACTIVITY_FRAME_S = 0.06, 0.01
+# the VAD adapts to the room in its first frames: a -50 dBFS hiss read as speech for 80 ms at
+# the start of a stream. Speech that starts this early is not a barge-in (nothing is heard yet)
+ACTIVITY_WARMUP_S = 0.3
 LANGUAGE = "en-us"
 KEPT_SEARCHES = 16  # grammars kept compiled for requests that repeat them
 # word and phone insertion weights of command grammars (pocketsphinx's defaults: 0.65 and 1.0):
@@ -53,6 +60,7 @@ MIN_UTTERANCE_S = 0.4  # of audio the endpointer called speech; shorter ones wit
 POLL_S = 0.1  # a silent microphone is waited on this long at a time (cancel and heartbeat between)
 PARTIAL_EVERY_S = 0.3  # of audio: how often a changed partial hypothesis is sent
 WORD = re.compile(r"[a-z']+")
+ALTERNATE = re.compile(r"\(\d+\)$")  # "hello(2)": the dictionary's second pronunciation
 # what the wake grammar may hear instead of the phrase: a few of the most frequent English
 # words, looped, so speech that is not the phrase is not forced into it. Few, because the loop's
 # cost grows fast with them (7 utterances: 10 words 1.3 s, 30 words 5.7 s, 60 words 17.5 s; with
@@ -87,7 +95,7 @@ class SphinxWorker:
 
     def search_for(self, mode: str, commands: list[str], wake_phrase: str | None) -> tuple[Any, str]:
         """The decoder and the name of its search for this request (compiled once, kept)."""
-        if mode == DICTATION:
+        if mode in (DICTATION, ACTIVITY):
             return self.decoder, self.dictation
         field = "commands" if mode == COMMANDS else "wake_phrase"
         phrases = [phrase_words(p) for p in (commands if mode == COMMANDS else [wake_phrase or ""])]
@@ -126,8 +134,12 @@ class SphinxWorker:
         start = time.perf_counter()
         mode = payload.get("mode", DICTATION)
         self.active, search = self.search_for(mode, payload.get("commands") or [], payload.get("wake_phrase"))
-        endpointer = Endpointer(window=float(payload.get("end_silence_ms", 300)) / 1000, ratio=0.9,
-                                vad_mode=int(payload.get("vad_mode", 0)), sample_rate=SAMPLE_RATE)
+        if mode == ACTIVITY:
+            endpointer = Endpointer(window=ACTIVITY_WINDOW_S, ratio=0.9, vad_mode=3, frame_length=ACTIVITY_FRAME_S,
+                                    sample_rate=SAMPLE_RATE)
+        else:
+            endpointer = Endpointer(window=float(payload.get("end_silence_ms", 300)) / 1000, ratio=0.9,
+                                    vad_mode=int(payload.get("vad_mode", 0)), sample_rate=SAMPLE_RATE)
         if payload.get("source") == "microphone":
             microphone = _open_microphone(payload.get("device") or "")
             try:
@@ -145,7 +157,8 @@ class SphinxWorker:
             return result
         loaded = load_audio(audio, payload.get("format", "wav"), payload.get("sample_rate"),
                             float(payload.get("max_audio_s", 60.0)))
-        pcm = fill_digital_silence(loaded.samples).tobytes()
+        skip = int(float(payload.get("skip_ms", 0)) / 1000 * SAMPLE_RATE)  # heard by an earlier request
+        pcm = fill_digital_silence(loaded.samples[skip:]).tobytes()
         step = endpointer.frame_bytes
         source = AudioSource(iter([pcm[offset:offset + step] for offset in range(0, len(pcm), step)]),
                              loaded.format, loaded.sample_rate, None, channels=loaded.channels,
@@ -179,6 +192,14 @@ class SphinxWorker:
             position = source.seen / 2 / SAMPLE_RATE
             was_in_speech = endpointer.in_speech
             speech = endpointer.end_stream(frame) if source.at_end() else endpointer.process(frame)
+            if mode == ACTIVITY:
+                if speech and not was_in_speech and position >= ACTIVITY_WARMUP_S:
+                    self.channel.event(job, "speech_start", {"at_ms": round(endpointer.speech_start * 1000)})
+                    return _result("", None, payload, source, start, decoded) | {
+                        "start_ms": round(endpointer.speech_start * 1000), "ended_by": "speech_start"}
+                if position >= max_audio:
+                    return _result("", None, payload, source, start, decoded, speech=False) | {"ended_by": "wait"}
+                continue
             if not speech:  # None (no speech) or empty (end_stream of a whole frame)
                 if not heard.open and (source.wait_s is not None and position >= source.wait_s
                                        or position >= max_audio):
@@ -211,6 +232,17 @@ class SphinxWorker:
             return finish("end_of_audio")
         return _result("", None, payload, source, start, decoded, speech=spoken)
 
+    def _phrase_end(self, phrase: str, start_s: float) -> float | None:
+        """When the phrase's last word ended, from the decoder's word segmentation (100 frames a
+        second, counted from the pre-roll before `start_s`)."""
+        words = [(ALTERNATE.sub("", seg.word), seg.end_frame) for seg in self.active.seg()
+                 if not seg.word.startswith(("<", "["))]  # silence and noise entries
+        wanted = phrase_words(phrase)
+        for i in range(len(words) - len(wanted), -1, -1):
+            if [w for w, _ in words[i:i + len(wanted)]] == wanted:
+                return start_s - PRE_ROLL_S + (words[i + len(wanted) - 1][1] + 1) / 100
+        return None
+
     def _text(self) -> str:
         hyp = self.active.hyp()
         return hyp.hypstr.strip() if hyp is not None else ""
@@ -227,6 +259,9 @@ class SphinxWorker:
         result = _result(text, hyp.prob if hyp is not None and text else None, payload, source, start, decoded)
         if ended_by == "wake_phrase":
             result.update(wake=True, text=" ".join(phrase_words(payload.get("wake_phrase") or "")))
+            phrase_end = self._phrase_end(payload.get("wake_phrase") or "", heard.start_s)
+            if phrase_end is not None:  # where what follows the phrase begins (a command said in one breath)
+                result["phrase_end_ms"] = round(phrase_end * 1000)
         result.update(start_ms=round(heard.start_s * 1000), end_ms=round(end_s * 1000), ended_by=ended_by)
         if decided_s is not None:  # how far into the audio the VAD was sure speech had ended
             result["decided_ms"] = round(decided_s * 1000)

@@ -44,9 +44,9 @@ class ListenService(EngineJobService):
         """Validate before accepting; returns the engine's job payload."""
         listen = self.config.listen
         if body.source == "microphone":
-            self._check_microphone(attachments, admin)
+            self.check_microphone(attachments, admin)
         else:
-            self._check_sent_audio(body, attachments)
+            self.check_sent_audio(body, attachments)
         self.accept(job)
         payload: dict[str, Any] = {"mode": body.mode, "commands": list(body.commands), "wake_phrase": body.wake_phrase,
                    "source": body.source, "format": body.format, "sample_rate": body.sample_rate,
@@ -60,7 +60,7 @@ class ListenService(EngineJobService):
             payload.update(device=listen.device, wait_s=wait_s, max_audio_s=wait_s + payload["max_utterance_s"] + 1.0)
         return payload
 
-    def _check_microphone(self, attachments: tuple[bytes, ...], admin: bool) -> None:
+    def check_microphone(self, attachments: tuple[bytes, ...], admin: bool) -> None:
         access = self.config.listen.microphone
         if access == "off":
             raise P.ProtocolError(P.UNSUPPORTED, "this daemon does not listen to its microphone (listen.microphone "
@@ -72,7 +72,7 @@ class ListenService(EngineJobService):
         if attachments:
             raise P.ProtocolError(P.BAD_REQUEST, "source microphone takes no audio frames", field="audio")
 
-    def _check_sent_audio(self, body: P.ListenRequest, attachments: tuple[bytes, ...]) -> None:
+    def check_sent_audio(self, body: P.ListenRequest, attachments: tuple[bytes, ...]) -> None:
         if not attachments:
             raise P.ProtocolError(P.BAD_REQUEST, "listen needs the audio in frames after the header (a WAV file, "
                                   "or raw PCM in one or more frames), or source microphone", field="audio")
