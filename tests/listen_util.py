@@ -112,6 +112,17 @@ class MicrophoneFeed:
         with self._lock:
             self._chunks += chunks
 
+    def clear(self) -> None:
+        """Forget speech not yet sent and what waits in the pipe (a stream opened next hears
+        the room, not the end of an interrupted sentence)."""
+        with self._lock:
+            self._chunks.clear()
+            try:
+                while os.read(self._fd, 1 << 16):
+                    pass
+            except BlockingIOError:
+                pass
+
     def speaking(self) -> bool:
         with self._lock:
             return bool(self._chunks)

@@ -1,0 +1,148 @@
+"""Benchmark: barge-in, from the user's first word to silence at the speaker, through a real
+daemon and real audio devices, in one run.
+
+    python bench/barge_in.py [--trials 24] [--output FILE]
+
+The daemon's microphone is an ALSA `file` PCM whose infile is a FIFO fed in real time
+(tests/listen_util.MicrophoneFeed: -60 dBFS room hiss, espeak-ng speech when told); its speaker
+is the same PCM's output, a FIFO read here with arrival times (tests/speech_util.py). Each
+trial: `assist` push-to-talk with barge_in, "tell me a story" into the microphone, the tiny
+random chat model's answer spoken; 0.5-1.5 s after the answer's first sample reaches the
+speaker, an interruption (another voice, rate and phrase each trial) goes into the
+microphone. Measured: from the interruption's first sample above -40 dBFS entering the
+microphone pipe to the last sample arriving at the speaker (speech-to-silence), and to the
+client's `barge_in` event; p50 / p95. Trials where the answer was cut before the user spoke
+(a false barge-in) or never cut are counted.
+
+Writes bench/results/barge_in.json (or --output).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import RESULTS, machine, percentile, tiny_chat_package, write_result  # noqa: E402
+from tests.daemon_util import Daemon  # noqa: E402
+from tests.listen_util import MIC_RATE, MicrophoneFeed, speech  # noqa: E402
+from tests.speech_util import AlsaFileDevice  # noqa: E402
+
+VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
+RATES = (130, 160, 200)
+INTERRUPTIONS = ("stop talking", "wait", "hold on please", "no that is enough", "excuse me")
+ONSET_DBFS = -40.0
+
+
+def onset_s(samples, rate_hz: int) -> float:
+    """Where speech begins in espeak-ng's output: the first 10 ms above ONSET_DBFS."""
+    import numpy as np
+
+    step = rate_hz // 100
+    level = 10 ** (ONSET_DBFS / 20)
+    for start in range(0, len(samples) - step, step):
+        if float(np.sqrt(np.mean(samples[start:start + step] ** 2))) > level:
+            return start / rate_hz
+    return 0.0
+
+
+def summary(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    return {"p50": round(percentile(values, 0.5), 1), "p95": round(percentile(values, 0.95), 1),
+            "min": round(min(values), 1), "max": round(max(values), 1), "n": len(values)}
+
+
+def trial(client, feed: MicrophoneFeed, speaker: AlsaFileDevice, interruption: str, voice: str, rate: int,
+          delay_s: float) -> dict:
+    said, said_rate = speech(interruption, voice=voice, rate=rate, pad_s=0, noise_dbfs=None)
+    onset = onset_s(said, said_rate)
+    rid = client.send("assist", trigger="push", wait_s=20.0, barge_in=True)
+    watch = None
+    interrupted_at = barge_in_event_at = None
+    while True:
+        event = client.next_event(rid, 120)
+        if event["event"] == "listening" and event["stage"] == "command":
+            feed.say(*speech("tell me a story", pad_s=0.2))
+        if event["event"] == "barge_in":
+            barge_in_event_at = time.monotonic()
+        if event["event"] == "speech" and event.get("state") == "begin" and watch is None:
+            watch = speaker.watch()
+            while watch.first_audio_at() is None and time.monotonic() - watch.started < 10:
+                time.sleep(0.005)
+            time.sleep(delay_s)
+            said_before = len(feed.said_at)
+            feed.say(said, said_rate)
+            while len(feed.said_at) == said_before:
+                time.sleep(0.002)
+            interrupted_at = feed.said_at[-1] + onset
+        if event["final"]:
+            break
+    time.sleep(0.3)  # let any sample still in flight arrive
+    feed.clear()  # the rest of the interruption is not the next trial's command
+    outcome = {"voice": voice, "rate": rate, "phrase": interruption, "result": event["event"]}
+    if event["event"] != "result":
+        return outcome | {"error": event.get("error")}
+    cut = "barge_in" in event
+    outcome["cut"] = cut
+    if interrupted_at is None:
+        return outcome | {"false_barge_in": cut}
+    silent_at = watch.last_growth_at() if watch else None
+    if cut and silent_at is not None:
+        outcome["speech_to_silence_ms"] = round((silent_at - interrupted_at) * 1000, 1)
+    if barge_in_event_at is not None:
+        outcome["speech_to_event_ms"] = round((barge_in_event_at - interrupted_at) * 1000, 1)
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--output", type=Path, default=RESULTS / "barge_in.json")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        package = tiny_chat_package(work)
+        feed = MicrophoneFeed(work / "microphone")
+        speaker = AlsaFileDevice(work / "alsa", microphone=feed.fifo)
+        daemon = Daemon(work / "daemon", {
+            "models": {"dir": str(package.parent), "chat": str(package), "keep_alive_s": 0.0},
+            "assist": {"commands": ["tell me a story"], "max_tokens": 120}}, env=speaker.env)
+        try:
+            with daemon.admin_client(timeout=180) as client:
+                trial(client, feed, speaker, "stop talking", "en-us", 160, 1.0)  # loads every engine
+                trials = [trial(client, feed, speaker, rng.choice(INTERRUPTIONS), rng.choice(VOICES),
+                                rng.choice(RATES), rng.uniform(0.5, 1.5)) for _ in range(args.trials)]
+        finally:
+            daemon.stop()
+            feed.close()
+    silence = [t["speech_to_silence_ms"] for t in trials if "speech_to_silence_ms" in t]
+    events = [t["speech_to_event_ms"] for t in trials if "speech_to_event_ms" in t]
+    result = {
+        "benchmark": "barge_in", "machine": machine(),
+        "setup": {"microphone": f"ALSA file PCM, infile a FIFO fed in real time at {MIC_RATE} Hz",
+                  "speaker": "ALSA file PCM over null (FIFO), paced by the daemon",
+                  "detector": "pocketsphinx Endpointer (WebRTC VAD mode 3), 10 ms frames, 60 ms window",
+                  "onset": f"first 10 ms of the interruption above {ONSET_DBFS:g} dBFS"},
+        "trials": len(trials),
+        "speech_to_silence_ms": summary(silence),
+        "speech_to_barge_in_event_ms": summary(events),
+        "not_cut": sum(1 for t in trials if t.get("result") == "result" and not t.get("cut")),
+        "false_barge_ins": sum(1 for t in trials if t.get("false_barge_in")),
+        "errors": [t for t in trials if t.get("result") != "result"],
+        "per_trial": trials,
+    }
+    write_result(args.output, result)
+    print({k: result[k] for k in ("speech_to_silence_ms", "speech_to_barge_in_event_ms", "not_cut",
+                                  "false_barge_ins")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
