@@ -90,11 +90,12 @@ class AssistRun:
         self._cancels: dict[str, Callable[[], Awaitable[None]]] = {}  # internal jobs running now
         self.cancelled = False
         self.barged_in: dict | None = None
+        self.started = time.monotonic()
 
     # ---------------------------------------------------------------- the loop
 
     async def run(self) -> Event:
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         result: dict[str, Any] = {"trigger": self.body.trigger, "woken": self.body.trigger == "push"}
         skip_ms = 0
         if self.body.trigger == "wake":
@@ -199,9 +200,9 @@ class AssistRun:
             return {"text": self.settings.not_understood, "speech": await self._say(self.settings.not_understood)}
         return await self._spoken_answer(action, phrase)
 
-    async def _say(self, text: str) -> dict:
-        """Speak a fixed text; how its speech ended."""
-        sub = self._sub()
+    def _answer_listener(self) -> tuple[asyncio.Future[Event], Callable[[Event], None]]:
+        """The final event of an answer's work (a future), and the listener that passes its
+        other events the client sees on and sets it."""
         done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 
         def listener(event: Event) -> None:
@@ -210,6 +211,13 @@ class AssistRun:
                     self.forward(event)
             elif not done.done():
                 done.set_result(event)
+
+        return done, listener
+
+    async def _say(self, text: str) -> dict:
+        """Speak a fixed text; how its speech ended."""
+        sub = self._sub()
+        done, listener = self._answer_listener()
 
         async def say() -> None:
             await self.s.speech.say(sub, self.client, P.SayRequest(text, self.speak), listener)
@@ -223,14 +231,7 @@ class AssistRun:
 
     async def _spoken_answer(self, action: str, phrase: str) -> dict:
         sub = self._sub()
-        done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-
-        def forward(event: Event) -> None:
-            if not event.final:
-                if event.kind in ANSWER_EVENTS:
-                    self.forward(event)
-            elif not done.done():
-                done.set_result(event)
+        done, forward = self._answer_listener()
 
         speak = self.speak
         if action == CHAT:
@@ -281,7 +282,7 @@ class AssistRun:
         def on_speech(fields: dict) -> None:
             if self.barged_in is not None or spoken.finished:
                 return
-            self.barged_in = {"at": time.monotonic()}
+            self.barged_in = {"at_ms": round((time.monotonic() - self.started) * 1000)}  # since the request began
             if spoken.utterance is not None:
                 self.s.speech.cancel_utterance(spoken.utterance, "barge_in")  # silence first, at once
             self.forward(Event("barge_in", fields={}))

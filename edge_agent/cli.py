@@ -277,6 +277,18 @@ def _read_aloud(client, args) -> int:
     return 0
 
 
+class UnreadableFile(Exception):
+    """A file named on the command line cannot be read (the message was printed)."""
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        print(f"edge-agent: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        raise UnreadableFile(path) from None
+
+
 def _assist(client, args) -> int:
     from .client import EdgeAgentError
 
@@ -284,11 +296,7 @@ def _assist(client, args) -> int:
                      "commands": args.commands, "camera": args.camera, "barge_in": args.barge_in, "wait_s": args.wait}
     audio: bytes | tuple = ()
     if args.audio is not None:
-        try:
-            audio = args.audio.read_bytes()
-        except OSError as exc:
-            print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_USAGE
+        audio = _read(args.audio)
         options["source"] = "client"
     for event in client.assist_events(audio, timeout=args.timeout, **options):
         if args.json:
@@ -359,11 +367,7 @@ def _client_command(args) -> int:
                 print(f"{args.out}: {info['width']}x{info['height']} frame {info['sequence']} of camera "
                       f"{args.camera}, {info['age_ms']} ms old")
             elif args.command == "ask":
-                try:
-                    images = tuple(p.read_bytes() for p in args.image or ())
-                except OSError as exc:
-                    print(f"edge-agent: error: cannot read image: {exc}", file=sys.stderr)
-                    return EXIT_USAGE
+                images = tuple(_read(p) for p in args.image or ())
                 for event in client.ask_events(args.question, images, session=args.session, camera=args.camera,
                                                max_tokens=args.max_tokens, crops=args.crops, timeout=args.timeout,
                                                speak=True if args.speak else None):
@@ -377,24 +381,14 @@ def _client_command(args) -> int:
                         print(f"\n[session {event['session']}, {usage['image_tokens']} image tokens, "
                               f"{usage['cached_tokens']} cached, TTFT {usage['ttft_ms']} ms]", file=sys.stderr)
             elif args.command == "guide":
-                try:
-                    image = args.image.read_bytes() if args.image is not None else None
-                except OSError as exc:
-                    print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
-                    return EXIT_USAGE
+                image = _read(args.image) if args.image is not None else None
                 result = client.guide(image, camera=args.camera)
                 if args.json:
                     _print_json(result)
                 else:
                     print(("GOOD: " if result["good"] else "") + "; ".join(result["cues"]))
             elif args.command == "ocr":
-                image = None
-                if args.image is not None:
-                    try:
-                        image = args.image.read_bytes()
-                    except OSError as exc:
-                        print(f"edge-agent: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
-                        return EXIT_USAGE
+                image = _read(args.image) if args.image is not None else None
                 result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak, crops=args.crops,
                                     keep_margins=args.keep_margins)
                 if args.json:
@@ -404,11 +398,7 @@ def _client_command(args) -> int:
             elif args.command == "listen":
                 sent: dict = {}
                 if args.audio is not None:
-                    try:
-                        sent["audio"] = args.audio.read_bytes()
-                    except OSError as exc:
-                        print(f"edge-agent: error: cannot read {args.audio}: {exc.strerror or exc}", file=sys.stderr)
-                        return EXIT_USAGE
+                    sent["audio"] = _read(args.audio)
                     sent.update(format="pcm" if args.sample_rate else "wav", sample_rate=args.sample_rate)
                 else:
                     sent.update(source="microphone", wait_s=args.wait)
@@ -441,6 +431,8 @@ def _client_command(args) -> int:
         except EdgeAgentError as exc:
             print(f"edge-agent: error: {exc.code}: {exc.message}", file=sys.stderr)
             return EXIT_ERROR
+        except UnreadableFile:
+            return EXIT_USAGE
         except TimeoutError as exc:
             print(f"edge-agent: error: {exc} (is the daemon running? start it with `edge-agent serve`)",
                   file=sys.stderr)

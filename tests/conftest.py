@@ -104,3 +104,14 @@ def small_mount(tmp_path):
     yield mount
     for point in mounts:
         subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.fixture(scope="module")
+def microphone(tmp_path_factory):
+    """A microphone the daemon can open, fed in real time (listen_util.MicrophoneFeed); pass
+    its FIFO to speech_util.AlsaFileDevice(..., microphone=...). One per test module."""
+    from .listen_util import MicrophoneFeed
+
+    feed = MicrophoneFeed(tmp_path_factory.mktemp("microphone"))
+    yield feed
+    feed.close()

@@ -14,18 +14,10 @@ import pytest
 from edge_agent.client import EdgeAgentError
 
 from .daemon_util import REPO, Daemon
-from .listen_util import MicrophoneFeed, speech, wav
+from .listen_util import speech, wav
+from .speech_util import SAMPLE_RATE as SPEAKER_RATE
 from .speech_util import AlsaFileDevice, rms, write_label_video
 from .test_daemon import base_sections
-
-SPEAKER_RATE = 22050
-
-
-@pytest.fixture(scope="module")
-def microphone(tmp_path_factory):
-    feed = MicrophoneFeed(tmp_path_factory.mktemp("assist-microphone"))
-    yield feed
-    feed.close()
 
 
 @pytest.fixture(scope="module")

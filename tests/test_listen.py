@@ -207,3 +207,11 @@ def test_digital_silence_becomes_a_quiet_hiss():
     assert (filled[1600:2400] == 1000).all() and (filled[2500:] == -1000).all()  # speech untouched
     assert (filled[2400:2500] == 0).all()  # a gap under 10 ms is left alone
     assert (fill_digital_silence(samples) == filled).all()  # the same input, the same result
+
+
+@pytest.mark.parametrize("end_silence_ms", [90, 150, 500])
+def test_short_and_long_end_silences_work(client, end_silence_ms):
+    # (below 170 ms the VAD takes 10 ms frames: pocketsphinx refuses shorter windows of 30 ms ones)
+    result = client.listen(said("what is the weather"), mode="commands", commands=COMMANDS,
+                           end_silence_ms=end_silence_ms)
+    assert result["command"] == "what is the weather"

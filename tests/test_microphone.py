@@ -10,15 +10,8 @@ import pytest
 from edge_agent.client import EdgeAgentError
 
 from .daemon_util import Daemon
-from .listen_util import COMMANDS, MicrophoneFeed, speech
+from .listen_util import COMMANDS, speech
 from .speech_util import AlsaFileDevice
-
-
-@pytest.fixture(scope="module")
-def microphone(tmp_path_factory):
-    feed = MicrophoneFeed(tmp_path_factory.mktemp("microphone"))
-    yield feed
-    feed.close()
 
 
 @pytest.fixture(scope="module")

@@ -138,8 +138,10 @@ class SphinxWorker:
             endpointer = Endpointer(window=ACTIVITY_WINDOW_S, ratio=0.9, vad_mode=3, frame_length=ACTIVITY_FRAME_S,
                                     sample_rate=SAMPLE_RATE)
         else:
-            endpointer = Endpointer(window=float(payload.get("end_silence_ms", 300)) / 1000, ratio=0.9,
-                                    vad_mode=int(payload.get("vad_mode", 0)), sample_rate=SAMPLE_RATE)
+            window = float(payload.get("end_silence_ms", 300)) / 1000
+            # 30 ms VAD frames (pocketsphinx's default) need a window of 170 ms or more at ratio 0.9
+            endpointer = Endpointer(window=window, ratio=0.9, vad_mode=int(payload.get("vad_mode", 0)),
+                                    frame_length=0.03 if window >= 0.17 else 0.01, sample_rate=SAMPLE_RATE)
         if payload.get("source") == "microphone":
             microphone = _open_microphone(payload.get("device") or "")
             try:
