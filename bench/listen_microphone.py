@@ -21,27 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from tests.daemon_util import Daemon  # noqa: E402
-from tests.listen_util import COMMANDS, MicrophoneFeed, speech  # noqa: E402
+from tests.listen_util import COMMANDS, MicrophoneFeed, speech, speech_end_s  # noqa: E402
 from tests.speech_util import AlsaFileDevice  # noqa: E402
 
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
 LEVEL_DBFS = -40.0
-
-
-def last_sound_s(samples: np.ndarray, rate_hz: int) -> float:
-    """The end of the last 10 ms above LEVEL_DBFS: where the speaker stopped."""
-    step = rate_hz // 100
-    level = 10 ** (LEVEL_DBFS / 20)
-    ends = [start + step for start in range(0, len(samples) - step, step)
-            if float(np.sqrt(np.mean(samples[start:start + step] ** 2))) > level]
-    return (ends[-1] if ends else len(samples)) / rate_hz
 
 
 def main() -> int:
@@ -63,7 +52,7 @@ def main() -> int:
                 for voice in VOICES:
                     for command in COMMANDS:
                         said, rate = speech(command, voice=voice, rate=160, pad_s=0.2)
-                        ended = last_sound_s(said, rate)
+                        ended = speech_end_s(said, rate, LEVEL_DBFS)
                         rid = client.send("listen", source="microphone", mode="commands", commands=COMMANDS, **tuning)
                         said_before = len(feed.said_at)
                         while not (event := client.next_event(rid, 60))["final"]:

@@ -47,6 +47,16 @@ def speech(text: str, *, voice: str = "en-us", rate: int = 160, pad_s: float = 0
     return np.clip(mixed, -1.0, 1.0), rate_hz
 
 
+def speech_end_s(samples: np.ndarray, rate_hz: int, level_dbfs: float = -40.0) -> float:
+    """Where the speaker stopped: the end of the last 10 ms above `level_dbfs` (espeak-ng's
+    output goes on about 350 ms past it, near silence)."""
+    step = rate_hz // 100
+    level = 10 ** (level_dbfs / 20)
+    ends = [start + step for start in range(0, len(samples) - step, step)
+            if float(np.sqrt(np.mean(samples[start:start + step] ** 2))) > level]
+    return (ends[-1] if ends else len(samples)) / rate_hz
+
+
 def to_int16(samples: np.ndarray) -> np.ndarray:
     return (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
 

@@ -215,3 +215,10 @@ def test_short_and_long_end_silences_work(client, end_silence_ms):
     result = client.listen(said("what is the weather"), mode="commands", commands=COMMANDS,
                            end_silence_ms=end_silence_ms)
     assert result["command"] == "what is the weather"
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb"])
+def test_wake_phrase_inside_longer_speech(client, voice):
+    for text in ("hello computer what time is it", "okay hello computer read this", "hello computer"):
+        result = client.listen(said(text, voice=voice), mode="wake", wake_phrase="hello computer")
+        assert result["event"] == "result" and result["wake"] is True, (text, result)

@@ -237,7 +237,8 @@ class SphinxWorker:
     def _phrase_end(self, phrase: str, start_s: float) -> float | None:
         """When the phrase's last word ended, from the decoder's word segmentation (100 frames a
         second, counted from the pre-roll before `start_s`)."""
-        words = [(ALTERNATE.sub("", seg.word), seg.end_frame) for seg in self.active.seg()
+        segments = self.active.seg() or ()  # None where the search kept no segmentation
+        words = [(ALTERNATE.sub("", seg.word), seg.end_frame) for seg in segments
                  if not seg.word.startswith(("<", "["))]  # silence and noise entries
         wanted = phrase_words(phrase)
         for i in range(len(words) - len(wanted), -1, -1):

@@ -33,7 +33,8 @@ class ListenService(EngineJobService):
                 "languages": ["en-us"], "formats": list(P.AUDIO_FORMATS), "sample_rates": list(P.SAMPLE_RATES),
                 "max_audio_s": listen.max_audio_s, "max_audio_bytes": max_bytes(listen.max_audio_s),
                 "max_utterance_s": listen.max_utterance_s, "vad_mode": listen.vad_mode,
-                "end_silence_ms": listen.end_silence_ms, "wait_s": listen.wait_s,
+                "end_silence_ms": listen.end_silence_ms, "command_end_silence_ms": listen.command_end_silence_ms,
+                "wait_s": listen.wait_s,
                 "sources": ["client"] + (["microphone"] if listen.microphone != "off" else []),
                 "microphone": listen.microphone}
 
@@ -51,7 +52,8 @@ class ListenService(EngineJobService):
         payload: dict[str, Any] = {"mode": body.mode, "commands": list(body.commands), "wake_phrase": body.wake_phrase,
                    "source": body.source, "format": body.format, "sample_rate": body.sample_rate,
                    "vad_mode": listen.vad_mode if body.vad_mode is None else body.vad_mode,
-                   "end_silence_ms": listen.end_silence_ms if body.end_silence_ms is None else body.end_silence_ms,
+                   "end_silence_ms": body.end_silence_ms or (listen.command_end_silence_ms if body.mode == "commands"
+                                                             else listen.end_silence_ms),
                    "max_utterance_s": min(body.max_utterance_s or listen.max_utterance_s, listen.max_audio_s),
                    "max_audio_s": listen.max_audio_s}
         if body.source == "microphone":
