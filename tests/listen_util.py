@@ -163,3 +163,17 @@ class MicrophoneFeed:
 
     def close(self) -> None:
         self._closed = True
+
+
+def cancel_once_listening(client, op: str, **fields) -> float:
+    """Send `op` (listen or assist from the microphone), cancel it once the daemon reports
+    `listening`; the seconds from the cancel to its final `cancelled` event."""
+    rid = client.send(op, **fields)
+    while (event := client.next_event(rid, 30))["event"] != "listening":
+        assert not event["final"], event
+    started = time.monotonic()
+    assert client.cancel(rid)["cancelled"] is True
+    while not (event := client.next_event(rid, 10))["final"]:
+        pass
+    assert event["event"] == "error" and event["error"]["code"] == "cancelled", event
+    return time.monotonic() - started

@@ -14,7 +14,7 @@ import pytest
 from edge_agent.client import EdgeAgentError
 
 from .daemon_util import REPO, Daemon
-from .listen_util import speech, wav
+from .listen_util import cancel_once_listening, speech, wav
 from .speech_util import SAMPLE_RATE as SPEAKER_RATE
 from .speech_util import AlsaFileDevice, rms, write_label_video
 from .test_daemon import base_sections
@@ -175,15 +175,7 @@ def test_bad_assist_requests(admin, options, field):
 
 
 def test_cancel_while_waiting_for_the_wake_phrase(admin):
-    rid = admin.send("assist", wait_s=60.0)
-    while (event := admin.next_event(rid, 30))["event"] != "listening":
-        assert not event["final"], event
-    started = time.monotonic()
-    assert admin.cancel(rid)["cancelled"] is True
-    while not (event := admin.next_event(rid, 10))["final"]:
-        pass
-    assert event["event"] == "error" and event["error"]["code"] == "cancelled"
-    assert time.monotonic() - started < 1.0
+    assert cancel_once_listening(admin, "assist", wait_s=60.0) < 1.0
     said, rate = speech("what time is it")
     assert admin.assist(wav(said, rate), source="client", trigger="push")["action"] == "time"  # free again
 

@@ -10,7 +10,7 @@ import pytest
 from edge_agent.client import EdgeAgentError
 
 from .daemon_util import Daemon
-from .listen_util import COMMANDS, speech
+from .listen_util import COMMANDS, cancel_once_listening, speech
 from .speech_util import AlsaFileDevice
 
 
@@ -81,15 +81,7 @@ def test_a_wake_phrase_among_other_speech(admin, microphone):
 
 
 def test_cancel_closes_the_microphone_at_once(admin, microphone):
-    rid = admin.send("listen", source="microphone", mode="dictation", wait_s=60.0)
-    while (event := admin.next_event(rid, 30))["event"] != "listening":
-        assert not event["final"], event
-    started = time.monotonic()
-    assert admin.cancel(rid)["cancelled"] is True
-    while not (event := admin.next_event(rid, 10))["final"]:
-        pass
-    assert event["event"] == "error" and event["error"]["code"] == "cancelled"
-    assert time.monotonic() - started < 1.0
+    assert cancel_once_listening(admin, "listen", source="microphone", mode="dictation", wait_s=60.0) < 1.0
     # the recogniser is free again at once: the next request is heard
     result, _ = hear(admin, microphone, "louder", mode="commands", commands=COMMANDS)
     assert result["command"] == "louder"
