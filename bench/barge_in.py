@@ -30,25 +30,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, tiny_chat_package, write_result  # noqa: E402
 from tests.daemon_util import Daemon  # noqa: E402
-from tests.listen_util import MIC_RATE, MicrophoneFeed, speech  # noqa: E402
+from tests.listen_util import MIC_RATE, MicrophoneFeed, speech, speech_bounds_s  # noqa: E402
 from tests.speech_util import AlsaFileDevice  # noqa: E402
 
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
 RATES = (130, 160, 200)
 INTERRUPTIONS = ("stop talking", "wait", "hold on please", "no that is enough", "excuse me")
 ONSET_DBFS = -40.0
-
-
-def onset_s(samples, rate_hz: int) -> float:
-    """Where speech begins in espeak-ng's output: the first 10 ms above ONSET_DBFS."""
-    import numpy as np
-
-    step = rate_hz // 100
-    level = 10 ** (ONSET_DBFS / 20)
-    for start in range(0, len(samples) - step, step):
-        if float(np.sqrt(np.mean(samples[start:start + step] ** 2))) > level:
-            return start / rate_hz
-    return 0.0
 
 
 def summary(values: list[float]) -> dict:
@@ -61,7 +49,7 @@ def summary(values: list[float]) -> dict:
 def trial(client, feed: MicrophoneFeed, speaker: AlsaFileDevice, interruption: str, voice: str, rate: int,
           delay_s: float) -> dict:
     said, said_rate = speech(interruption, voice=voice, rate=rate, pad_s=0, noise_dbfs=None)
-    onset = onset_s(said, said_rate)
+    onset, _ = speech_bounds_s(said, said_rate, ONSET_DBFS)
     rid = client.send("assist", trigger="push", wait_s=20.0, barge_in=True)
     watch = None
     interrupted_at = barge_in_event_at = None

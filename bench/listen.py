@@ -11,7 +11,7 @@ mode and condition:
 - wake: share of utterances with the wake phrase in which it was spotted, and false alarms on
   utterances without it;
 - latency after the end of speech: the VAD's wait (`decided_ms` - where the words end: the last
-  10 ms above -40 dBFS of espeak-ng's clean output, tests/listen_util.speech_end_s) plus
+  10 ms above -40 dBFS of espeak-ng's clean output, tests/listen_util.speech_bounds_s) plus
   `end_to_transcript`, p50 and p95 per mode (what a speaker at a live microphone waits;
   bench/listen_microphone.py measures it live);
 - real-time factor: recognition time / audio time.
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
-from tests.listen_util import COMMANDS, espeak, speech, speech_end_s, wav  # noqa: E402
+from tests.listen_util import COMMANDS, espeak, speech, speech_bounds_s, wav  # noqa: E402
 from tests.ocr_util import edit_distance  # noqa: E402
 
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
@@ -60,7 +60,7 @@ class Run:
         self.rtf.setdefault(mode, []).append(timings["recognise"] / result["audio"]["ms"])
         if "decided_ms" in result:
             clean, clean_rate = espeak(text, voice, rate)  # the noise mixed in would hide where the words end
-            true_end_ms = (PAD_S + speech_end_s(clean, clean_rate)) * 1000
+            true_end_ms = (PAD_S + speech_bounds_s(clean, clean_rate)[1]) * 1000
             self.latency.setdefault(mode, []).append(result["decided_ms"] - true_end_ms + timings["end_to_transcript"])
         return result
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from tests.daemon_util import Daemon  # noqa: E402
-from tests.listen_util import COMMANDS, MicrophoneFeed, speech, speech_end_s  # noqa: E402
+from tests.listen_util import COMMANDS, MicrophoneFeed, speech, speech_bounds_s  # noqa: E402
 from tests.speech_util import AlsaFileDevice  # noqa: E402
 
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en-gb")
@@ -52,7 +52,7 @@ def main() -> int:
                 for voice in VOICES:
                     for command in COMMANDS:
                         said, rate = speech(command, voice=voice, rate=160, pad_s=0.2)
-                        ended = speech_end_s(said, rate, LEVEL_DBFS)
+                        _, ended = speech_bounds_s(said, rate, LEVEL_DBFS)
                         rid = client.send("listen", source="microphone", mode="commands", commands=COMMANDS, **tuning)
                         said_before = len(feed.said_at)
                         while not (event := client.next_event(rid, 60))["final"]:

@@ -91,6 +91,7 @@ class AssistRun:
         self.cancelled = False
         self.barged_in: dict | None = None
         self.started = time.monotonic()
+        self._stopping: asyncio.Future | None = None  # the answer's work being cancelled after a barge-in
 
     # ---------------------------------------------------------------- the loop
 
@@ -286,7 +287,8 @@ class AssistRun:
             if spoken.utterance is not None:
                 self.s.speech.cancel_utterance(spoken.utterance, "barge_in")  # silence first, at once
             self.forward(Event("barge_in", fields={}))
-            asyncio.ensure_future(spoken.cancel())  # then the model's work behind it
+            # then the model's work behind it (the task is kept: the loop holds only weak references)
+            self._stopping = asyncio.ensure_future(spoken.cancel())
 
         try:
             await self._listen("barge_in", P.ListenRequest(mode="dictation", source="microphone",

@@ -464,58 +464,54 @@ def _parse_ocr(f: _Fields) -> OcrRequest:
 
 def _parse_listen(f: _Fields) -> ListenRequest:
     mode = f.choice("mode", LISTEN_MODES, "dictation")
-    commands = f.doc.get("commands")
-    if mode == "commands":
-        if (not isinstance(commands, list) or not 1 <= len(commands) <= MAX_COMMANDS
-                or not all(isinstance(c, str) and 1 <= len(c) <= MAX_PHRASE_CHARS for c in commands)):
-            raise f._bad("commands", f"a list of 1 to {MAX_COMMANDS} phrases of 1 to {MAX_PHRASE_CHARS} characters "
-                         "(mode commands needs it)")
-    elif commands is not None:
+    if mode != "commands" and f.doc.get("commands") is not None:
         raise ProtocolError(BAD_REQUEST, "'commands' goes with mode commands", field="commands")
+    commands = _phrases(f, "commands", required=True) if mode == "commands" else ()
     wake_phrase = f.string("wake_phrase", max_length=MAX_PHRASE_CHARS)
     if (wake_phrase is None) == (mode == "wake"):
         raise ProtocolError(BAD_REQUEST, "mode wake needs 'wake_phrase', and only it takes one", field="wake_phrase")
-    source = f.choice("source", LISTEN_SOURCES, "client")
-    if source == "microphone":
-        for name in ("format", "sample_rate"):
-            if name in f.doc:
-                raise ProtocolError(BAD_REQUEST, f"'{name}' describes audio the client sends, not the microphone's",
-                                    field=name)
-    elif "wait_s" in f.doc:
+    source, audio_format, sample_rate = _audio_source(f, "client")
+    if source == "client" and "wait_s" in f.doc:
         raise ProtocolError(BAD_REQUEST, "'wait_s' goes with source microphone", field="wait_s")
     wait_s = f.number("wait_s", 0.0, minimum=0.5, maximum=MAX_WAIT_S) if "wait_s" in f.doc else None
-    audio_format = f.choice("format", AUDIO_FORMATS, "wav")
-    sample_rate = f.integer("sample_rate", None, minimum=SAMPLE_RATES[0], maximum=SAMPLE_RATES[1])
-    if source == "client" and (sample_rate is None) == (audio_format == "pcm"):
-        raise ProtocolError(BAD_REQUEST, "format pcm needs 'sample_rate' (a WAV file carries its own)",
-                            field="sample_rate")
     max_utterance = f.number("max_utterance_s", 0.0, minimum=0.5, maximum=3600.0) if "max_utterance_s" in f.doc \
         else None
-    return ListenRequest(mode, tuple(commands or ()), wake_phrase, audio_format, sample_rate,
+    return ListenRequest(mode, commands, wake_phrase, audio_format, sample_rate,
                          f.choice("engine", LISTEN_ENGINES, "pocketsphinx"),
                          f.integer("vad_mode", None, minimum=VAD_MODES[0], maximum=VAD_MODES[1]),
                          f.integer("end_silence_ms", None, minimum=END_SILENCE_MS[0], maximum=END_SILENCE_MS[1]),
                          max_utterance, source, wait_s)
 
 
-def _phrases(f: _Fields, name: str) -> tuple[str, ...]:
+def _phrases(f: _Fields, name: str, *, required: bool) -> tuple[str, ...]:
+    """A list of phrases for a command grammar (`listen` mode commands, `assist`)."""
     value = f.doc.get(name, [])
-    if (not isinstance(value, list) or len(value) > MAX_COMMANDS
+    low = 1 if required else 0
+    if (not isinstance(value, list) or not low <= len(value) <= MAX_COMMANDS
             or not all(isinstance(c, str) and 1 <= len(c) <= MAX_PHRASE_CHARS for c in value)):
-        raise f._bad(name, f"a list of up to {MAX_COMMANDS} phrases of 1 to {MAX_PHRASE_CHARS} characters")
+        raise f._bad(name, f"a list of {low} to {MAX_COMMANDS} phrases of 1 to {MAX_PHRASE_CHARS} characters"
+                     + (" (mode commands needs it)" if required else ""))
     return tuple(value)
 
 
-def _parse_assist(f: _Fields) -> AssistRequest:
-    source = f.choice("source", LISTEN_SOURCES, "microphone")
+def _audio_source(f: _Fields, default: str) -> tuple[str, str, int | None]:
+    """`source`, `format` and `sample_rate` of an op that hears audio (`listen`, `assist`)."""
+    source = f.choice("source", LISTEN_SOURCES, default)
+    if source == "microphone":
+        for name in ("format", "sample_rate"):
+            if name in f.doc:
+                raise ProtocolError(BAD_REQUEST, f"'{name}' describes audio the client sends, not the microphone's",
+                                    field=name)
     audio_format = f.choice("format", AUDIO_FORMATS, "wav")
     sample_rate = f.integer("sample_rate", None, minimum=SAMPLE_RATES[0], maximum=SAMPLE_RATES[1])
-    if source == "microphone" and ("format" in f.doc or sample_rate is not None):
-        raise ProtocolError(BAD_REQUEST, "'format' and 'sample_rate' describe audio the client sends",
-                            field="format" if "format" in f.doc else "sample_rate")
     if source == "client" and (sample_rate is None) == (audio_format == "pcm"):
         raise ProtocolError(BAD_REQUEST, "format pcm needs 'sample_rate' (a WAV file carries its own)",
                             field="sample_rate")
+    return source, audio_format, sample_rate
+
+
+def _parse_assist(f: _Fields) -> AssistRequest:
+    source, audio_format, sample_rate = _audio_source(f, "microphone")
     barge_in = f.boolean("barge_in", False) if "barge_in" in f.doc else None
     if barge_in and source == "client":
         raise ProtocolError(BAD_REQUEST, "barge_in listens to the microphone while the answer is spoken",
@@ -526,7 +522,7 @@ def _parse_assist(f: _Fields) -> AssistRequest:
         raise ProtocolError(BAD_REQUEST, "'wake_phrase' goes with trigger wake", field="wake_phrase")
     return AssistRequest(trigger, source, wake_phrase,
                          f.number("wait_s", 0.0, minimum=0.5, maximum=MAX_WAIT_S) if "wait_s" in f.doc else None,
-                         _phrases(f, "commands"), f.string("camera", max_length=32), barge_in,
+                         _phrases(f, "commands", required=False), f.string("camera", max_length=32), barge_in,
                          _parse_speak(f.doc) if "speak" in f.doc else None, audio_format, sample_rate)
 
 

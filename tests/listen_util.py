@@ -47,14 +47,17 @@ def speech(text: str, *, voice: str = "en-us", rate: int = 160, pad_s: float = 0
     return np.clip(mixed, -1.0, 1.0), rate_hz
 
 
-def speech_end_s(samples: np.ndarray, rate_hz: int, level_dbfs: float = -40.0) -> float:
-    """Where the speaker stopped: the end of the last 10 ms above `level_dbfs` (espeak-ng's
-    output goes on about 350 ms past it, near silence)."""
+def speech_bounds_s(samples: np.ndarray, rate_hz: int, level_dbfs: float = -40.0) -> tuple[float, float]:
+    """Where the speaker started and stopped: the start of the first and the end of the last
+    10 ms above `level_dbfs` (espeak-ng's output goes on about 350 ms past the end, near
+    silence). The whole of `samples` if none is that loud."""
     step = rate_hz // 100
     level = 10 ** (level_dbfs / 20)
-    ends = [start + step for start in range(0, len(samples) - step, step)
+    loud = [start for start in range(0, len(samples) - step, step)
             if float(np.sqrt(np.mean(samples[start:start + step] ** 2))) > level]
-    return (ends[-1] if ends else len(samples)) / rate_hz
+    if not loud:
+        return 0.0, len(samples) / rate_hz
+    return loud[0] / rate_hz, (loud[-1] + step) / rate_hz
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:

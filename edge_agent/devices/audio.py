@@ -55,6 +55,12 @@ def _sounddevice():
     return sounddevice
 
 
+def device_of(name: str) -> str | int | None:
+    """A configured device for PortAudio: "" = the system default, digits = an index, else
+    (part of) a name."""
+    return None if not name else int(name) if name.isdigit() else name
+
+
 def list_devices() -> list[dict]:
     sd = _sounddevice()
     default_out = sd.default.device[1]

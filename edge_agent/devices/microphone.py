@@ -18,24 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioUnavailable, _sounddevice
+from .audio import AudioUnavailable, _sounddevice, device_of
 
 SAMPLE_RATE = 16_000
 BLOCK_S = 0.01  # PortAudio delivers 10 ms at a time: barge-in and end of speech wait on it
 MAX_BACKLOG_S = 5.0  # of audio not yet read; older blocks are dropped (counted in `dropped_s`)
-
-
-def list_input_devices() -> list[dict]:
-    sd = _sounddevice()
-    default_in = sd.default.device[0]
-    return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
-             "default": i == default_in or (default_in == -1 and i == 0)}
-            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
-
-
-def _device(name: str) -> str | int | None:
-    """The config's device: "" = the system default, digits = an index, else (part of) a name."""
-    return None if not name else int(name) if name.isdigit() else name
 
 
 class Microphone:
@@ -52,7 +39,7 @@ class Microphone:
     def open(self) -> None:
         sd = _sounddevice()
         last: Exception | None = None
-        device = _device(self.device)
+        device = device_of(self.device)
         try:
             rates = [SAMPLE_RATE, int(sd.query_devices(device, "input")["default_samplerate"])]
         except Exception as exc:  # noqa: BLE001 - ValueError: no such device; PortAudioError

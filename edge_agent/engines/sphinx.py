@@ -143,14 +143,15 @@ class SphinxWorker:
             endpointer = Endpointer(window=window, ratio=0.9, vad_mode=int(payload.get("vad_mode", 0)),
                                     frame_length=0.03 if window >= 0.17 else 0.01, sample_rate=SAMPLE_RATE)
         if payload.get("source") == "microphone":
-            microphone = _open_microphone(payload.get("device") or "")
+            microphone = Microphone(payload.get("device") or "")
             try:
+                microphone.open()
                 self.channel.event(job, "listening", {"source": "microphone", "device": payload.get("device") or "",
                                                       "device_rate": microphone.rate})
                 source = AudioSource(microphone.frames(endpointer.frame_bytes, POLL_S), "microphone",
                                      microphone.rate, float(payload.get("wait_s", 10.0)))
                 result = self._hear(job, payload, endpointer, search, source, start, time.perf_counter())
-            except AudioUnavailable as exc:  # the device failed while it was heard
+            except AudioUnavailable as exc:  # missing, refused to open, or failed while it was heard
                 raise CodedError(DEVICE_UNAVAILABLE, str(exc), field="source") from None
             finally:
                 microphone.close()
@@ -330,15 +331,6 @@ class RecentAudio:
         begin = max(end - wanted, self.first)
         heard = bytes(self.data[begin - self.first:max(0, end - self.first)])
         return bytes(wanted - len(heard)) + heard
-
-
-def _open_microphone(device: str) -> Microphone:
-    microphone = Microphone(device)
-    try:
-        microphone.open()
-    except AudioUnavailable as exc:
-        raise CodedError(DEVICE_UNAVAILABLE, str(exc), field="source") from None
-    return microphone
 
 
 class Utterance:

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import SpeechConfig
-from ..devices.audio import AudioOutput
+from ..devices.audio import AudioOutput, device_of
 
 
 class Playing(Protocol):
@@ -38,8 +38,7 @@ class Playback:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        device = self.settings.device
-        self.player = AudioOutput(int(device) if device.isdigit() else (device or None), self._from_player,
+        self.player = AudioOutput(device_of(self.settings.device), self._from_player,
                                   chunk_ms=self.settings.chunk_ms, lead_ms=self.settings.lead_ms,
                                   idle_close_s=self.settings.idle_close_s)
 
