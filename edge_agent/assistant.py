@@ -291,7 +291,7 @@ class AssistRun:
             self._stopping = asyncio.ensure_future(spoken.cancel())
 
         try:
-            await self._listen("barge_in", P.ListenRequest(mode="dictation", source="microphone",
+            await self._listen("barge_in", P.ListenRequest(mode="dictation", source="microphone", engine="pocketsphinx",
                                                            wait_s=P.MAX_WAIT_S), on_speech=on_speech)
         except CodedError:
             return  # no microphone: the answer is spoken to its end, as without barge-in

@@ -9,6 +9,7 @@
     edge-agent say [--priority P] [--voice V] [--language L] [--rate R] [--volume X] [--out FILE.wav] TEXT
     edge-agent read --camera NAME          guidance until the frame is good, then OCR, read aloud
     edge-agent listen (--audio FILE.wav | --microphone [--wait S]) [--command PHRASE ... | --wake-phrase PHRASE]
+                      [--engine auto|pocketsphinx|whisper] [--language CODE]
                       [--json]
     edge-agent assist [--push | --wake-phrase P] [--command PHRASE ...] [--camera NAME] [--barge-in]
                       [--wait S] [--audio FILE.wav] [--json]
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
     listen = client_command("listen", "recognise speech in a recording or from the daemon's microphone "
-                                      "(pocketsphinx, US English, offline)")
+                                      "(offline: pocketsphinx, or Whisper where a speech package is installed)")
     heard = listen.add_mutually_exclusive_group(required=True)
     heard.add_argument("--audio", type=Path,
                        help="a WAV file (integer PCM), or raw 16-bit mono PCM with --sample-rate")
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--end-silence-ms", type=int, default=None, help="silence that ends the utterance")
     listen.add_argument("--vad-mode", type=int, choices=range(4), default=None,
                         help="voice activity aggressiveness, 0 (keeps most audio as speech) to 3")
+    listen.add_argument("--engine", choices=["auto", "pocketsphinx", "whisper"], default=None,
+                        help="auto (default): Whisper for dictation where a speech package is installed")
+    listen.add_argument("--language", default=None, help="Whisper: the language spoken (en, de, fr, ...)")
     listen.add_argument("--json", action="store_true", help="print every event as one JSON line")
 
     assist = client_command("assist", "hands-free once: wake phrase, a command, the answer spoken (admin socket)")
@@ -405,7 +409,8 @@ def _client_command(args) -> int:
                 mode = "commands" if args.commands else "wake" if args.wake_phrase else "dictation"
                 for event in client.listen_events(
                         mode=mode, commands=args.commands, wake_phrase=args.wake_phrase,
-                        end_silence_ms=args.end_silence_ms, vad_mode=args.vad_mode, timeout=args.timeout, **sent):
+                        end_silence_ms=args.end_silence_ms, vad_mode=args.vad_mode, engine=args.engine,
+                        language=args.language, timeout=args.timeout, **sent):
                     if args.json:
                         print(json.dumps(event), flush=True)
                     elif event["event"] == "listening":

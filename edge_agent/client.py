@@ -276,7 +276,8 @@ class AsyncClient:
         sample_rate), or with source="microphone" and no audio, what the daemon's microphone
         hears: events (listening,) speech_start, partial, speech_end, then the result or an
         error. Options: mode (dictation, commands, wake), commands, wake_phrase, format,
-        sample_rate, source, wait_s, vad_mode, end_silence_ms, max_utterance_s."""
+        sample_rate, source, wait_s, vad_mode, end_silence_ms, max_utterance_s, engine (auto,
+        pocketsphinx, whisper), language (whisper)."""
         frames = (audio,) if isinstance(audio, bytes) else tuple(audio)
         return self.events("listen", timeout=timeout, rid=rid, attachments=frames, **_present(**options))
 

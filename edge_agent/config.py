@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .images import MAX_PIXELS
-from .protocol import MAX_CROPS, MAX_WAIT_S
+from .protocol import LANGUAGE_CODE, MAX_CROPS, MAX_WAIT_S
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,6 +130,9 @@ class ModelsConfig:
     chat: str = ""
     # package that answers image questions (`ask`); "" = the first vision package in `dir`
     vision: str = ""
+    # Whisper package that transcribes `listen` dictation (edge-agent-export whisper); "" = the
+    # first speech package in `dir`, and with none, dictation is pocketsphinx's
+    speech: str = ""
     preload: bool = False
     # unload a model after this many idle seconds; 0 keeps it loaded
     keep_alive_s: float = 300.0
@@ -254,6 +257,8 @@ class ListenConfig(EngineProcessConfig):
     microphone: str = "admin"
     # how long a microphone request waits for speech to start before it ends without any
     wait_s: float = 10.0
+    # what Whisper transcribes when a request names no language (a code of its tokenizer: en, de, ...)
+    language: str = "en"
 
 
 @dataclass
@@ -457,6 +462,8 @@ def validate(config: Config) -> Config:
     if listen.microphone not in MICROPHONE_ACCESS or not 0.5 <= listen.wait_s <= MAX_WAIT_S:
         raise ConfigError(f"listen.microphone must be one of {', '.join(MICROPHONE_ACCESS)}; listen.wait_s 0.5 to "
                           f"{MAX_WAIT_S:g}")
+    if not LANGUAGE_CODE.fullmatch(listen.language):
+        raise ConfigError(f"listen.language {listen.language!r} is not a language code such as en, de or yue")
     assist = config.assist
     if not assist.wake_phrase.strip() or not 0.5 <= assist.wait_s <= MAX_WAIT_S \
             or not 0.5 <= assist.command_wait_s <= 60 or not 1 <= assist.max_tokens <= config.chat.max_tokens_limit:

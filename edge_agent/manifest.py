@@ -22,7 +22,7 @@ from typing import Any
 MANIFEST_NAME = "edge-agent.json"
 FORMAT = "edge-agent-model-package"
 FORMAT_VERSION = 1
-ROLES = ("chat", "vision")
+ROLES = ("chat", "vision", "speech")
 TARGETS = ("cpu", "cuda")
 _HASH_CHUNK = 8 << 20
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -56,7 +57,8 @@ RATE_RANGE = (80, 450)  # words per minute, espeak-ng's range
 ROLES = ("system", "user", "assistant")
 # listen (docs/protocol.md §4.13)
 LISTEN_MODES = ("dictation", "commands", "wake")
-LISTEN_ENGINES = ("pocketsphinx",)
+LISTEN_ENGINES = ("pocketsphinx", "whisper")  # a request may also say "auto" (the default)
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}|haw")  # Whisper's language tokens: <|en|>, <|yue|>, <|haw|>
 LISTEN_SOURCES = ("client", "microphone")
 # assist (docs/protocol.md §4.14)
 ASSIST_TRIGGERS = ("wake", "push")
@@ -192,12 +194,13 @@ class ListenRequest:
     wake_phrase: str | None = None  # mode wake
     format: str = "wav"
     sample_rate: int | None = None  # format pcm
-    engine: str = "pocketsphinx"
+    engine: str = "auto"  # auto: whisper for dictation where a speech package is installed, else pocketsphinx
     vad_mode: int | None = None  # None: the daemon's [listen] defaults
     end_silence_ms: int | None = None
     max_utterance_s: float | None = None
     source: str = "client"  # or "microphone": the daemon's own input device
     wait_s: float | None = None  # microphone: for the start of speech; None: the daemon's [listen] default
+    language: str | None = None  # engine whisper: a language code; None: the daemon's [listen] default
 
 
 @dataclass(frozen=True)
@@ -476,11 +479,21 @@ def _parse_listen(f: _Fields) -> ListenRequest:
     wait_s = f.number("wait_s", 0.0, minimum=0.5, maximum=MAX_WAIT_S) if "wait_s" in f.doc else None
     max_utterance = f.number("max_utterance_s", 0.0, minimum=0.5, maximum=3600.0) if "max_utterance_s" in f.doc \
         else None
-    return ListenRequest(mode, commands, wake_phrase, audio_format, sample_rate,
-                         f.choice("engine", LISTEN_ENGINES, "pocketsphinx"),
+    engine = f.choice("engine", ("auto", *LISTEN_ENGINES), "auto")
+    if engine == "whisper" and mode != "dictation":
+        raise ProtocolError(BAD_REQUEST, f"engine whisper transcribes (mode dictation); mode {mode} is "
+                            "pocketsphinx's (a grammar)", field="engine")
+    language = f.string("language", max_length=8)
+    if language is not None:
+        if engine == "pocketsphinx" or mode != "dictation":
+            raise ProtocolError(BAD_REQUEST, "'language' goes with engine whisper (pocketsphinx hears US English)",
+                                field="language")
+        if not LANGUAGE_CODE.fullmatch(language):
+            raise ProtocolError(BAD_REQUEST, "'language' is a language code such as en, de or yue", field="language")
+    return ListenRequest(mode, commands, wake_phrase, audio_format, sample_rate, engine,
                          f.integer("vad_mode", None, minimum=VAD_MODES[0], maximum=VAD_MODES[1]),
                          f.integer("end_silence_ms", None, minimum=END_SILENCE_MS[0], maximum=END_SILENCE_MS[1]),
-                         max_utterance, source, wait_s)
+                         max_utterance, source, wait_s, language)
 
 
 def _phrases(f: _Fields, name: str, *, required: bool) -> tuple[str, ...]:
@@ -549,7 +562,7 @@ _PARSERS = {
     "guide": ({"camera"}, lambda f: GuideRequest(f.string("camera", max_length=64))),
     "capture": ({"camera"}, lambda f: CaptureRequest(f.required_string("camera", max_length=64))),
     "listen": ({"mode", "commands", "wake_phrase", "format", "sample_rate", "engine", "vad_mode", "end_silence_ms",
-                "max_utterance_s", "source", "wait_s"}, _parse_listen),
+                "max_utterance_s", "source", "wait_s", "language"}, _parse_listen),
     "assist": ({"trigger", "source", "wake_phrase", "wait_s", "commands", "camera", "barge_in", "speak", "format",
                 "sample_rate"}, _parse_assist),
     "models": ({"action", "name"}, lambda f: ModelsRequest(

@@ -4,7 +4,10 @@
     edge-agent-export text --input HF_DIR --output PKG_DIR [--target cpu|cuda] [--precision int4|fp16|fp32]
                            [--block-size 128|64|32] [--accuracy-level 0-4] [--context N] [--force] [--verbose]
     edge-agent-export vision --input HF_DIR --output PKG_DIR [--target cpu|cuda] [--num-crops N] [...as text]
+    edge-agent-export whisper --input HF_DIR --output PKG_DIR [--target cpu|cuda] [--precision int8|int4|fp16|fp32]
+                              [--block-size 32|64|128] [--accuracy-level 0-4] [--force] [--verbose]
     edge-agent-export verify PKG_DIR [--reference HF_DIR] [--threads N] [--json] [--image FILE --question TEXT]
+                             [--audio WAV]
 
 Exit status: 0 success, 1 verification failed, 2 bad input (message on stderr), 130 interrupted.
 """
@@ -29,14 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     from .package import BLOCK_SIZES, DEFAULT_CONTEXT
 
     parser = argparse.ArgumentParser(prog="edge-agent-export",
-                                     description="Turn Hugging Face Phi-3.5 snapshots into onnxruntime-genai "
-                                                 "model packages for edge-agent, and check them.")
+                                     description="Turn Hugging Face Phi-3.5 and Whisper snapshots into "
+                                                 "onnxruntime-genai model packages for edge-agent, and check them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fixture = commands.add_parser("fixture", help="write a random checkpoint with a real model's layout")
     fixture.add_argument("--model", choices=sorted(MODELS), default="phi-3.5-mini")
     fixture.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                         help="tiny: a few tens of MB, for tests; full: every real size (7.6 GB bf16)")
+                         help="tiny: a few tens of MB, for tests; full: every real size (Phi-3.5-mini 7.6 GB "
+                              "bf16, whisper-tiny 151 MB)")
     fixture.add_argument("--output", type=Path, required=True)
     fixture.add_argument("--seed", type=int, default=0)
     fixture.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -70,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     vision.add_argument("--force", action="store_true")
     vision.add_argument("--verbose", action="store_true")
 
+    from .speech import SPEECH_PRECISIONS, SpeechExportOptions
+
+    whisper = commands.add_parser("whisper", help="export a Whisper snapshot to a speech-to-text package")
+    whisper.add_argument("--input", type=Path, required=True, help="Hugging Face snapshot folder")
+    whisper.add_argument("--output", type=Path, required=True, help="package folder to create")
+    whisper.add_argument("--target", choices=["cpu", "cuda"], default="cpu")
+    whisper.add_argument("--precision", choices=SPEECH_PRECISIONS, default=SpeechExportOptions.precision)
+    whisper.add_argument("--block-size", type=int, choices=BLOCK_SIZES, default=SpeechExportOptions.block_size)
+    whisper.add_argument("--accuracy-level", type=int, choices=range(5), metavar="0-4", default=None)
+    whisper.add_argument("--force", action="store_true")
+    whisper.add_argument("--verbose", action="store_true")
+
     verify = commands.add_parser("verify", help="check a package (hashes, load, tokenizer, generation, parity)")
     verify.add_argument("package", type=Path)
     verify.add_argument("--reference", type=Path, default=None,
@@ -79,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--image", type=Path, action="append", default=None,
                         help="vision packages: also answer --question about this image (repeatable)")
     verify.add_argument("--question", default="What does it say?", help="the question for --image")
+    verify.add_argument("--audio", type=Path, action="append", default=None,
+                        help="speech packages: also transcribe this WAV file (repeatable)")
     return parser
 
 
@@ -115,13 +133,24 @@ def run(argv: list[str] | None = None) -> int:
         size = sum(f.size for f in manifest.files)
         _log(f"wrote {args.output} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
         return 0
+    if args.command == "whisper":
+        from .speech import SpeechExportOptions, export_whisper
+
+        speech_options = SpeechExportOptions(target=args.target, precision=args.precision, block_size=args.block_size,
+                                             accuracy_level=args.accuracy_level, force=args.force,
+                                             verbose=args.verbose)
+        manifest = export_whisper(args.input, args.output, speech_options, progress=_log)
+        size = sum(f.size for f in manifest.files)
+        _log(f"wrote {args.output} ({size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s")
+        return 0
     if args.command == "verify":
         from .verify import verify_package
 
         if args.threads is not None and args.threads < 0:
             raise ExportError("--threads must be 0 (library default) or more")
         report = verify_package(args.package, reference=args.reference, threads=args.threads,
-                                progress=None if args.json else _log, images=args.image, question=args.question)
+                                progress=None if args.json else _log, images=args.image, question=args.question,
+                                audios=args.audio)
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
         return 0 if report.ok else EXIT_VERIFY_FAILED
     raise AssertionError(args.command)

@@ -1,4 +1,4 @@
-"""Random checkpoints with the real Phi-3.5 configs, tensor layout and tokenizer.
+"""Random checkpoints with the real Phi-3.5 and Whisper configs, tensor layouts and tokenizers.
 
 No weights can be downloaded where tests and benchmarks run, so they use checkpoints that
 look exactly like a Hugging Face snapshot of the real model (config keys and options,
@@ -17,6 +17,7 @@ from . import data
 from .output import atomic_folder, check_free_space
 from .safetensors_io import DTYPE_SIZES, write_streaming
 from .vision_layout import CLIP_L14_336, ClipGeometry, image_side_tensors
+from .whisper_layout import whisper_tensors
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class FixtureModel:
     preprocessor_config_file: str | None = None
     # the image tower's geometry (vision models only): tiny shrinks width and depth
     tiny_clip: ClipGeometry | None = None
+    family: str = "phi3"  # phi3: sharded bf16 as Phi-3.5 ships; whisper: one float32 file
+    tokenizer: str = data.PHI3_TOKENIZER
 
 
 # Tiny keeps head_dim = 96 (hidden / heads), because the longrope factor lists in the real
@@ -55,12 +58,25 @@ MODELS = {
                     "intermediate_size": 512, "num_hidden_layers": 2, "img_processor.image_dim_out": 128},
         tiny_clip=ClipGeometry(hidden=128, intermediate=256, layers=3),
     ),
+    # tiny keeps Whisper's head size of 64, the 80 mel bins, 1500 audio positions (the builder
+    # fixes the encoder's input at 3000 frames) and the real 51865-token vocabulary
+    **{name: FixtureModel(
+        name=name,
+        config_file=f"{name}.config.json",
+        generation_config_file="whisper.generation_config.json",
+        preprocessor_config_file="whisper.preprocessor_config.json",
+        tiny_sizes={"d_model": 128, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+                    "encoder_ffn_dim": 256, "decoder_ffn_dim": 256, "encoder_layers": 2, "decoder_layers": 2,
+                    "num_hidden_layers": 2},
+        family="whisper",
+        tokenizer=data.WHISPER_TOKENIZER,
+    ) for name in ("whisper-tiny", "whisper-base")},
 }
 
 # The real checkpoint is split at about 5 GB into two shards; the tiny one is split at the
 # same fraction so the index-file path is exercised too.
 SHARD_FRACTION = 0.65
-SAFETENSORS_DTYPE = "BF16"
+DTYPES = {"phi3": "BF16", "whisper": "F32"}  # as each model's checkpoints are published
 
 
 def fixture_config(model: str, size: str) -> dict:
@@ -76,6 +92,8 @@ def fixture_config(model: str, size: str) -> dict:
 def fixture_tensors(model: str, size: str) -> list[tuple[str, tuple[int, ...]]]:
     spec = MODELS[model]
     config = fixture_config(model, size)
+    if spec.family == "whisper":
+        return whisper_tensors(config)
     tensors = phi3_decoder_tensors(config)
     if spec.tiny_clip is not None:
         clip = spec.tiny_clip if size == "tiny" else CLIP_L14_336
@@ -108,8 +126,8 @@ def phi3_decoder_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
     return tensors
 
 
-def _nbytes(shape: tuple[int, ...]) -> int:
-    n = DTYPE_SIZES[SAFETENSORS_DTYPE]
+def _nbytes(shape: tuple[int, ...], dtype: str = "BF16") -> int:
+    n = DTYPE_SIZES[dtype]
     for dim in shape:
         n *= dim
     return n
@@ -128,20 +146,23 @@ def split_shards(tensors: list[tuple[str, tuple[int, ...]]]) -> list[list[tuple[
     return shards
 
 
-def _random_tensor_bytes(name: str, shape: tuple[int, ...], std: float, generator) -> bytes:
+def _random_tensor_bytes(name: str, shape: tuple[int, ...], std: float, generator, dtype: str) -> bytes:
     import torch
 
     if name.endswith(("layernorm.weight", "layer_norm1.weight", "layer_norm2.weight", "pre_layrnorm.weight",
-                      "post_layernorm.weight")) or name == "model.norm.weight":
+                      "post_layernorm.weight", "layer_norm.weight")) or name == "model.norm.weight":
         # around 1 but not exactly 1, so a norm weight applied wrongly shows up in parity checks
         values = 1.0 + 0.1 * torch.randn(shape, generator=generator)
     else:
         values = torch.randn(shape, generator=generator) * std
+    if dtype == "F32":
+        return values.numpy().tobytes()
     return values.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
 
 
 def estimated_size(model: str, size: str) -> int:
-    return sum(_nbytes(s) for _, s in fixture_tensors(model, size))
+    dtype = DTYPES[MODELS[model].family]
+    return sum(_nbytes(s, dtype) for _, s in fixture_tensors(model, size))
 
 
 def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: bool = False) -> Path:
@@ -152,8 +173,9 @@ def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: boo
     config = fixture_config(model, size)
     tensors = fixture_tensors(model, size)
     generator = torch.Generator().manual_seed(seed)
-    std = float(config.get("initializer_range", 0.02))
+    std = float(config.get("initializer_range", config.get("init_std", 0.02)))
     shapes = dict(tensors)
+    dtype = DTYPES[spec.family]
 
     with atomic_folder(output, force=force) as staging:
         check_free_space(staging, int(estimated_size(model, size) * 1.05) + (16 << 20), "the fixture")
@@ -162,9 +184,13 @@ def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: boo
             shutil.copyfile(data.config_path(spec.generation_config_file), staging / "generation_config.json")
         if spec.preprocessor_config_file:
             shutil.copyfile(data.config_path(spec.preprocessor_config_file), staging / "preprocessor_config.json")
-        for tokenizer_file in data.TOKENIZER_FILES:
-            shutil.copyfile(data.tokenizer_dir() / tokenizer_file, staging / tokenizer_file)
+        for tokenizer_file in data.tokenizer_files(spec.tokenizer):
+            shutil.copyfile(data.tokenizer_dir(spec.tokenizer) / tokenizer_file, staging / tokenizer_file)
 
+        if spec.family == "whisper":  # published as one model.safetensors
+            write_streaming(staging / "model.safetensors", [(name, dtype, shape) for name, shape in tensors],
+                            lambda name: _random_tensor_bytes(name, shapes[name], std, generator, dtype))
+            return output
         shards = split_shards(tensors)
         weight_map: dict[str, str] = {}
         total = 0
@@ -172,12 +198,12 @@ def build_fixture(model: str, size: str, output: Path, seed: int = 0, force: boo
             filename = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
             write_streaming(
                 staging / filename,
-                [(name, SAFETENSORS_DTYPE, shape) for name, shape in shard],
-                lambda name: _random_tensor_bytes(name, shapes[name], std, generator),
+                [(name, dtype, shape) for name, shape in shard],
+                lambda name: _random_tensor_bytes(name, shapes[name], std, generator, dtype),
             )
             for name, shape in shard:
                 weight_map[name] = filename
-                total += _nbytes(shape)
+                total += _nbytes(shape, dtype)
         index_doc = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (staging / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2) + "\n")
     return output

@@ -26,8 +26,8 @@ TOOL_PACKAGES = ("edge-agent", "onnxruntime-genai", "onnxruntime", "onnx", "onnx
                  "transformers", "torch", "safetensors")
 
 
-class ExportOptions(Protocol):
-    """The options both exporters share (TextExportOptions, VisionExportOptions)."""
+class QuantizedOptions(Protocol):
+    """The options every exporter shares (TextExportOptions, VisionExportOptions, SpeechExportOptions)."""
     @property
     def target(self) -> str: ...
     @property
@@ -36,12 +36,25 @@ class ExportOptions(Protocol):
     def block_size(self) -> int: ...
     @property
     def accuracy_level(self) -> int | None: ...
+
+
+class ExportOptions(QuantizedOptions, Protocol):
+    """The decoder exporters' options (TextExportOptions, VisionExportOptions): a chosen context."""
     @property
     def context(self) -> int: ...
 
 
 def validate_options(snapshot: Snapshot, options: ExportOptions, precisions: tuple[str, ...], what: str) -> None:
     """Refuse options the exporter cannot honour, before any work starts."""
+    validate_quantization(options, precisions, what)
+    limit = int(snapshot.config.get("max_position_embeddings", 0))
+    if not MIN_CONTEXT <= options.context <= limit:
+        raise ExportError(f"context {options.context} is outside {MIN_CONTEXT}..{limit} "
+                          "(the model's max_position_embeddings)")
+
+
+def validate_quantization(options: QuantizedOptions, precisions: tuple[str, ...], what: str) -> None:
+    """Target, precision, block size and accuracy level: what every exporter takes."""
     if options.target not in TARGETS:
         raise ExportError(f"unknown target {options.target!r}: use cpu or cuda")
     if options.precision not in precisions:
@@ -51,10 +64,6 @@ def validate_options(snapshot: Snapshot, options: ExportOptions, precisions: tup
         raise ExportError(f"block size {options.block_size} not supported: use one of {BLOCK_SIZES}")
     if options.accuracy_level is not None and not 0 <= options.accuracy_level <= 4:
         raise ExportError(f"accuracy level {options.accuracy_level} not supported: use 0-4")
-    limit = int(snapshot.config.get("max_position_embeddings", 0))
-    if not MIN_CONTEXT <= options.context <= limit:
-        raise ExportError(f"context {options.context} is outside {MIN_CONTEXT}..{limit} "
-                          "(the model's max_position_embeddings)")
 
 
 def tool_versions() -> dict[str, str]:
@@ -93,22 +102,22 @@ def finish_genai_config(package: Path, context: int) -> dict:
     return config
 
 
-def effective_accuracy_level(options: ExportOptions) -> int:
+def effective_accuracy_level(options: QuantizedOptions) -> int:
     """The level the builder applies when none is given: 4 (int8 activations) on CPU."""
     if options.accuracy_level is not None:
         return options.accuracy_level
     return 4 if options.target == "cpu" else 0
 
 
-def quantization_info(options: ExportOptions, quantized_models: list[str] | None = None) -> dict:
-    """The manifest's quantization block, for text and vision exports alike."""
-    int4 = options.precision == "int4"
-    info = {"method": "MatMulNBits (round-to-nearest, symmetric)" if int4 else "none",
-            "bits": 4 if int4 else None, "block_size": options.block_size if int4 else None,
-            "accuracy_level": effective_accuracy_level(options) if int4 else None,
-            "quantized_ops": ["MatMul"] if int4 else []}
+def quantization_info(options: QuantizedOptions, quantized_models: list[str] | None = None) -> dict:
+    """The manifest's quantization block, for text, vision and speech exports alike."""
+    bits = {"int4": 4, "int8": 8}.get(options.precision)
+    info = {"method": "MatMulNBits (round-to-nearest, symmetric)" if bits else "none",
+            "bits": bits, "block_size": options.block_size if bits else None,
+            "accuracy_level": effective_accuracy_level(options) if bits else None,
+            "quantized_ops": ["MatMul"] if bits else []}
     if quantized_models is not None:
-        info["quantized_models"] = quantized_models if int4 else []
+        info["quantized_models"] = quantized_models if bits else []
     return info
 
 
@@ -124,14 +133,20 @@ def copy_licenses(snapshot: Snapshot, package: Path) -> None:
             shutil.copyfile(snapshot.path / name, package / name)
 
 
-def write_package_manifest(package: Path, snapshot: Snapshot, options: ExportOptions, *, role: str, model_type: str,
-                           quantized_models: list[str] | None = None, details: dict[str, Any] | None = None
-                           ) -> Manifest:
-    """Hash the finished package's files and write its manifest (edge_agent/manifest.py's schema)."""
+def write_package_manifest(package: Path, snapshot: Snapshot, options: QuantizedOptions, *, role: str,
+                           model_type: str, quantized_models: list[str] | None = None,
+                           details: dict[str, Any] | None = None, context: int | None = None,
+                           kv_per_token: int | None = None) -> Manifest:
+    """Hash the finished package's files and write its manifest (edge_agent/manifest.py's schema).
+    `context` and `kv_per_token` (bytes) default to a Phi-3 decoder export's."""
+    if context is None:
+        context = options.context  # type: ignore[attr-defined]  # an ExportOptions
+    if kv_per_token is None:
+        kv_per_token = kv_bytes_per_token(snapshot.config, options.target, options.precision)
     manifest = Manifest(
         role=role, model_type=model_type, name=snapshot.name, target=options.target, precision=options.precision,
-        quantization=quantization_info(options, quantized_models), context_length=options.context,
-        kv_cache_bytes_per_token=kv_bytes_per_token(snapshot.config, options.target, options.precision),
+        quantization=quantization_info(options, quantized_models), context_length=context,
+        kv_cache_bytes_per_token=kv_per_token,
         source=source_info(snapshot), tools=tool_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         files=describe_files(package), details=details or {})

@@ -81,9 +81,17 @@ def _check_files(package: Path, manifest: Manifest) -> CheckResult:
     return CheckResult("files", PASS, f"{len(manifest.files)} files, {total / 1e6:.1f} MB, sizes and sha256 match")
 
 
-def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
+# the runtime's model type and the end tokens that must stop generation, by package role
+def _role_expectations(role: str) -> tuple[str, tuple[int, ...]]:
     from .package import PHI3_EOS_IDS
+    from .speech import WHISPER_EOS_IDS
 
+    return {"chat": ("phi3", PHI3_EOS_IDS), "vision": ("phi3v", PHI3_EOS_IDS),
+            "speech": ("whisper", WHISPER_EOS_IDS)}[role]
+
+
+def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
+    expected_type, required_eos = _role_expectations(manifest.role)
     config = json.loads((package / "genai_config.json").read_text())
     problems = []
     if config["search"].get("max_length") != manifest.context_length:
@@ -91,10 +99,9 @@ def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
                         f"{manifest.context_length}")
     eos = config["model"].get("eos_token_id")
     eos = [eos] if isinstance(eos, int) else list(eos or [])
-    missing = [t for t in PHI3_EOS_IDS if t not in eos]
+    missing = [t for t in required_eos if t not in eos]
     if missing:
         problems.append(f"end-of-turn ids {missing} missing from eos_token_id {eos}")
-    expected_type = {"chat": "phi3", "vision": "phi3v"}[manifest.role]
     if config["model"].get("type") != expected_type:
         problems.append(f"model type {config['model'].get('type')!r}, expected {expected_type!r}")
     if problems:
@@ -205,18 +212,29 @@ def _check_reference(model, tokenizer, manifest: Manifest, reference: Path) -> C
     return CheckResult("reference", PASS, f"{text} (within {manifest.precision} bounds)", summary)
 
 
-def text_checks(package: Path, manifest: Manifest, model, tokenizer, reference: Path | None,
-                progress: Callable[[str], None], images: list[Path] | None = None,
-                question: str = "") -> list[CheckResult]:
-    """The checks of a chat package once it has loaded: generation, and parity if asked."""
-    if images:
-        raise ExportError("--image needs a vision package; this one is a chat package")
+@dataclass(frozen=True)
+class VerifyRequest:
+    """What the user gave `verify` besides the package."""
+    reference: Path | None = None  # the snapshot, for parity with PyTorch
+    images: tuple[Path, ...] = ()  # vision packages: answer `question` about each
+    question: str = "What does it say?"
+    audios: tuple[Path, ...] = ()  # speech packages: transcribe each
+
+
+def phi3_tokenizer_checks(tokenizer) -> list[CheckResult]:
+    return [_check_tokenizer(tokenizer), _check_chat_template(tokenizer)]
+
+
+def text_checks(package: Path, manifest: Manifest, model, tokenizer, request: VerifyRequest,
+                progress: Callable[[str], None]) -> list[CheckResult]:
+    """The checks of a chat package once it has loaded: tokenizer, generation, and parity if asked."""
+    results = phi3_tokenizer_checks(tokenizer)
     progress("generating")
     vocab = int(json.loads((package / "genai_config.json").read_text())["model"]["vocab_size"])
-    results = [_check_generation(model, tokenizer, vocab)]
-    if reference is not None:
-        progress(f"comparing logits with the PyTorch model from {reference}")
-        results.append(_check_reference(model, tokenizer, manifest, Path(reference)))
+    results.append(_check_generation(model, tokenizer, vocab))
+    if request.reference is not None:
+        progress(f"comparing logits with the PyTorch model from {request.reference}")
+        results.append(_check_reference(model, tokenizer, manifest, Path(request.reference)))
     return results
 
 
@@ -229,20 +247,30 @@ class RoleChecks:
 def _vision_checks(*args, **kwargs) -> list[CheckResult]:
     from .verify_vision import vision_checks  # torch-free until a vision package is verified
 
-    return vision_checks(*args, **kwargs)
+    return phi3_tokenizer_checks(args[3]) + vision_checks(*args, **kwargs)
+
+
+def _speech_checks(*args, **kwargs) -> list[CheckResult]:
+    from .verify_speech import speech_checks
+
+    return speech_checks(*args, **kwargs)
 
 
 # what is checked after loading, by the package's role
-ROLE_CHECKS = {"chat": RoleChecks(("generation",), text_checks),
-               "vision": RoleChecks(("preprocessing", "generation"), _vision_checks)}
+ROLE_CHECKS = {"chat": RoleChecks(("tokenizer", "chat_format", "generation"), text_checks),
+               "vision": RoleChecks(("tokenizer", "chat_format", "preprocessing", "generation"), _vision_checks),
+               "speech": RoleChecks(("tokenizer", "preprocessing", "transcription"), _speech_checks)}
+# what each role's own inputs are called on the command line
+ROLE_INPUTS = {"images": ("vision", "--image"), "audios": ("speech", "--audio")}
 
 
 def verify_package(package: Path, reference: Path | None = None, threads: int | None = None,
                    progress: Callable[[str], None] | None = None, images: list[Path] | None = None,
-                   question: str = "What does it say?") -> VerifyReport:
+                   question: str = "What does it say?", audios: list[Path] | None = None) -> VerifyReport:
     package = Path(package)
     if not package.is_dir():
         raise ExportError(f"package folder {package} does not exist")
+    request = VerifyRequest(reference, tuple(images or ()), question, tuple(audios or ()))
     say = progress or (lambda _msg: None)
     report = VerifyReport(str(package), [])
     result, manifest = _check_manifest(package)
@@ -250,10 +278,13 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
     if manifest is None:
         return report
     role = ROLE_CHECKS[manifest.role]
+    for field, (wanted_role, option) in ROLE_INPUTS.items():
+        if getattr(request, field) and manifest.role != wanted_role:
+            raise ExportError(f"{option} needs a {wanted_role} package; this one is a {manifest.role} package")
     say("checking file hashes")
     files = _check_files(package, manifest)
     report.checks.append(files)
-    dependent = ["genai_config", "load", "tokenizer", "chat_format", *role.names]
+    dependent = ["genai_config", "load", *role.names]
     if reference is not None:
         dependent.append("reference")
     if files.status == FAIL:
@@ -279,7 +310,5 @@ def verify_package(package: Path, reference: Path | None = None, threads: int | 
     report.checks.append(CheckResult("load", PASS, f"loaded in {load_seconds:.2f} s ({model.type} on "
                                      f"{model.device_type}{fallback_note})",
                                      {"seconds": round(load_seconds, 3), "cpu_fallback": cpu_fallback}))
-    report.checks.append(_check_tokenizer(tokenizer))
-    report.checks.append(_check_chat_template(tokenizer))
-    report.checks += role.run(package, manifest, model, tokenizer, reference, say, images, question)
+    report.checks += role.run(package, manifest, model, tokenizer, request, say)
     return report

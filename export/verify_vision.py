@@ -220,10 +220,11 @@ def check_user_images(og, model, tokenizer, images: list[Path], question: str, c
                        {"answer": answer, "prompt_tokens": length, "seconds": round(seconds, 3)})
 
 
-def vision_checks(package: Path, manifest: Manifest, model, tokenizer, reference: Path | None,
-                  progress, images: list[Path] | None = None, question: str = "What does it say?") -> list[CheckResult]:
+def vision_checks(package: Path, manifest: Manifest, model, tokenizer, request, progress) -> list[CheckResult]:
+    """`request`: verify.VerifyRequest (reference snapshot, the user's images and question)."""
     import onnxruntime_genai as og
 
+    reference, images = request.reference, request.images
     results = []
     config = json.loads((package / "genai_config.json").read_text())
     vocab = int(config["model"]["vocab_size"])
@@ -240,5 +241,5 @@ def vision_checks(package: Path, manifest: Manifest, model, tokenizer, reference
     if images:
         progress(f"asking about {len(images)} image(s) of yours")
         crops = int(manifest.details.get("num_crops") or 4)  # the daemon's default for this package
-        results.append(check_user_images(og, model, tokenizer, [Path(p) for p in images], question, crops))
+        results.append(check_user_images(og, model, tokenizer, [Path(p) for p in images], request.question, crops))
     return results

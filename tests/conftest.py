@@ -61,6 +61,21 @@ def small_context_package(models_root, tiny_snapshot) -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper_snapshot(models_root) -> Path:
+    """A random whisper-tiny checkpoint: the real config layout and multilingual tokenizer, shrunk."""
+    return build_fixture("whisper-tiny", "tiny", models_root / "whisper-tiny-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def whisper_package(models_root, whisper_snapshot) -> Path:
+    from export.speech import SpeechExportOptions, export_whisper
+
+    out = models_root / "whisper-tiny-tiny-int8"
+    export_whisper(whisper_snapshot, out, SpeechExportOptions(), progress=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_vision_snapshot(models_root) -> Path:
     """A random Phi-3.5-vision checkpoint: real config layout, shrunken decoder and CLIP tower."""
     return build_fixture("phi-3.5-vision", "tiny", models_root / "phi35-vision-tiny", seed=0)

@@ -114,7 +114,7 @@ BAD_AUDIO = [
     ({"mode": "commands", "commands": ["!!!"]}, None, "bad_request", "commands"),
     ({"vad_mode": 4}, None, "bad_request", "vad_mode"),
     ({"end_silence_ms": 10}, None, "bad_request", "end_silence_ms"),
-    ({"engine": "whisper"}, None, "bad_request", "engine"),
+    ({"engine": "vosk"}, None, "bad_request", "engine"),
 ]
 
 

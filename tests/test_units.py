@@ -124,6 +124,7 @@ def write(tmp_path, text: str):
     ("[listen]\nengine_timeout_s = 0.0\n", "listen.keep_alive_s must not be negative"),
     ("[listen]\nmicrophone = \"everyone\"\n", "listen.microphone must be one of admin, any, off"),
     ("[listen]\nwait_s = 0.0\n", "listen.wait_s 0.5 to 3600"),
+    ("[listen]\nlanguage = \"English\"\n", "listen.language 'English' is not a language code"),
     ("[assist]\nwake_phrase = \" \"\n", "assist.wake_phrase must not be empty"),
     ("[assist]\ncommand_wait_s = 100.0\n", "command_wait_s 0.5 to 60"),
     ("[assist]\ncommands = \"louder\"\n", "assist.commands must be a list of strings"),

@@ -40,9 +40,9 @@ def load_model(package: Path, threads: int | None = None, cpu_only: bool = False
     if threads:
         options["intra_op_num_threads"] = threads
     if options:
-        # every model of the package (decoder; vision and embedding for phi3v) gets them
+        # every model of the package (decoder; vision and embedding for phi3v; encoder for whisper) gets them
         sections = json.loads((Path(package) / "genai_config.json").read_text())["model"]
         overlay = {name: {"session_options": options}
-                   for name in ("decoder", "vision", "embedding", "speech") if name in sections}
+                   for name in ("encoder", "decoder", "vision", "embedding", "speech") if name in sections}
         config.overlay(json.dumps({"model": overlay}))
     return og.Model(config)

@@ -18,6 +18,12 @@ Each utterance is decoded as it streams (partial results); pre-roll: the decoder
 0.3 s before the VAD's start. Decoding the utterance again in one batch at its end (batch
 cepstral normalisation) measured no better on 80 espeak-ng commands and cost 20 ms a command.
 
+Whisper (engines/whisper.py, a speech package) serves dictation requests that the service
+routes to it (`engine` "whisper", with "package", "threads" and "language"): the same voice
+activity detection finds the utterance, and WhisperDecoder stands in for pocketsphinx's
+decoder, transcribing the utterance whole at its end. The package is loaded by the first such
+request and kept while the process lives.
+
 Jobs: payload {"mode", "commands", "wake_phrase", "format", "sample_rate", "vad_mode",
 "end_silence_ms", "max_utterance_s", "max_audio_s"} + the audio frames (concatenated) ->
 events speech_start {at_ms}, partial {text}, speech_end {at_ms}; result (docs/protocol.md §4.13).
@@ -28,7 +34,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..audio_input import SAMPLE_RATE, load_audio
@@ -87,6 +93,24 @@ class SphinxWorker:
         self.active: Any = self.decoder  # the decoder of the request being heard
         self.searches: OrderedDict[tuple[str, ...], str] = OrderedDict()  # (mode, phrases...) -> search name
         self._names = 0
+        self.whisper: Any = None  # engines/whisper.WhisperRecogniser, loaded by the first whisper request
+
+    def whisper_for(self, job: str, payload: dict) -> WhisperDecoder:
+        """Whisper, for a dictation request that asks for it (the package the service chose)."""
+        from .whisper import WhisperRecogniser
+
+        package = payload["package"]
+        if self.whisper is None or str(self.whisper.package) != package:
+            self.whisper = None  # the old package's memory goes before the new one loads
+            self.whisper = WhisperRecogniser.load(package, payload.get("threads") or None)
+        language = payload.get("language") or "en"
+        self.whisper.prompt(language)  # an unknown language fails here, before any audio is heard
+        return WhisperDecoder(self.whisper, language, lambda: self._interrupted(job))
+
+    def _interrupted(self, job: str) -> bool:
+        """Asked between Whisper's tokens: the host hears from the job, and a cancel ends it."""
+        self.channel.heartbeat()
+        return self.channel.cancel_requested(job)
 
     # ---------------------------------------------------------------- searches
 
@@ -133,7 +157,10 @@ class SphinxWorker:
 
         start = time.perf_counter()
         mode = payload.get("mode", DICTATION)
-        self.active, search = self.search_for(mode, payload.get("commands") or [], payload.get("wake_phrase"))
+        if payload.get("engine") == "whisper":
+            self.active, search = self.whisper_for(job, payload), "whisper"
+        else:
+            self.active, search = self.search_for(mode, payload.get("commands") or [], payload.get("wake_phrase"))
         if mode == ACTIVITY:
             endpointer = Endpointer(window=ACTIVITY_WINDOW_S, ratio=0.9, vad_mode=3, frame_length=ACTIVITY_FRAME_S,
                                     sample_rate=SAMPLE_RATE)
@@ -281,6 +308,51 @@ class SphinxWorker:
             self.channel.fail(job.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
 
 
+class WhisperDecoder:
+    """Whisper behind the decoder calls `_hear` makes of pocketsphinx: it keeps the utterance
+    (pre-roll included) and transcribes it whole at its end, so it has no partial results."""
+
+    def __init__(self, recogniser: Any, language: str, cancelled_now: Callable[[], bool]):
+        self.recogniser = recogniser
+        self.language = language
+        self.cancelled_now = cancelled_now  # () -> bool: the job was cancelled (checked every token)
+        self.audio = bytearray()
+        self.transcript: Any = None
+
+    def activate_search(self, name: str) -> None:
+        pass
+
+    def start_utt(self) -> None:
+        self.audio.clear()
+        self.transcript = None
+
+    def process_raw(self, pcm: bytes) -> None:
+        self.audio += pcm
+
+    def end_utt(self) -> None:
+        import numpy as np
+
+        from .whisper import WINDOW_S
+
+        samples = np.frombuffer(bytes(self.audio), dtype=np.int16)[-int(WINDOW_S * SAMPLE_RATE):]
+        self.audio.clear()
+        self.transcript = self.recogniser.transcribe(samples, self.language, stop=self.cancelled_now)
+
+    def hyp(self) -> Any:
+        if self.transcript is None:
+            return None
+        return WhisperHypothesis(self.transcript.text, self.transcript.confidence)
+
+    def seg(self) -> None:
+        return None
+
+
+class WhisperHypothesis:
+    def __init__(self, text: str, confidence: float | None):
+        self.hypstr = text
+        self.prob = confidence
+
+
 class AudioSource:
     """Where an utterance is heard: 16 kHz frames (None: the microphone was silent for POLL_S)."""
 
@@ -345,7 +417,9 @@ class Utterance:
 def _result(text: str, confidence: float | None, payload: dict, source: AudioSource, start: float, decoded: float,
             speech: bool = True) -> dict:
     mode = payload.get("mode", DICTATION)
-    result: dict = {"engine": "pocketsphinx", "language": LANGUAGE, "mode": mode, "text": text,
+    whisper = payload.get("engine") == "whisper"
+    result: dict = {"engine": "whisper" if whisper else "pocketsphinx",
+                    "language": (payload.get("language") or "en") if whisper else LANGUAGE, "mode": mode, "text": text,
                     "confidence": round(float(confidence), 4) if confidence is not None else None,
                     "speech": speech}
     if mode == COMMANDS:  # a search that ends short of a whole phrase gives its words so far: no command
