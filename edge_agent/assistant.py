@@ -92,6 +92,8 @@ class AssistRun:
         self.barged_in: dict | None = None
         self.started = time.monotonic()
         self._stopping: asyncio.Future | None = None  # the answer's work being cancelled after a barge-in
+        self._watch_job: str | None = None  # the barge-in watch's listen job
+        self._notes: set[asyncio.Future] = set()  # what the speaker plays, on its way to the watch
 
     # ---------------------------------------------------------------- the loop
 
@@ -153,6 +155,8 @@ class AssistRun:
             payload["skip_ms"] = skip_ms
         if stage == "barge_in":
             payload["mode"] = "activity"  # the engine's voice-activity watch: ends at the start of speech
+            payload["echo_gate"] = self.settings.echo_gate
+            self._watch_job = sub
         done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 
         def on_event(event: Event) -> None:
@@ -290,11 +294,24 @@ class AssistRun:
             # then the model's work behind it (the task is kept: the loop holds only weak references)
             self._stopping = asyncio.ensure_future(spoken.cancel())
 
+        stop_monitoring = self.s.speech.monitor(self._echo_reference) if self.settings.echo_gate else None
         try:
             await self._listen("barge_in", P.ListenRequest(mode="dictation", source="microphone", engine="pocketsphinx",
                                                            wait_s=P.MAX_WAIT_S), on_speech=on_speech)
         except CodedError:
             return  # no microphone: the answer is spoken to its end, as without barge-in
+        finally:
+            if stop_monitoring is not None:
+                stop_monitoring()
+
+    def _echo_reference(self, pcm: Any, rate: int, at: float) -> None:
+        """What the speaker starts to play, for the watch's echo gate (a note to its listen job)."""
+        if self._watch_job is None:
+            return
+        task = asyncio.ensure_future(self.s.listen.note(self._watch_job, "reference", {"at": at, "rate": rate},
+                                                        (pcm.astype("<i2").tobytes(),)))
+        self._notes.add(task)  # kept until sent: the loop holds only weak references
+        task.add_done_callback(self._notes.discard)
 
 
 def describe(config: Config) -> dict:
@@ -302,7 +319,7 @@ def describe(config: Config) -> dict:
     return {"triggers": list(P.ASSIST_TRIGGERS),
             "wake_phrase": settings.wake_phrase, "built_in": dict(BUILT_IN),
             "commands": list(settings.commands), "camera": settings.camera or _only_camera(config) or None,
-            "barge_in": settings.barge_in, "acknowledgment": settings.acknowledgment}
+            "barge_in": settings.barge_in, "echo_gate": settings.echo_gate, "acknowledgment": settings.acknowledgment}
 
 
 def _only_camera(config: Config) -> str:

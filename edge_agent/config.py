@@ -273,11 +273,14 @@ class AssistConfig:
     commands: list[str] = field(default_factory=list)
     # the camera "read this" and "what is this" look through ("" = the only configured one)
     camera: str = ""
-    # stop the answer when the user starts speaking. Only with a headset or an echo-cancelling
-    # input (e.g. PipeWire's echo-cancel source as listen.device): with a loudspeaker beside an
-    # open microphone the daemon's own voice would stop it. Off: half-duplex, the microphone
-    # is closed while the daemon speaks
+    # stop the answer when the user starts speaking. Off: half-duplex, the microphone is
+    # closed while the daemon speaks
     barge_in: bool = False
+    # with barge-in, microphone frames no louder than the speaker's echo (its level learned
+    # while the answer plays: engines/echo.py) are not the user: a loudspeaker beside the
+    # microphone works as long as the user is louder than the echo. Off: for a headset or an
+    # echo-cancelled input (PipeWire's echo-cancel source as listen.device), which need none
+    echo_gate: bool = True
     wait_s: float = 3600.0  # for the wake phrase
     command_wait_s: float = 6.0  # for the command, after the wake phrase
     max_tokens: int = 200  # of a chat answer

@@ -11,9 +11,13 @@ import subprocess
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from .speech_util import SAMPLE_RATE as SPEAKER_RATE
+from .speech_util import AlsaFileDevice
 
 COMMANDS = ["what time is it", "read this", "what is this", "stop talking", "repeat that", "louder", "quieter",
             "what is the weather", "call for help", "read the label"]
@@ -109,6 +113,7 @@ class MicrophoneFeed:
         self._fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
         fcntl.fcntl(self._fd, F_SETPIPE_SZ, 4096)
         self._chunks: list[tuple[np.ndarray, bool]] = []  # speech to send: (10 ms, first of a `say`)
+        self._echo = np.zeros(0, np.float32)  # sound from elsewhere (a loudspeaker), mixed in as it comes
         self._lock = threading.Lock()
         self.said_at: list[float] = []
         self._noise = np.random.default_rng(1)
@@ -125,11 +130,18 @@ class MicrophoneFeed:
         with self._lock:
             self._chunks += chunks
 
+    def echo(self, samples: np.ndarray) -> None:
+        """Mix `samples` (float -1..1 at MIC_RATE) into what the microphone hears, after what
+        was mixed before (sound from a loudspeaker, as it comes)."""
+        with self._lock:
+            self._echo = np.concatenate([self._echo, samples.astype(np.float32)])
+
     def clear(self) -> None:
         """Forget speech not yet sent and what waits in the pipe (a stream opened next hears
         the room, not the end of an interrupted sentence)."""
         with self._lock:
             self._chunks.clear()
+            self._echo = np.zeros(0, np.float32)
             try:
                 while os.read(self._fd, 1 << 16):
                     pass
@@ -146,7 +158,10 @@ class MicrophoneFeed:
             hiss = self._noise.normal(0.0, 32767 * 10 ** (-60 / 20), self.CHUNK)
             with self._lock:
                 speech, first = self._chunks[0] if self._chunks else (None, False)
+                echo, self._echo = self._echo[:self.CHUNK], self._echo[self.CHUNK:]
             sound = hiss if speech is None else speech + hiss
+            if len(echo):
+                sound = sound + np.pad(echo, (0, self.CHUNK - len(echo))) * 32767
             written = self._write(np.clip(sound, -32768, 32767).astype("<i2").tobytes())
             if speech is not None and written:
                 with self._lock:
@@ -180,3 +195,57 @@ def cancel_once_listening(client, op: str, **fields) -> float:
         pass
     assert event["event"] == "error" and event["error"]["code"] == "cancelled", event
     return time.monotonic() - started
+
+
+class Loudspeaker:
+    """Feeds what the daemon plays (its ALSA output device) back into its microphone,
+    attenuated and late, like a loudspeaker beside the microphone."""
+
+    def __init__(self, speaker: AlsaFileDevice, microphone: MicrophoneFeed, gain_db: float, delay_s: float):
+        self.speaker, self.microphone = speaker, microphone
+        self.gain = 10 ** (gain_db / 20)
+        self.delay_s = delay_s
+        self.on = False
+        self.late = True  # the next sound starts the path's delay
+        self._stopped = False
+        self._read = speaker.size()
+        import soxr
+
+        self._resampler = soxr.ResampleStream(SPEAKER_RATE, MIC_RATE, 1, dtype="float32")
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _run(self) -> None:
+        while not self._stopped:
+            time.sleep(0.01)
+            size = self.speaker.size() // 2 * 2
+            if size <= self._read:
+                continue
+            played = self.speaker.samples(self._read)[: (size - self._read) // 2].astype(np.float32) / 32768
+            self._read = size
+            if self.on:
+                echo = self._resampler.resample_chunk(played) * self.gain
+                if self.late:  # the path's delay, once: the sound keeps coming that late
+                    echo = np.concatenate([np.zeros(int(self.delay_s * MIC_RATE), np.float32), echo])
+                    self.late = False
+                self.microphone.echo(echo)
+
+
+def tell_me_a_story(client, microphone: MicrophoneFeed, on_event: Callable[[dict], None]) -> list[dict]:
+    """`assist` push-to-talk with barge-in: "tell me a story" said into the microphone once the
+    daemon listens for the command, `on_event` called with every event (to interrupt the
+    answer), until the final one; the events."""
+    events = []
+    rid = client.send("assist", trigger="push", wait_s=20.0, barge_in=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        event = client.next_event(rid, 60)
+        events.append(event)
+        if event["event"] == "listening" and event["stage"] == "command":
+            microphone.say(*speech("tell me a story", pad_s=0.2))
+        on_event(event)
+        if event["final"]:
+            break
+    return events

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,9 @@ class Microphone:
         self._thread: threading.Thread | None = None
         self.rate = 0  # the device's rate
         self.dropped_s = 0.0
+        # when the first sample was heard (time.monotonic(), the first block's return less its
+        # length): sample n of the stream was heard n / rate later, unless blocks were dropped
+        self.started_at: float | None = None
 
     def open(self) -> None:
         sd = _sounddevice()
@@ -70,6 +74,8 @@ class Microphone:
         try:
             while not self._closing.is_set():
                 data, _overflowed = stream.read(block)
+                if self.started_at is None:
+                    self.started_at = time.monotonic() - BLOCK_S
                 self._queue(bytes(data))
         except Exception as exc:  # noqa: BLE001 - the device vanished or failed mid-stream
             self._queue(AudioUnavailable(f"audio input {self.device or '(default)'} failed: {exc}"))

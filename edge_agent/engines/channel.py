@@ -4,6 +4,9 @@ One ZeroMQ PAIR socket per engine process (engines/host.py binds it, engines/wor
 connects). Each message is a JSON header frame, then binary frames (an image, PCM):
 
   daemon -> engine   EngineJob      {"type": "job", "job": ID, "payload": {...}} + attachments
+                     JobNote        {"type": "note", "job": ID, "kind": K, "fields": {...}} + attachments:
+                                    more input for a job (what the speaker plays, for the
+                                    barge-in watch's echo gate), kept until the job takes it
                      {"type": "cancel", "job": ID} | {"type": "stop"}
   engine -> daemon   {"type": "ready", ...facts} | {"type": "load_failed", "error": MSG}
                      {"type": "heartbeat"}
@@ -35,6 +38,18 @@ class EngineJob:
 
     def frames(self) -> list[bytes]:
         return [_frame({"type": "job", "job": self.job, "payload": self.payload}), *self.attachments]
+
+
+@dataclass(frozen=True)
+class JobNote:
+    job: str
+    kind: str
+    fields: dict[str, Any]
+    attachments: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def frames(self) -> list[bytes]:
+        return [_frame({"type": "note", "job": self.job, "kind": self.kind, "fields": self.fields}),
+                *self.attachments]
 
 
 @dataclass(frozen=True)

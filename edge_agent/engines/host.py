@@ -24,7 +24,7 @@ import zmq.asyncio
 
 from ..errors import INTERNAL, TIMEOUT, CodedError, cancelled
 from ..events import Event
-from .channel import EngineEvent, EngineJob, control, decode
+from .channel import EngineEvent, EngineJob, JobNote, control, decode
 from .worker import HEARTBEAT_S, child_main
 
 log = logging.getLogger("edge_agent.engine")
@@ -176,6 +176,11 @@ class EngineHost:
     async def cancel(self, job: str) -> None:
         if job in self.active and self._sock is not None:
             await self._sock.send(control("cancel", job=job))
+
+    async def note(self, job: str, kind: str, fields: dict, attachments: tuple[bytes, ...] = ()) -> None:
+        """More input for a running job (channel.JobNote); nothing if the job is not running."""
+        if job in self.active and self._sock is not None:
+            await self._sock.send_multipart(JobNote(job, kind, fields, attachments).frames())
 
     async def send_control(self, kind: str) -> None:
         """A message for the running child that is no job (`forget`: drop what it kept between

@@ -42,6 +42,7 @@ from ..devices.audio import AudioUnavailable
 from ..devices.microphone import Microphone
 from ..errors import BAD_REQUEST, DEVICE_UNAVAILABLE, INTERNAL, CodedError, cancelled
 from .channel import EngineJob
+from .echo import EchoGate
 from .worker import WorkerChannel, serve_short_jobs
 
 DICTATION, COMMANDS, WAKE = "dictation", "commands", "wake"
@@ -176,7 +177,8 @@ class SphinxWorker:
                 self.channel.event(job, "listening", {"source": "microphone", "device": payload.get("device") or "",
                                                       "device_rate": microphone.rate})
                 source = AudioSource(microphone.frames(endpointer.frame_bytes, POLL_S), "microphone",
-                                     microphone.rate, float(payload.get("wait_s", 10.0)))
+                                     microphone.rate, float(payload.get("wait_s", 10.0)),
+                                     started_at=lambda: microphone.started_at)
                 result = self._hear(job, payload, endpointer, search, source, start, time.perf_counter())
             except AudioUnavailable as exc:  # missing, refused to open, or failed while it was heard
                 raise CodedError(DEVICE_UNAVAILABLE, str(exc), field="source") from None
@@ -205,6 +207,8 @@ class SphinxWorker:
         heard = Utterance()
         recent = RecentAudio(PRE_ROLL_S + float(payload.get("end_silence_ms", 300)) / 1000 + 0.1)
         spoken = False  # any speech at all (a noise the decoder found no words in counts)
+        # the barge-in watch with a loudspeaker: what the daemon plays comes back as notes
+        gate = EchoGate() if mode == ACTIVITY and payload.get("echo_gate") else None
 
         def finish(ended_by: str, **when: float | None) -> dict:
             return self._finish(job, heard, payload, source, start, decoded, ended_by, **when)
@@ -217,18 +221,22 @@ class SphinxWorker:
             self.channel.heartbeat()  # sent at most every HEARTBEAT_S: the host hears from a long job
             if frame is None:  # the microphone gave nothing for POLL_S
                 continue
+            if gate is not None and not self._heard_past_echo(job, gate, frame, source):
+                frame = bytes(len(frame))  # the daemon's own voice: silence to the voice activity detector
             source.seen += len(frame)
             recent.add(frame)
             position = source.seen / 2 / SAMPLE_RATE
             was_in_speech = endpointer.in_speech
             speech = endpointer.end_stream(frame) if source.at_end() else endpointer.process(frame)
             if mode == ACTIVITY:
+                echo = {"echo_suppressed_ms": gate.suppressed_frames * 10} if gate is not None else {}
                 if speech and not was_in_speech and position >= ACTIVITY_WARMUP_S:
                     self.channel.event(job, "speech_start", {"at_ms": round(endpointer.speech_start * 1000)})
                     return _result("", None, payload, source, start, decoded) | {
-                        "start_ms": round(endpointer.speech_start * 1000), "ended_by": "speech_start"}
+                        "start_ms": round(endpointer.speech_start * 1000), "ended_by": "speech_start", **echo}
                 if position >= max_audio:
-                    return _result("", None, payload, source, start, decoded, speech=False) | {"ended_by": "wait"}
+                    return _result("", None, payload, source, start, decoded, speech=False) | {
+                        "ended_by": "wait", **echo}
                 continue
             if not speech:  # None (no speech) or empty (end_stream of a whole frame)
                 if not heard.open and (source.wait_s is not None and position >= source.wait_s
@@ -261,6 +269,20 @@ class SphinxWorker:
         if heard.open:
             return finish("end_of_audio")
         return _result("", None, payload, source, start, decoded, speech=spoken)
+
+    def _heard_past_echo(self, job: str, gate: EchoGate, frame: bytes, source: AudioSource) -> bool:
+        """Whether a microphone frame may be the user, not the speaker's echo. What the speaker
+        plays arrives as `reference` notes (read by cancel_requested, each frame)."""
+        import numpy as np
+
+        for note in self.channel.take_notes(job):
+            if note.kind == "reference":
+                pcm = np.frombuffer(b"".join(note.attachments), dtype="<i2")
+                gate.play(float(note.fields["at"]), pcm, int(note.fields["rate"]))
+        started = source.started_at() if source.started_at is not None else None
+        if started is None:
+            return True
+        return gate.passes(np.frombuffer(frame, dtype="<i2"), started + source.seen / 2 / SAMPLE_RATE)
 
     def _phrase_end(self, phrase: str, start_s: float) -> float | None:
         """When the phrase's last word ended, from the decoder's word segmentation (100 frames a
@@ -357,8 +379,11 @@ class AudioSource:
     """Where an utterance is heard: 16 kHz frames (None: the microphone was silent for POLL_S)."""
 
     def __init__(self, frames: Iterator[bytes | None], kind: str, sample_rate: int, wait_s: float | None, *,
-                 channels: int = 1, total_bytes: int | None = None):
+                 channels: int = 1, total_bytes: int | None = None,
+                 started_at: Callable[[], float | None] | None = None):
         self.frames = frames
+        # a microphone: when its first sample was heard (time.monotonic()), once it is known
+        self.started_at = started_at
         self.kind = kind  # "wav" or "pcm" (sent by the client), or "microphone"
         self.sample_rate = sample_rate  # as sent or captured, before resampling
         self.channels = channels

@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,14 @@ import zmq
 from ..errors import CodedError
 from ..errors import cancelled as cancelled_error
 from ..events import Event
-from .channel import EngineError, EngineEvent, EngineJob, control, decode
+from .channel import EngineError, EngineEvent, EngineJob, JobNote, control, decode
 
 HEARTBEAT_S = 0.5
+KEPT_NOTES = 64  # JobNotes held for their jobs (a sentence each, for the barge-in watch)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-# what the host sends: a job, or {"type": "cancel", "job": ID} / {"type": "stop"}
+# what the host sends: a job, or {"type": "cancel", "job": ID} / {"type": "stop"} (a JobNote is
+# kept for its job, which takes it with `take_notes`: the job loops see {"type": "note"} and skip it)
 Incoming = EngineJob | dict
 
 
@@ -63,6 +66,9 @@ class WorkerChannel:
         self.sock = sock
         self._last_sent = time.monotonic()
         self._deferred: list[Incoming] = []  # read during a job by `cancel_requested`, for run_jobs
+        # notes for jobs, kept until their job takes them (a job waiting behind another gets its
+        # notes too); the oldest go first, a late note is never taken
+        self._notes: deque[JobNote] = deque(maxlen=KEPT_NOTES)
 
     def _send(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
@@ -93,13 +99,26 @@ class WorkerChannel:
     def receive(self) -> Incoming:
         if self._deferred:
             return self._deferred.pop(0)
-        return self._read()
+        message = self._read()
+        if isinstance(message, JobNote):
+            self._notes.append(message)  # for a job that waits: it takes it once it runs
+            return {"type": "note", "job": message.job}
+        return message
 
-    def _read(self) -> Incoming:
+    def _read(self) -> Incoming | JobNote:
         header, attachments = decode(self.sock.recv_multipart())
         if header["type"] == "job":
             return EngineJob(header["job"], header["payload"], attachments)
+        if header["type"] == "note":
+            return JobNote(header["job"], header["kind"], header["fields"], attachments)
         return header
+
+    def take_notes(self, job: str) -> list[JobNote]:
+        """The notes for `job` read so far (by `cancel_requested`, or while it waited)."""
+        notes = [n for n in self._notes if n.job == job]
+        if notes:
+            self._notes = deque((n for n in self._notes if n.job != job), maxlen=KEPT_NOTES)
+        return notes
 
     def cancel_requested(self, job: str) -> bool:
         """For a job that runs long (listening to a microphone): whether the host cancelled it
@@ -110,6 +129,9 @@ class WorkerChannel:
             message = self._read()
             if isinstance(message, dict) and message["type"] == "cancel" and message["job"] == job:
                 ended = True
+                continue
+            if isinstance(message, JobNote):
+                self._notes.append(message)  # this job's, or one waiting behind it
                 continue
             if isinstance(message, dict) and message["type"] == "stop":
                 ended = True

@@ -25,6 +25,7 @@ from .packages import check_hashes, check_package, choose_package, file_stamps
 
 # Whisper hears 30 s windows; the pre-roll before the start of speech is part of it
 WHISPER_MAX_UTTERANCE_S = 29.5
+MAX_PENDING_NOTES = 32  # sentences the speaker played before the engine took the job
 
 
 class ListenService(EngineJobService):
@@ -35,6 +36,8 @@ class ListenService(EngineJobService):
         super().__init__("edge_agent.engines.sphinx:serve", config.listen, context, sink)
         self.config = config
         self.speech_packages: dict[str, Package] = {}  # path -> the Whisper package a job uses
+        # notes for accepted jobs that the engine does not run yet (sent when it does)
+        self.pending_notes: dict[str, list[tuple[str, dict, tuple[bytes, ...]]]] = {}
         self._hashed: tuple = ()  # file_stamps of the speech package whose hashes were last checked
 
     def speech_package(self) -> Package | None:
@@ -115,7 +118,25 @@ class ListenService(EngineJobService):
                     self.jobs.pop(job, None)
                     raise
                 self._hashed = stamps
-        await super().submit(job, payload, attachments)
+        try:
+            await super().submit(job, payload, attachments)
+        finally:
+            notes = self.pending_notes.pop(job, [])
+        for kind, fields, frames in notes:
+            await self.engine.note(job, kind, fields, frames)
+
+    async def note(self, job: str, kind: str, fields: dict, attachments: tuple[bytes, ...]) -> None:
+        """More input for an accepted job (what the speaker plays, for the barge-in watch);
+        kept until the engine runs it, dropped once the job has ended."""
+        if job not in self.jobs:
+            self.pending_notes.pop(job, None)
+            return
+        if job in self.engine.active:
+            await self.engine.note(job, kind, fields, attachments)
+        else:
+            notes = self.pending_notes.setdefault(job, [])
+            notes.append((kind, fields, attachments))
+            del notes[:-MAX_PENDING_NOTES]  # the oldest matter least: their sound is over
 
     def check_microphone(self, attachments: tuple[bytes, ...], admin: bool) -> None:
         access = self.config.listen.microphone

@@ -119,6 +119,15 @@ class SpeechService(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         # whether a client (by name) has so much unread that its audio should wait (server.py sets it)
         self.client_paused: Callable[[str], bool] = lambda name: False
+        # who is told what the device plays: (samples, rate, when the first is heard); the
+        # barge-in watch's echo gate (assistant.py)
+        self.monitors: list[Callable[[np.ndarray, int, float], None]] = []
+
+    def monitor(self, listener: Callable[[np.ndarray, int, float], None]) -> Callable[[], None]:
+        """Tell `listener` every sentence the device starts to play, from now on; returns the
+        call that stops it."""
+        self.monitors.append(listener)
+        return lambda: self.monitors.remove(listener) if listener in self.monitors else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -408,6 +417,10 @@ class SpeechService(Service):
             return  # silenced meanwhile
         if kind == "start":
             utterance.playing = index
+            pcm = utterance.audio.get(index)
+            if pcm is not None:
+                for listener in list(self.monitors):
+                    listener(pcm[utterance.resume_at:], utterance.sample_rate, info["at"])
             events: list[dict[str, Any]] = []
             if not utterance.began:
                 utterance.began = True
