@@ -153,11 +153,14 @@ def check_reference(recogniser: WhisperRecogniser, manifest: Manifest, package: 
     features = reference_features(samples, int(snapshot.config["num_mel_bins"]))
 
     session = ort.InferenceSession(str(package / ENCODER_FILE), providers=["CPUExecutionProvider"])
-    ours_states = session.run(["hidden_states"], {"audio_features": features})[0][0]
+    # a CUDA package takes and gives fp16 (checked here on the CPU); compared in fp32
+    io_type = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    ours_states = session.run(["hidden_states"], {"audio_features": features.astype(io_type)})[0][0]
+    ours_states = ours_states.astype(np.float32)
 
     prompt = [int(recogniser.tokenizer.encode(token)[0]) for token in PROMPT]
     inputs = og.NamedTensors()
-    inputs["audio_features"] = og.Tensor(features)
+    inputs["audio_features"] = og.Tensor(features.astype(io_type))
     inputs["input_ids"] = og.Tensor(np.asarray([prompt], dtype=np.int32))
     params = og.GeneratorParams(recogniser.model)
     params.set_search_options(do_sample=False, max_length=len(prompt) + DECODER_STEPS + 1)

@@ -198,3 +198,18 @@ def test_without_a_speech_package_whisper_is_unavailable_and_a_damaged_one_refus
             assert c.status()["engines"]["listen"]["state"] in ("ready", "unloaded", "starting")
     finally:
         d.stop()
+
+
+def test_a_cuda_package_verifies_with_parity_on_the_cpu(whisper_snapshot, tmp_path):
+    package = tmp_path / "whisper-cuda"
+    export_whisper(whisper_snapshot, package, SpeechExportOptions(target="cuda"), progress=lambda _m: None)
+    config = json.loads((package / "genai_config.json").read_text())
+    assert config["model"]["encoder"]["session_options"]["provider_options"][0].keys() == {"cuda"}
+    report = verify_package(package, reference=whisper_snapshot)
+    assert report.ok, report.text()
+    checks = {c.name: c for c in report.checks}
+    import onnxruntime_genai as og
+
+    # without a GPU its fp16 graphs run on the CPU provider
+    assert checks["load"].data["cpu_fallback"] is (not og.is_cuda_available())
+    assert checks["reference"].data["decoder"]["min_cosine"] > 0.99
