@@ -69,7 +69,7 @@ def pocketsphinx_rtf(samples, repeats: int) -> float:
 def measure_package(package: Path, snapshot: Path, audio: dict, repeats: int) -> dict:
     from edge_agent.engines.whisper import WhisperRecogniser
     from edge_agent.manifest import read_manifest
-    from export.verify_speech import check_reference, test_audio
+    from export.verify_speech import check_reference, reference_features, test_audio
 
     recogniser = WhisperRecogniser.load(package)
     recogniser.transcribe(audio["command_2s"], max_new_tokens=2)  # warm-up
@@ -86,7 +86,8 @@ def measure_package(package: Path, snapshot: Path, audio: dict, repeats: int) ->
                             "real_time_factor": round(statistics.median(full) / seconds, 4),
                             "encoder_and_first_token_s": round(statistics.median(encoder), 3)}
     manifest = read_manifest(package)
-    parity = check_reference(recogniser, manifest, package, snapshot, test_audio())
+    features = reference_features(test_audio(), int(manifest.details["num_mel_bins"]))
+    parity = check_reference(recogniser, manifest, package, snapshot, features)
     return {"package_mb": round(sum(f.size for f in manifest.files) / 1e6, 1), "lengths": per_length,
             "parity": {"status": parity.status, "encoder_min_cosine": parity.data["encoder"]["min_cosine"],
                        "encoder_max_rel_diff": parity.data["encoder"]["max_rel_diff"],

@@ -90,14 +90,20 @@ def kv_bytes_per_token(config: dict, target: str, precision: str) -> int:
     return 2 * config["num_hidden_layers"] * kv_heads * head_dim * io_bytes(target, precision)
 
 
-def finish_genai_config(package: Path, context: int) -> dict:
-    """Cap the KV cache at the chosen context and make every Phi-3 end token stop generation."""
+def eos_ids(genai_config: dict) -> list[int]:
+    """The model's end tokens as a list (genai_config.json holds one id or a list)."""
+    eos = genai_config["model"].get("eos_token_id")
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def finish_genai_config(package: Path, context: int, end_ids: tuple[int, ...] = PHI3_EOS_IDS) -> dict:
+    """Cap the KV cache at the chosen context and make every end token (Phi-3's by default)
+    stop generation."""
     path = package / "genai_config.json"
     config = json.loads(path.read_text())
     config["search"]["max_length"] = context
-    eos = config["model"].get("eos_token_id", [])
-    eos = [eos] if isinstance(eos, int) else list(eos)
-    config["model"]["eos_token_id"] = eos + [t for t in PHI3_EOS_IDS if t not in eos]
+    eos = eos_ids(config)
+    config["model"]["eos_token_id"] = eos + [t for t in end_ids if t not in eos]
     path.write_text(json.dumps(config, indent=4) + "\n")
     return config
 

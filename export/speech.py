@@ -13,7 +13,6 @@ onnxruntime-genai; parity of the builder's export with PyTorch is checked by `ve
 """
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,13 @@ from edge_agent.manifest import Manifest
 from .errors import ExportError
 from .genai_builder import build_decoder
 from .output import GIB, atomic_folder, check_free_space, check_output_path, work_folder
-from .package import copy_licenses, io_bytes, validate_quantization, write_package_manifest
+from .package import (
+    copy_licenses,
+    finish_genai_config,
+    io_bytes,
+    validate_quantization,
+    write_package_manifest,
+)
 from .snapshot import Snapshot, open_snapshot, require_tensors, require_tokenizer, stage_view
 from .whisper_layout import SOURCE_POSITIONS, whisper_tensors
 
@@ -62,24 +67,18 @@ def _validate(snapshot: Snapshot, options: SpeechExportOptions) -> None:
             raise ExportError(f"config.json: d_model {width} is not a multiple of {key} {heads}")
 
 
+def decoder_kv_bytes_per_token(config: dict, options: SpeechExportOptions) -> int:
+    """The decoder's keys and values for one position, every layer."""
+    return 2 * int(config["decoder_layers"]) * int(config["d_model"]) * io_bytes(options.target, options.precision)
+
+
 def speech_details(config: dict, options: SpeechExportOptions) -> dict:
     """What the daemon needs to plan memory and requests without opening the model."""
-    width, layers = int(config["d_model"]), int(config["decoder_layers"])
-    elem = io_bytes(options.target, options.precision)
     return {"num_mel_bins": config["num_mel_bins"], "window_s": 30,
             "max_target_positions": config["max_target_positions"],
-            "cross_cache_bytes": 2 * layers * SOURCE_POSITIONS * width * elem,
+            # the cross-attention cache the encoder fills: keys and values for every audio position
+            "cross_cache_bytes": decoder_kv_bytes_per_token(config, options) * SOURCE_POSITIONS,
             "multilingual": int(config["vocab_size"]) >= 51865}
-
-
-def _finish_config(package: Path, context: int) -> None:
-    path = package / "genai_config.json"
-    config = json.loads(path.read_text())
-    config["search"]["max_length"] = context
-    eos = config["model"].get("eos_token_id", [])
-    eos = [eos] if isinstance(eos, int) else list(eos)
-    config["model"]["eos_token_id"] = eos + [t for t in WHISPER_EOS_IDS if t not in eos]
-    path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def estimate_package_bytes(snapshot: Snapshot, options: SpeechExportOptions) -> int:
@@ -115,17 +114,15 @@ def export_whisper(input_dir: Path, output: Path, options: SpeechExportOptions,
                        if not (staging / f).is_file()]
             if missing:
                 raise ExportError(f"the model builder did not write {', '.join(missing)}")
-            _finish_config(staging, context)
+            finish_genai_config(staging, context, WHISPER_EOS_IDS)
             for name in ("preprocessor_config.json", "generation_config.json"):
                 if (snapshot.path / name).is_file():  # the reference processor's settings, for verify
                     shutil.copyfile(snapshot.path / name, staging / name)
             copy_licenses(snapshot, staging)
             progress("hashing files and writing the manifest")
-            # the decoder's own keys and values per token (the cross cache is fixed: details)
-            kv = (2 * int(snapshot.config["decoder_layers"]) * int(snapshot.config["d_model"])
-                  * io_bytes(options.target, options.precision))
             manifest = write_package_manifest(staging, snapshot, options, role="speech", model_type="whisper",
-                                              context=context, kv_per_token=kv,
+                                              context=context,
+                                              kv_per_token=decoder_kv_bytes_per_token(snapshot.config, options),
                                               details=speech_details(snapshot.config, options),
                                               quantized_models=[ENCODER_FILE, DECODER_FILE])
         finally:

@@ -91,14 +91,15 @@ def _role_expectations(role: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _check_genai_config(package: Path, manifest: Manifest) -> CheckResult:
+    from .package import eos_ids
+
     expected_type, required_eos = _role_expectations(manifest.role)
     config = json.loads((package / "genai_config.json").read_text())
     problems = []
     if config["search"].get("max_length") != manifest.context_length:
         problems.append(f"search.max_length {config['search'].get('max_length')} != manifest context "
                         f"{manifest.context_length}")
-    eos = config["model"].get("eos_token_id")
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    eos = eos_ids(config)
     missing = [t for t in required_eos if t not in eos]
     if missing:
         problems.append(f"end-of-turn ids {missing} missing from eos_token_id {eos}")

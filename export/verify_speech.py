@@ -76,12 +76,12 @@ def check_tokenizer(recogniser: WhisperRecogniser, manifest: Manifest) -> CheckR
                        "match; prompt tokens are single ids", {"total": len(vectors), "specials": specials})
 
 
-def check_preprocessing(recogniser: WhisperRecogniser, samples: np.ndarray, num_mel_bins: int) -> CheckResult:
+def check_preprocessing(recogniser: WhisperRecogniser, samples: np.ndarray, reference: np.ndarray) -> CheckResult:
+    """The runtime's log-mel frames of `samples` against `reference` (reference_features)."""
     import onnxruntime_genai as og
 
     inputs = recogniser.processor(recogniser.prompt("en"), audios=og.Audios.open_bytes(wav_bytes(samples)))
     ours = inputs["audio_features"].as_numpy()
-    reference = reference_features(samples, num_mel_bins)
     if ours.shape != reference.shape:
         return CheckResult("preprocessing", FAIL,
                            f"log-mel shape {list(ours.shape)}, reference {list(reference.shape)}")
@@ -135,7 +135,8 @@ def _bounds_check(name: str, metrics: dict, precision: str) -> list[str]:
 
 
 def check_reference(recogniser: WhisperRecogniser, manifest: Manifest, package: Path, reference: Path,
-                    samples: np.ndarray) -> CheckResult:
+                    features: np.ndarray) -> CheckResult:
+    """`features`: reference_features of the test audio, fed to both models."""
     import onnxruntime as ort
     import onnxruntime_genai as og
     import torch
@@ -150,7 +151,6 @@ def check_reference(recogniser: WhisperRecogniser, manifest: Manifest, package: 
                                "from (config.json hash differs from the manifest's)")
         view = stage_view(snapshot, Path(work) / "reference")
         model = WhisperForConditionalGeneration.from_pretrained(str(view), dtype=torch.float32).eval()
-    features = reference_features(samples, int(snapshot.config["num_mel_bins"]))
 
     session = ort.InferenceSession(str(package / ENCODER_FILE), providers=["CPUExecutionProvider"])
     # a CUDA package takes and gives fp16 (checked here on the CPU); compared in fp32
@@ -198,14 +198,15 @@ def speech_checks(package: Path, manifest: Manifest, model, tokenizer, request, 
     mels = int(manifest.details.get("num_mel_bins") or 80)
     recogniser = WhisperRecogniser(package, model)
     samples = test_audio()
+    features = reference_features(samples, mels)  # for the preprocessing check and, fed to both, parity
     results = [check_tokenizer(recogniser, manifest)]
     progress("comparing log-mel features with transformers' feature extractor")
-    results.append(check_preprocessing(recogniser, samples, mels))
+    results.append(check_preprocessing(recogniser, samples, features))
     progress("transcribing generated audio")
     results.append(check_transcription(recogniser, samples))
     if request.reference is not None:
         progress(f"comparing encoder states and decoder logits with the PyTorch model from {request.reference}")
-        results.append(check_reference(recogniser, manifest, package, Path(request.reference), samples))
+        results.append(check_reference(recogniser, manifest, package, Path(request.reference), features))
     if request.audios:
         progress(f"transcribing {len(request.audios)} recording(s) of yours")
         results.append(check_user_audio(recogniser, list(request.audios)))
