@@ -18,7 +18,8 @@ Four setups, side by side in one run, each with its own daemon: a headset (no ec
 gate off: `[assist] echo_gate = false`), the default (gate on) without echo, and a loudspeaker
 beside the microphone (tests/listen_util.Loudspeaker: the speaker's output fed back into the
 microphone 12 dB down and 30 ms late) with the gate on and off. The interruption comes 0.8-1.8
-s into the answer: the gate learns the echo in the first 0.5 s and lets nothing through then.
+s into the answer: the gate lets nothing through until it has heard 0.5 s of the echo (or
+0.8 s of the answer brought none).
 
 Writes bench/results/barge_in.json (or --output).
 """
