@@ -10,8 +10,9 @@ at that moment times the echo path's gain. Both are learned while the speaker pl
 - the gain (the speaker's volume, the distance, the microphone's gain) as the 90th percentile
   of the microphone-to-speaker level ratio over the last 4 s of frames in which the echo is
   audible (12 dB above the room, whose level is taken while nothing plays). Until 0.5 s of
-  audible echo is heard (or 0.8 s of playing brings none: a headset), nothing that plays
-  is taken for the user: a late echo must be heard before the gate trusts what it learned.
+  audible echo is heard (or 0.8 s of playing brings none: a headset, where a frame then
+  counts when it is `headset_margin_db` above audible), nothing that plays is taken for the
+  user: a late echo must be heard before the gate trusts what it learned.
 - the delay (the device's buffers, the distance), from the levels too: the lag, within
   -0.1..+0.5 s of the "heard at", at which the microphone's level (in dB) follows the
   speaker's best, once 0.5 s of audible echo is heard, again every 0.25 s. Before it is known,
@@ -28,15 +29,17 @@ that passed do not.
 Chosen with bench/echo_gate.py (48 answers echoed 6-20 dB down, 30-400 ms late, through a
 reverberant room, half through a softly clipping speaker, under -60 or -45 dBFS hiss, the user
 interrupting 0.8-3 s in; bench/results/echo_gate.json): the echo got through in 0 of 48
-answers, with or without room frames before the answer (the gate before this one, with a
-fixed 0.5 s of learning over every playing frame, the loudest speaker frame of 0.5 s and a
-3 dB margin: 29 and 28 of 48); interruptions were detected in 36 and 33 (before: 33 and 32).
-A 3 dB margin: the echo through in 6 and 5, 40 detected; without the delay: none through, 26
-and 25 detected; a headset's threshold without the margin: the echo through in 1. The delay
-is found within 20 ms in 44 of 48 answers. Through the tests' ALSA devices (tests/listen_util.Loudspeaker) the
-echo's best lag moved between -90 and +200 ms (once +460 ms) within one answer in two traced
-runs (their buffers fill unevenly): the estimates did not agree and the gate kept assuming
-any delay, which is what it is for where the delay cannot be trusted.
+answers, with or without room frames before the answer (the gate before this one, with a fixed
+0.5 s of learning over every playing frame, the loudest speaker frame of 0.5 s and a 3 dB
+margin: 29 and 28 of 48); interruptions were detected in 36 and 33 (before: 33 and 32). A 3 dB
+margin: the echo through in 6 and 5, 40 detected; without the delay: none through, 26 and 25
+detected; a headset's threshold with no margin over audible: the echo through in 1 (2, 3 and 5
+dB: in none; 5 dB slowed two soft onsets of 24 by 30-50 ms in bench/barge_in.py). The delay is
+found within 20 ms in 44 of 48 answers. Through the tests' ALSA devices
+(tests/listen_util.Loudspeaker) the echo's best lag moved between -90 and +200 ms (once +460
+ms) within one answer in two traced runs (their buffers fill unevenly): the estimates did not
+agree and the gate kept assuming any delay, which is what it is for where the delay cannot be
+trusted.
 
 What it cannot do: hear a user who speaks no louder than the echo (a loud speaker close to the
 microphone), nor tell speech apart before the echo is learned. An acoustic echo canceller
@@ -62,13 +65,14 @@ class EchoGate:
     def __init__(self, tail_s: float = 0.5, early_s: float = 0.1, margin_db: float = 5.0, learn_s: float = 0.5,
                  learn_max_s: float = 0.8, window_s: float = 4.0, percentile: float = 90.0, run_frames: int = 3,
                  audible_db: float = 12.0, spread_s: float = 0.02, reverb_s: float = 0.3, decay_s: float = 0.1,
-                 min_correlation: float = 0.5, align: bool = True):
+                 min_correlation: float = 0.5, align: bool = True, headset_margin_db: float = 3.0):
         self.tail = int(round(tail_s / FRAME_S))
         # the speaker's "heard at" is when the daemon's output clock reaches a sample; a device
         # with a shorter path than its buffer suggests can put the echo a little before it
         self.early = int(round(early_s / FRAME_S))
         self.margin = 10 ** (margin_db / 20)
         self.audible = 10 ** (audible_db / 20)
+        self.headset_margin = 10 ** (headset_margin_db / 20)
         self.learn_frames = int(round(learn_s / FRAME_S))
         self.learn_max_frames = int(round(learn_max_s / FRAME_S))
         self.percentile = percentile
@@ -176,7 +180,7 @@ class EchoGate:
                 else max(ratios)
             louder = level > max(speaker * gain * self.margin, audible)
         else:
-            louder = level > audible * self.margin  # no echo heard in 0.8 s of playing: a headset
+            louder = level > audible * self.headset_margin  # no echo heard in 0.8 s of playing: a headset
         self.history.append([n, level, not louder, speaker])
         if not louder and 0 < self.run < self.run_frames:
             for entry in list(self.history)[-self.run - 1:-1]:
