@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from edge_agent.engines.echo import FRAME_S, EchoGate  # noqa: E402
-from tests.listen_util import espeak, to_int16  # noqa: E402
+from tests.listen_util import MIC_RATE, echo_path, espeak, gate_decisions, to_int16  # noqa: E402
 
-RATE = 16000
+RATE = MIC_RATE
 FRAME = int(RATE * FRAME_S)
 WORDS = ("the of and time water sun bright morning river stone garden window quiet table little green "
          "people music market letter evening station coffee paper number simple story mountain winter "
@@ -55,20 +55,6 @@ DETECT_RUN = 8
 
 def sentence(rng: np.random.Generator, vocabulary: list[str]) -> str:
     return " ".join(rng.choice(vocabulary, size=int(rng.integers(6, 12))))
-
-
-def room_response(rng: np.random.Generator, rt60_s: float) -> np.ndarray:
-    """A direct path and a decaying diffuse tail 6 dB under it."""
-    n = int(rt60_s * RATE)
-    tail = rng.normal(0.0, 1.0, n) * np.exp(-6.9 * np.arange(n) / n)  # -60 dB at rt60
-    tail *= 0.5 / max(1e-9, float(np.sqrt(np.sum(tail ** 2))))
-    response = np.concatenate([[1.0], np.zeros(int(0.003 * RATE)), tail])
-    return response.astype(np.float32)
-
-
-def run_gate(gate: EchoGate, microphone: np.ndarray, start: float) -> list[bool]:
-    frames = to_int16(microphone)[: len(microphone) // FRAME * FRAME].reshape(-1, FRAME)
-    return [gate.passes(frame, start + i * FRAME_S) for i, frame in enumerate(frames)]
 
 
 def one_answer(index: int, room_s: float, vocabulary: list[str]) -> dict:
@@ -99,7 +85,7 @@ def one_answer(index: int, room_s: float, vocabulary: list[str]) -> dict:
     clipping = index % 2 == 1
     hiss_dbfs = -60.0 if index % 4 < 2 else -45.0
     speaker = np.tanh(answer * 2.0) / 2.0 if clipping else answer  # peaks compressed, quiet parts as they were
-    echo = np.convolve(speaker, room_response(rng, rt60_s))[: len(answer)] * 10 ** (gain_db / 20)
+    echo = np.convolve(speaker, echo_path(rt60_s, rng))[: len(answer)] * 10 ** (gain_db / 20)
     lead = int(room_s * RATE)
     late = int(delay_s * RATE)
     length = lead + late + len(echo)
@@ -116,7 +102,7 @@ def one_answer(index: int, room_s: float, vocabulary: list[str]) -> dict:
         return gate
 
     echo_only = gate_for()
-    heard = run_gate(echo_only, microphone, start)
+    heard = gate_decisions(echo_only, microphone, start)
     echo_in_mic = np.concatenate([np.zeros(lead + late, np.float32), echo])
     frames = len(heard)
     # frames where the echo is audible: louder than the room's hiss by 6 dB (a voice activity
@@ -130,7 +116,7 @@ def one_answer(index: int, room_s: float, vocabulary: list[str]) -> dict:
     spoken = microphone.copy()
     end = min(len(spoken), cut_in + len(user))
     spoken[cut_in:end] += user[: end - cut_in]
-    heard = run_gate(gate_for(), spoken, start)
+    heard = gate_decisions(gate_for(), spoken, start)
     first, last = cut_in // FRAME, end // FRAME
     voiced = [i for i in range(first, last)
               if np.sqrt(np.mean(user[(i - first) * FRAME:(i - first + 1) * FRAME] ** 2)) > 0.05]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.engines.echo import FRAME_S, EchoGate
+
 from .speech_util import SAMPLE_RATE as SPEAKER_RATE
 from .speech_util import AlsaFileDevice
 
@@ -92,6 +94,24 @@ def wav(samples: np.ndarray, rate_hz: int, channels: int = 1, width: int = 2) ->
 
 MIC_RATE = 16_000  # the rate the daemon opens its microphone at
 F_SETPIPE_SZ = 1031  # linux/fcntl.h
+
+
+def echo_path(rt60_s: float, rng: np.random.Generator, delay_s: float = 0.0) -> np.ndarray:
+    """A loudspeaker's echo path as an impulse response at MIC_RATE: `delay_s` of silence, the
+    direct sound, then a diffuse tail 6 dB under it that decays by 60 dB over `rt60_s` (0: none)."""
+    n = int(rt60_s * MIC_RATE)
+    tail = rng.normal(0.0, 1.0, n) * np.exp(-6.9 * np.arange(n) / max(1, n))
+    tail *= 0.5 / max(1e-9, float(np.sqrt(np.sum(tail ** 2))))
+    response = np.concatenate([np.zeros(int(delay_s * MIC_RATE)), [1.0], np.zeros(int(0.003 * MIC_RATE)), tail])
+    return response.astype(np.float32)
+
+
+def gate_decisions(gate: EchoGate, microphone: np.ndarray, start: float) -> list[bool]:
+    """The echo gate's verdict on each 10 ms frame of `microphone` (float -1..1 at MIC_RATE),
+    its first sample heard at `start`."""
+    frame = int(MIC_RATE * FRAME_S)
+    frames = to_int16(microphone)[: len(microphone) // frame * frame].reshape(-1, frame)
+    return [gate.passes(samples, start + i * FRAME_S) for i, samples in enumerate(frames)]
 
 
 class MicrophoneFeed:

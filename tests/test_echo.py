@@ -15,12 +15,11 @@ import soxr
 from edge_agent.engines.echo import FRAME_S, EchoGate
 
 from .daemon_util import Daemon
-from .listen_util import Loudspeaker, speech, tell_me_a_story, to_int16
+from .listen_util import MIC_RATE, Loudspeaker, echo_path, gate_decisions, speech, tell_me_a_story, to_int16
 from .speech_util import SAMPLE_RATE as SPEAKER_RATE
 from .speech_util import AlsaFileDevice
 from .test_daemon import base_sections
 
-MIC_RATE = 16000
 FRAME = int(MIC_RATE * FRAME_S)
 
 
@@ -29,28 +28,14 @@ def voice(text: str, rate_hz: int = MIC_RATE, **options) -> np.ndarray:
     return soxr.resample(samples, rate, rate_hz)
 
 
-def run_gate(gate: EchoGate, microphone: np.ndarray, start: float) -> list[bool]:
-    frames = to_int16(microphone)[: len(microphone) // FRAME * FRAME].reshape(-1, FRAME)
-    return [gate.passes(frame, start + i * FRAME_S) for i, frame in enumerate(frames)]
-
-
 def hiss(n: int, dbfs: float = -60.0) -> np.ndarray:
     return np.random.default_rng(0).normal(0.0, 10 ** (dbfs / 20), n).astype(np.float32)
 
 
 def test_without_anything_playing_everything_passes():
     gate = EchoGate()
-    heard = run_gate(gate, voice("stop talking") + hiss(len(voice("stop talking"))), 100.0)
+    heard = gate_decisions(gate, voice("stop talking") + hiss(len(voice("stop talking"))), 100.0)
     assert all(heard) and gate.suppressed_frames == 0
-
-
-def room(delay_s: float, rt60_s: float, seed: int = 0) -> np.ndarray:
-    """An echo path's impulse response: silence for `delay_s`, the direct sound, then a
-    decaying diffuse tail 6 dB under it (0: none)."""
-    tail_n = int(rt60_s * MIC_RATE)
-    tail = np.random.default_rng(seed).normal(0.0, 1.0, tail_n) * np.exp(-6.9 * np.arange(tail_n) / max(1, tail_n))
-    tail *= 0.5 / max(1e-9, float(np.sqrt(np.sum(tail ** 2))))
-    return np.concatenate([np.zeros(int(delay_s * MIC_RATE)), [1.0], np.zeros(int(0.003 * MIC_RATE)), tail])
 
 
 ANSWER = "the birch canoe slid on the smooth planks, glue the sheet to the dark blue background"
@@ -62,7 +47,8 @@ ANSWER = "the birch canoe slid on the smooth planks, glue the sheet to the dark 
 def test_the_echo_is_held_back_and_the_user_louder_than_it_passes(gain_db, delay_s, rt60_s, clipping):
     answer = voice(ANSWER)
     speaker = np.tanh(answer * 2.0) / 2.0 if clipping else answer  # a speaker driven into soft clipping
-    echo = np.convolve(speaker, room(delay_s, rt60_s)).astype(np.float32) * 10 ** (gain_db / 20)
+    path = echo_path(rt60_s, np.random.default_rng(0), delay_s)
+    echo = np.convolve(speaker, path).astype(np.float32) * 10 ** (gain_db / 20)
     at = 50.0
 
     def gate() -> EchoGate:
@@ -73,11 +59,11 @@ def test_the_echo_is_held_back_and_the_user_louder_than_it_passes(gain_db, delay
     user = voice("stop talking", voice="en-us+m3")
     cut_in = int(2.5 * MIC_RATE)  # the user speaks 2.5 s into the answer
     microphone = echo + hiss(len(echo))
-    heard = run_gate(gate(), microphone, at)
+    heard = gate_decisions(gate(), microphone, at)
     echo_frames = [i for i in range(len(heard)) if np.abs(echo[i * FRAME:(i + 1) * FRAME]).max() > 0.01]
     assert not any(heard[i] for i in echo_frames)  # the echo: held back
     microphone[cut_in:cut_in + len(user)] += user
-    heard = run_gate(gate(), microphone, at)
+    heard = gate_decisions(gate(), microphone, at)
     first, last = cut_in // FRAME, (cut_in + len(user)) // FRAME
     loud = [i for i in range(first, last) if np.sqrt((user[(i - first) * FRAME:(i - first + 1) * FRAME] ** 2).mean())
             > 0.05]
@@ -95,8 +81,8 @@ def test_the_echo_delay_is_learned(delay_s):
     answer = voice(ANSWER)
     gate = EchoGate()
     gate.play(20.0, to_int16(answer), MIC_RATE)
-    echo = np.convolve(answer, room(delay_s, 0.2)).astype(np.float32) * 10 ** (-12 / 20)
-    run_gate(gate, echo + hiss(len(echo)), 20.0)
+    echo = np.convolve(answer, echo_path(0.2, np.random.default_rng(0), delay_s)).astype(np.float32) * 10 ** (-12 / 20)
+    gate_decisions(gate, echo + hiss(len(echo)), 20.0)
     assert gate.delay is not None and abs(gate.delay - delay_s / FRAME_S) <= 1
 
 
@@ -106,9 +92,9 @@ def test_an_echo_just_above_the_room_does_not_pass():
     answer = voice(ANSWER + ", the boy was there when the sun rose")
     gate = EchoGate()
     gate.play(30.0, to_int16(answer), MIC_RATE)
-    echo = np.convolve(answer, room(0.18, 0.15)).astype(np.float32) * 10 ** (-20 / 20)
+    echo = np.convolve(answer, echo_path(0.15, np.random.default_rng(0), 0.18)).astype(np.float32) * 10 ** (-20 / 20)
     microphone = echo + hiss(len(echo), -45.0)
-    heard = run_gate(gate, microphone, 30.0)
+    heard = gate_decisions(gate, microphone, 30.0)
     audible = [i for i in range(len(heard)) if np.sqrt((echo[i * FRAME:(i + 1) * FRAME] ** 2).mean()) > 0.011]
     assert audible and not any(heard[i] for i in audible)
 
@@ -121,7 +107,7 @@ def test_with_a_headset_the_user_passes_once_no_echo_is_heard():
     user = voice("stop talking", voice="en-us+m3")
     cut_in = int(1.5 * MIC_RATE)
     microphone[cut_in:cut_in + len(user)] += user
-    heard = run_gate(gate, microphone, 40.0)
+    heard = gate_decisions(gate, microphone, 40.0)
     assert not any(heard[:int(0.8 / FRAME_S)])  # nothing while learning: the echo could still come
     assert sum(heard[cut_in // FRAME:(cut_in + len(user)) // FRAME]) >= 20
 
@@ -131,7 +117,7 @@ def test_nothing_passes_while_the_gate_learns_the_echo():
     answer = voice("hello there, how are you")
     gate.play(10.0, to_int16(answer), MIC_RATE)
     loud = np.clip(answer * 4, -1, 1)  # even a loud voice, in the first 0.5 s of the answer
-    heard = run_gate(gate, loud[: int(0.49 * MIC_RATE)], 10.0)
+    heard = gate_decisions(gate, loud[: int(0.49 * MIC_RATE)], 10.0)
     assert not any(heard)
 
 
@@ -142,7 +128,7 @@ def test_a_lone_loud_frame_does_not_pass():
     gate.play(10.0, to_int16(answer), MIC_RATE)
     microphone = np.clip(answer * 0.1, -1, 1)
     microphone[int(0.5 * MIC_RATE):int(0.5 * MIC_RATE) + FRAME] = 0.9  # a knock, 10 ms
-    heard = run_gate(gate, microphone, 10.0)
+    heard = gate_decisions(gate, microphone, 10.0)
     assert not any(heard[40:60])
 
 

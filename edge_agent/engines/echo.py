@@ -91,6 +91,7 @@ class EchoGate:
         self.room: deque[float] = deque(maxlen=300)  # microphone levels while nothing plays
         # the playing frames of the last `window_s`: [frame number, level, taken for the echo, speaker level]
         self.history: deque[list] = deque(maxlen=int(round(window_s / FRAME_S)))
+        self.frames_heard = 0
         self.playing_frames = 0
         self.audible_frames = 0
         self.run = 0
@@ -159,10 +160,15 @@ class EchoGate:
         explained by the speaker's echo (or the gate is still learning the echo)."""
         level = float(np.sqrt((frame.astype(np.float32) ** 2).mean())) if len(frame) else 0.0
         n = int(round(at / FRAME_S))
-        horizon = n - self.tail - len(self.weights) - len(self.history) - self.ALIGN_EVERY_FRAMES
-        for old in [k for k in self.played if k < horizon]:
-            del self.played[old]
-        if self._levels(n - self.tail, n + self.early).max() < SILENT_RMS:
+        self.frames_heard += 1
+        if self.frames_heard % self.ALIGN_EVERY_FRAMES == 0:
+            # speaker frames older than any lookup can reach (the history, the window, the
+            # reverberation, and the frames until this runs again) are forgotten
+            horizon = n - self.tail - len(self.weights) - len(self.history) - self.ALIGN_EVERY_FRAMES
+            for old in [k for k in self.played if k < horizon]:
+                del self.played[old]
+        anything = float(self._levels(n - self.tail, n + self.early).max())  # any delay
+        if anything < SILENT_RMS:
             self.room.append(level)
             self.run = 0
             return True  # nothing plays: whatever is heard is not the daemon
@@ -171,7 +177,7 @@ class EchoGate:
         audible = room * self.audible
         if level > audible:
             self.audible_frames += 1
-        speaker = self._speaker_level(n)
+        speaker = anything if self.delay is None else self._speaker_level(n)
         ratios = [lv / sp for _, lv, echo, sp in self.history if echo and lv > audible and sp >= SILENT_RMS]
         if len(ratios) < self.learn_frames and self.playing_frames < self.learn_max_frames:
             louder = False  # still learning the echo

@@ -229,14 +229,14 @@ class SphinxWorker:
             was_in_speech = endpointer.in_speech
             speech = endpointer.end_stream(frame) if source.at_end() else endpointer.process(frame)
             if mode == ACTIVITY:
-                echo = {"echo_suppressed_ms": gate.suppressed_frames * 10} if gate is not None else {}
                 if speech and not was_in_speech and position >= ACTIVITY_WARMUP_S:
                     self.channel.event(job, "speech_start", {"at_ms": round(endpointer.speech_start * 1000)})
                     return _result("", None, payload, source, start, decoded) | {
-                        "start_ms": round(endpointer.speech_start * 1000), "ended_by": "speech_start", **echo}
+                        "start_ms": round(endpointer.speech_start * 1000), "ended_by": "speech_start",
+                        **_gate_fields(gate)}
                 if position >= max_audio:
                     return _result("", None, payload, source, start, decoded, speech=False) | {
-                        "ended_by": "wait", **echo}
+                        "ended_by": "wait", **_gate_fields(gate)}
                 continue
             if not speech:  # None (no speech) or empty (end_stream of a whole frame)
                 if not heard.open and (source.wait_s is not None and position >= source.wait_s
@@ -373,6 +373,11 @@ class WhisperHypothesis:
     def __init__(self, text: str, confidence: float | None):
         self.hypstr = text
         self.prob = confidence
+
+
+def _gate_fields(gate: EchoGate | None) -> dict:
+    """What the barge-in watch's echo gate held back, for its result."""
+    return {"echo_suppressed_ms": gate.suppressed_frames * 10} if gate is not None else {}
 
 
 class AudioSource:
