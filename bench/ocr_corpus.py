@@ -11,7 +11,8 @@ a checkout of each source.
 Sources so far:
 - `--sroie`: scanned receipts of ICDAR 2019 SROIE, as in github.com/zzzDavid/ICDAR-2019-SROIE
   (`data/img/NNN.jpg`, `data/box/NNN.csv`: one text line per row, eight corner coordinates
-  then the transcript, top to bottom). Every `--every`-th receipt is taken.
+  then the transcript, top to bottom). Every `--sroie-every`-th receipt is taken
+  (10 by default: 000, 010, ... 590).
 - `--funsd`: scanned forms of FUNSD (Jaume et al. 2019; `testing_data/images/NAME.png`,
   `testing_data/annotations/NAME.json`, one entity per text field with its words and box).
   FUNSD gives no reading order, so the reference order is built here: entities grouped into
@@ -90,14 +91,16 @@ def main() -> int:
     parser.add_argument("--sroie", type=Path, help="a checkout with data/img and data/box")
     parser.add_argument("--funsd", type=Path, help="a FUNSD folder with testing_data/images and annotations")
     parser.add_argument("--limit", type=int, default=60, help="pages per source")
-    parser.add_argument("--every", type=int, default=1, help="take every n-th page of a source")
+    # the development corpus of bench/results/ocr.json: every 10th receipt (000, 010, ... 590), all 50 forms
+    parser.add_argument("--sroie-every", type=int, default=10, help="take every n-th receipt")
+    parser.add_argument("--funsd-every", type=int, default=1, help="take every n-th form")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     counts = {}
     if args.sroie:
-        counts["receipt"] = add_sroie(args.sroie, args.output, args.limit, args.every)
+        counts["receipt"] = add_sroie(args.sroie, args.output, args.limit, args.sroie_every)
     if args.funsd:
-        counts["form"] = add_funsd(args.funsd, args.output, args.limit, args.every)
+        counts["form"] = add_funsd(args.funsd, args.output, args.limit, args.funsd_every)
     if not counts:
         parser.error("give at least one source")
     print(json.dumps(counts), file=sys.stderr)

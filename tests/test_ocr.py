@@ -308,3 +308,9 @@ def test_jpeg_reduction_has_a_limit():
     assert err.value.code == "too_large" and "JPEG" in err.value.message
     loaded = load_image(png(Image.new("L", (6000, 5000), 255), "JPEG"), max_pixels=24_000_000)
     assert (loaded.width, loaded.height, loaded.reduced, loaded.image.size) == (6000, 5000, 2, (3000, 2500))
+
+
+def test_the_daemon_reads_words_set_close_together_apart(client):
+    # RapidOCR's own decoding reads "TAXINVOICE" here (engines/word_spaces.py)
+    result = client.ocr(png(pages.close_words("DejaVuSansCondensed.ttf", 12, gap=2)))
+    assert result["text"].split() == pages.CLOSE_WORDS, result["text"]

@@ -14,6 +14,7 @@ from ..images import MAX_PIXELS, load_image
 from ..ocr_geometry import find_page, flatten, map_points, page_turn, skew_degrees, straighten, turn_points
 from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
 from .channel import EngineJob
+from .word_spaces import install as keep_word_spaces
 from .worker import WorkerChannel, serve_short_jobs
 
 # chosen on 110 real pages (bench/ocr_documents.py --sweep; README): one box per recognition
@@ -53,6 +54,7 @@ class OcrWorker:
         logging.getLogger("RapidOCR").setLevel(logging.WARNING)
         self.channel = channel
         self.engine: Any = RapidOCR(params=READING)
+        keep_word_spaces(self.engine)
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
