@@ -4,8 +4,8 @@
 
 Renders labels into 640x480, 1280x720 and 1920x1080 frames and times OCR in-process with
 RapidOCR's default settings and through the daemon with its chosen settings (READING in
-edge_agent/engines/rapidocr.py: detector input capped at 1280 a side, so a 1080p frame is
-detected at 720p) and its page geometry and layout; one run, same machine, so the ratio is
+edge_agent/engines/rapidocr.py: detector input capped at 960 a side, so a 720p frame is
+detected at 960x540) and its page geometry and layout; one run, same machine, so the ratio is
 meaningful; the daemon's stage timings are kept per frame size. Renders a corpus of
 24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
 character error rate; measures `guide` calls per second on a 1280x720 frame; with

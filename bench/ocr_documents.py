@@ -11,11 +11,15 @@ kind and overall; time per page (client clock, p50 and p90). A page the daemon r
 over `ocr.max_image_pixels`) is listed under `refused`, not scored. Writes
 bench/results/ocr_documents.json. With --sweep, RapidOCR settings (SETTINGS) are tried
 in-process on the corpus instead, and Tesseract where installed
-(bench/results/ocr_documents_settings.json).
+(bench/results/ocr_documents_settings.json). With --compare, the daemon's OCR worker
+(edge_agent/engines/rapidocr.py) runs in-process as shipped and with earlier settings
+(WORKER_VARIANTS), each page read by every variant in turn so that a machine's slow minutes
+fall on all of them alike (bench/results/ocr_documents_compare.json).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -23,12 +27,16 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
+from edge_agent.config import OcrConfig  # noqa: E402
+
+MAX_PIXELS = OcrConfig().max_image_pixels  # the daemon's default: larger scans are decoded at half size
 
 
 def pages(corpus: Path, limit: int | None, kind: str | None = None) -> list[tuple[Path, dict]]:
@@ -115,6 +123,68 @@ def sweep(corpus: list[tuple[Path, dict]], only: list[str] | None = None) -> lis
     return rows + (tesseract_rows(corpus) if not only else [])
 
 
+# the daemon's worker as shipped and as it was: (module constants of edge_agent/engines/rapidocr.py,
+# whether the recogniser keeps word spaces)
+EARLIER = {"DETECTOR_SIDE": 1280, "READING": {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 320],
+                                              "Det.limit_side_len": 1280, "Det.limit_type": "max"}}
+WORKER_VARIANTS: dict[str, tuple[dict, bool]] = {
+    "shipped": ({}, True),
+    "detector_1280_rec_320": (EARLIER, True),
+    "detector_1280_rec_320_no_word_spaces": (EARLIER, False),
+}
+
+
+def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
+    """Each page read by each variant of the daemon's OCR worker in turn, in-process."""
+    from unittest import mock
+
+    from edge_agent.engines import rapidocr
+
+    def patched(constants: dict) -> Any:
+        return mock.patch.multiple(rapidocr, **constants) if constants else contextlib.nullcontext()
+
+    workers = {}
+    for name in names:
+        constants, word_spaces = WORKER_VARIANTS[name]
+        spaces = rapidocr.keep_word_spaces if word_spaces else (lambda _engine: None)
+        with patched(constants), mock.patch.object(rapidocr, "keep_word_spaces", spaces):
+            # no channel: the bench takes recognise()'s results itself
+            workers[name] = (rapidocr.OcrWorker(None), constants)  # type: ignore[arg-type]
+    scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in names}
+    times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
+    stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
+    for index, (image, truth) in enumerate(corpus):
+        data = image.read_bytes()
+        for name, (worker, constants) in workers.items():
+            with patched(constants):  # the second detection reads DETECTOR_SIDE
+                if index == 0:
+                    worker.recognise(data, MAX_PIXELS)  # warm-up
+                start = time.perf_counter()
+                result = worker.recognise(data, MAX_PIXELS)
+                times[name][truth["kind"]].append(time.perf_counter() - start)
+            scores[name][truth["kind"]].append(score_page(truth["text"], result["text"]))
+            for stage in ("detect", "recognise"):
+                stages[name][stage].append(result["timings_ms"].get(stage, 0.0))
+        kind = truth["kind"]
+        print(f"{image.name}: " + ", ".join(f"{name} {scores[name][kind][-1].recall:.3f} {times[name][kind][-1]:.2f} s"
+                                           for name in names), file=sys.stderr)
+    out = {}
+    for name in names:
+        every = [t for kind in times[name].values() for t in kind]
+        out[name] = {"overall": combine(s for kind in scores[name].values() for s in kind),
+                     "by_kind": {kind: combine(pages) for kind, pages in sorted(scores[name].items())},
+                     "seconds_per_page": {"p50": round(statistics.median(every), 3),
+                                          "p90": round(percentile(every, 0.9), 3),
+                                          "by_kind_p50": {kind: round(statistics.median(t), 3)
+                                                          for kind, t in sorted(times[name].items())}},
+                     "stage_ms_p50": {stage: round(statistics.median(v), 1) for stage, v in stages[name].items()}}
+    first = names[0]
+    for name in names[1:]:
+        out[name]["time_vs_" + first] = round(sum(sum(t) for t in times[name].values())
+                                             / sum(sum(t) for t in times[first].values()), 3)
+    return out
+
+
 def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
     """Every page through the daemon behind `client` and by RapidOCR's defaults in-process."""
     import cv2
@@ -172,7 +242,17 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="only try RapidOCR settings in-process (SETTINGS)")
     parser.add_argument("--settings", nargs="*", help="with --sweep: only these SETTINGS (default: all, and Tesseract)")
     parser.add_argument("--kind", help="only pages of this kind (receipt, form, ...)")
+    parser.add_argument("--compare", nargs="*", choices=list(WORKER_VARIANTS),
+                        help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
     args = parser.parse_args()
+    if args.compare is not None:
+        corpus = pages(args.corpus, args.limit, args.kind)
+        default = args.output == RESULTS / "ocr_documents.json"
+        output = RESULTS / "ocr_documents_compare.json" if default else args.output
+        write_result(output, {"benchmark": "ocr_documents_compare", "machine": machine(), "corpus": str(args.corpus),
+                              "kind": args.kind, "pages": len(corpus),
+                              "workers": compare_workers(corpus, args.compare or list(WORKER_VARIANTS))})
+        return 0
     if args.sweep:
         corpus = pages(args.corpus, args.limit, args.kind)
         write_result(args.output, {"benchmark": "ocr_documents_settings", "machine": machine(),

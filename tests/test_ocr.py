@@ -10,7 +10,7 @@ from PIL import Image, ImageFilter
 
 from edge_agent import protocol as P
 from edge_agent.client import EdgeAgentError
-from edge_agent.engines.rapidocr import small_print_limit
+from edge_agent.engines.rapidocr import SMALL_PRINT, SMALL_TEXT, second_detection, small_print_limit
 from edge_agent.images import ImageError, load_image
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
@@ -212,7 +212,7 @@ def test_two_columns_under_a_heading_with_a_page_number(client):
     assert [line["block"] for line in result["lines"]] == [0] + [1] * 4 + [2] * 4
     assert result["spoken"].splitlines()[0] == f"Heading: {pages.HEADING}."
     assert result["page"] == {"flattened": False, "turned": 0, "skew_degrees": pytest.approx(0, abs=1),
-                              "small_print": False}
+                              "small_print": False, "small_text": False}
     kept = client.ocr(png(image), keep_margins=True)
     assert kept["text"].endswith("\n\n7") and lines_of(kept)[-1] == "7"
 
@@ -287,7 +287,23 @@ def test_small_print_enlargement_is_bounded():
     assert small_print_limit(100, 420) == ("min", 200)  # a strip: at most twice as large
     assert small_print_limit(5000, 1200) == ("max", 2560)  # a long receipt: long side at most 2560
     assert small_print_limit(3000, 4000) == ("max", 1707)  # a photo: short side 1280, not full size
-    assert small_print_limit(1280, 1280) is None  # no larger than the usual detection: no second pass
+    assert small_print_limit(1280, 1280) == ("max", 1280)  # larger than the first detection's 960
+
+
+def test_small_text_on_a_large_image_is_detected_again_at_1280():
+    assert second_detection(3508, 2480, 40) == (SMALL_TEXT, ("max", 1280))  # 11 px as the detector saw it
+    assert second_detection(3508, 2480, 80) is None  # 22 px: large enough
+    assert second_detection(720, 1280, 30) is None  # a camera frame of a label
+    assert second_detection(900, 900, 20) == (SMALL_PRINT, small_print_limit(900, 900))
+    assert second_detection(900, 900, float("inf")) is None  # nothing detected
+
+
+def test_a_large_scan_with_small_text_is_detected_again(client):
+    lines = ["Thank you for shopping", "Total due 12.50", "Paid by card ending 4711", "Keep this receipt"]
+    image = render([((60, 60 + i * 90), text) for i, text in enumerate(lines)], size=(2400, 3000), points=42)
+    result = client.ocr(png(image))
+    assert result["page"]["small_text"] is True and result["page"]["small_print"] is False
+    assert lines_of(result) == lines
 
 
 def test_a_jpeg_over_the_pixel_limit_is_read_at_half_size(client):

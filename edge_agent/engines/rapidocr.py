@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
@@ -17,19 +17,28 @@ from .channel import EngineJob
 from .word_spaces import install as keep_word_spaces
 from .worker import WorkerChannel, serve_short_jobs
 
-# chosen on 110 real pages (bench/ocr_documents.py --sweep; README): one box per recognition
-# batch (a batch pads every box to its widest: +0.3 % words found) and the detector's input
-# capped at 1280 pixels a side (0.87x the time per page, no loss in words with the former)
-DETECTOR_SIDE = 1280
-READING = {"Rec.rec_batch_num": 1, "Det.limit_side_len": DETECTOR_SIDE, "Det.limit_type": "max"}
-# small print (FUNSD's 100-dpi forms: boxes 16-23 px high; receipts 22-58 px): the detector runs
-# again on the page enlarged to 1280 pixels on its short side (at most 2x, and 2560 pixels on
-# its long side). On 110 real pages: forms 83.4 -> 86.0 % words found, 78.2 -> 80.9 % in order,
-# at 1.4x their time; receipts unchanged. Recognition crops the image as it is either way.
+# chosen on 110 real pages (bench/ocr_documents.py --sweep and --compare; README): one box per
+# recognition batch (a batch pads every box to its widest), boxes padded to at least 160 pixels
+# wide rather than 320 (0.79x the recognition time, the same words), and the detector's input
+# capped at 960 pixels a side rather than 1280 (with the second pass below: 0.85x the time per
+# page against both at 1280 and 320, 0.1 points fewer words found)
+DETECTOR_SIDE = 960
+READING = {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 160],
+           "Det.limit_side_len": DETECTOR_SIDE, "Det.limit_type": "max"}
+# text the first detection saw small is detected again larger:
+# - small print (FUNSD's 100-dpi forms: boxes 16-23 px high; receipts 22-58 px) on the page
+#   enlarged to 1280 pixels on its short side (at most 2x, and 2560 pixels on its long side).
+#   On 110 real pages: forms 83.4 -> 86.0 % words found, 78.2 -> 80.9 % in order, at 1.4x their time.
+# - text under 20 pixels high as the detector saw it on a large image shrunk to 960 (receipts
+#   scanned at 300-600 dpi) at 1280 pixels a side: on 60 receipts 960 alone lost 1.1 points of
+#   words found, nearly all on pages under that height.
+# Recognition crops the image as it is either way.
 SMALL_PRINT_PX = 24  # median box height in the image's pixels
 SMALL_PRINT_SHORT_SIDE = 1280
 SMALL_PRINT_MAX_ENLARGE = 2.0
 SMALL_PRINT_LONG_SIDE = 2560
+SMALL_TEXT_DETECTOR_PX = 20  # median box height in the detector's pixels
+FINE_DETECTOR_SIDE = 1280
 MIN_SKEW = 1.0  # degrees; below this the layout takes the boxes as they are (the detector's angles wobble by ~0.5)
 
 
@@ -58,25 +67,24 @@ class OcrWorker:
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
 
-    def read(self, bgr: Any) -> tuple[list[Box], int, dict, bool]:
+    def read(self, bgr: Any) -> tuple[list[Box], int, dict, SecondDetection | None]:
         """RapidOCR's steps on one image (as its __call__ runs them, keeping the direction
-        classifier's labels, which its output drops, and detecting small print again enlarged):
-        boxes, the page's turn (page_turn), stage timings, whether the small-print pass ran."""
+        classifier's labels, which its output drops, and detecting small text again larger):
+        boxes, the page's turn (page_turn), stage timings, the second detection or None."""
         from rapidocr.main import RapidOCRError
 
         original = self.engine.load_img(bgr)
         image, record = self.engine.preprocess_img(original)
         try:
             crops, detected = self.engine.detect_and_crop(image, record)
-            enlarged = small_print_limit(*image.shape[:2])
-            small_print = False
-            if enlarged is not None and _median_height(detected.boxes) < SMALL_PRINT_PX:
-                small_print = True
-                crops, detected = self._detect_enlarged(image, record, enlarged, detected.elapse)
+            height, width = image.shape[:2]
+            again = second_detection(height, width, _median_height(detected.boxes))
+            if again is not None:
+                crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
             directions = self.engine.cls_and_rotate(crops)[1]
             recognised = self.engine.recognize_txt(directions.img_list)
         except RapidOCRError:  # nothing detected (or nothing left to classify / recognise)
-            return [], 0, {}, False
+            return [], 0, {}, None
         labels = [label for label, _score in directions.cls_res] if directions.cls_res else None
         turn = page_turn(detected.boxes.tolist(), recognised.txts, labels) if recognised.txts else 0
         output: Any = self.engine.build_final_output(original, detected, directions, recognised, crops, record)
@@ -85,12 +93,12 @@ class OcrWorker:
             for points, text, score in zip(output.boxes.tolist(), output.txts, output.scores):
                 boxes.append(Box(text, float(score), points))
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
-        return boxes, turn, stages, small_print
+        return boxes, turn, stages, again
 
-    def _detect_enlarged(self, image: Any, record: dict, limit: tuple[str, int],
-                         first_seconds: float) -> tuple[list, Any]:
-        """Detection again with the page enlarged for the detector only (the boxes come back in
-        the image's pixels)."""
+    def _detect_again(self, image: Any, record: dict, limit: tuple[str, int],
+                      first_seconds: float) -> tuple[list, Any]:
+        """Detection again with the page sized by `limit` for the detector only (the boxes come
+        back in the image's pixels)."""
         detector = self.engine.text_det  # loaded by the first detection
         usual = detector.limit_type, detector.limit_side_len
         detector.limit_type, detector.limit_side_len = limit
@@ -110,7 +118,7 @@ class OcrWorker:
         if corners is not None:
             bgr, to_photo = flatten(bgr, corners)
         flattened = time.perf_counter()
-        boxes, turned, stages, small_print = self.read(bgr)
+        boxes, turned, stages, again = self.read(bgr)
         height, width = bgr.shape[:2]
         for box in boxes:
             box.frame = turn_points(box.points, turned, width, height)
@@ -124,7 +132,8 @@ class OcrWorker:
             for box in boxes:
                 box.frame = straighten(box.frame or box.points, skew, (upright[0] / 2, upright[1] / 2))
         page: dict = {"flattened": corners is not None, "turned": turned, "skew_degrees": round(skew, 2),
-                      "small_print": small_print}
+                      SMALL_PRINT: again is not None and again.reason == SMALL_PRINT,
+                      SMALL_TEXT: again is not None and again.reason == SMALL_TEXT}
         if corners is not None:
             page["corners"] = [[round(x * reduced, 1), round(y * reduced, 1)] for x, y in corners.tolist()]
         return PageReading(boxes, page, {"flatten": flattened - start, "ocr": time.perf_counter() - flattened,
@@ -182,14 +191,30 @@ class OcrWorker:
             self.channel.fail(job.job, CodedError(INTERNAL, f"{type(exc).__name__}: {exc}"))
 
 
-def small_print_limit(height: int, width: int) -> tuple[str, int] | None:
-    """RapidOCR's detector limit (limit_type, limit_side_len) that sizes an image for small print:
-    "min" enlarges until the short side is that long, "max" shrinks until the long side is;
-    None where that would not show the detector the page at least 10 % larger than before."""
+class SecondDetection(NamedTuple):
+    reason: str  # SMALL_PRINT or SMALL_TEXT
+    limit: tuple[str, int]  # RapidOCR's detector limit_type and limit_side_len
+
+
+SMALL_PRINT, SMALL_TEXT = "small_print", "small_text"
+
+
+def second_detection(height: int, width: int, median_height: float) -> SecondDetection | None:
+    """Whether and how to detect an image again, given the median height of the boxes of the
+    first detection in the image's pixels; None: no second pass."""
+    if median_height < SMALL_PRINT_PX:
+        return SecondDetection(SMALL_PRINT, small_print_limit(height, width))
+    long = max(height, width)
+    if long > DETECTOR_SIDE and median_height * DETECTOR_SIDE / long < SMALL_TEXT_DETECTOR_PX:
+        return SecondDetection(SMALL_TEXT, ("max", FINE_DETECTOR_SIDE))
+    return None
+
+
+def small_print_limit(height: int, width: int) -> tuple[str, int]:
+    """The limit that sizes an image for small print: "min" enlarges until the short side is that
+    long, "max" shrinks until the long side is (always larger than the first detection's)."""
     short, long = sorted((height, width))
     ratio = min(SMALL_PRINT_SHORT_SIDE / short, SMALL_PRINT_MAX_ENLARGE, SMALL_PRINT_LONG_SIDE / long)
-    if long * ratio < 1.1 * min(long, DETECTOR_SIDE):
-        return None
     return ("min", round(short * ratio)) if ratio > 1 else ("max", round(long * ratio))
 
 
