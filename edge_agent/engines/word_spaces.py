@@ -8,7 +8,7 @@ words come out joined ("FAXNUMBER", "TAXINVOICE"). Here a space is put between t
 characters when the space class's peak probability between them reaches SURE_SPACE, or
 LIKELY_SPACE where they are further apart (in time steps) than the line's median. On the 110
 real pages of bench/ocr_documents.py (README): forms 86.0 -> 87.0 % of words found, receipts
-92.8 -> 93.7 %, precision up 0.2 points; on 60 other receipts 90.6 -> 91.2 %. A plain 0.1
+92.8 -> 93.6 %, precision up 0.2 points; on 60 other receipts 90.6 -> 91.2 %. A plain 0.1
 threshold split more words (precision -0.6 on the other receipts); 0.3 alone found about two
 thirds as many; 0.1 where the characters stand apart found 0.2 points more but split
 "a pplicant" on a blurred 10-point line (tests/test_ocr.py's small print).
@@ -46,7 +46,7 @@ def decode(probabilities: Any, characters: Sequence[str]) -> list[tuple[str, flo
         emitted &= chosen != BLANK
         positions = np.flatnonzero(emitted)
         text = [characters[chosen[step]] for step in positions]
-        # between two characters of a word written with spaces: (index in text, steps apart, space's peak)
+        # between two characters of scripts written with spaces: (index in text, steps apart, space's peak)
         joins = [(i, int(positions[i] - positions[i - 1]), float(steps[positions[i - 1]:positions[i] + 1, space].max()))
                  for i in range(1, len(text))
                  if space is not None and " " not in (text[i - 1], text[i])
