@@ -4,7 +4,8 @@
         --funsd ~/src/FUNSD/dataset [--limit 60]
 
 The corpus is a folder of page images, each with NAME.json beside it:
-{"kind": "receipt", "source": "...", "text": "the page's words, line by line, in reading order"}.
+{"kind": "receipt", "source": "...", "text": "the page's words, line by line, in reading order"}
+(a photo made from a scan also names it: "scan": "receipt-sroie-000").
 Nothing of it is committed (the data sets have their own terms); the folder is rebuilt from
 a checkout of each source.
 
@@ -19,14 +20,24 @@ Sources so far:
   rows (an entity whose middle lies within the first entity of the row's height joins it),
   rows top to bottom, each left to right. In-order scores on forms are against that
   constructed order; order-free recall is against FUNSD's own words.
+- `--photos-every N` (5 by default): every N-th page taken from each source is also added as
+  a camera photo made from its scan (`photo-NAME.jpg`, kind "photo", the same ground truth):
+  the page lying on a desk seen at a slant (perspective and a turn), lit unevenly, with a
+  glare spot, out of focus, with sensor noise and JPEG compression, at about the scan's own
+  resolution, so that a scan and its photo differ only by what the camera adds. The data
+  sets at hand hold no photographs with word-level ground truth (CORD and WildReceipt are
+  not mirrored here), so these simulate one.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def sroie_lines(box_file: Path) -> list[str]:
@@ -42,8 +53,77 @@ def sroie_lines(box_file: Path) -> list[str]:
 def add_page(output: Path, name: str, image: Path, kind: str, source: str, lines: list[str]) -> None:
     """One page of the corpus: its image, and NAME.json with its kind, source and text."""
     shutil.copyfile(image, output / f"{name}{image.suffix.lower()}")
-    (output / f"{name}.json").write_text(json.dumps({"kind": kind, "source": source, "text": "\n".join(lines)},
-                                                    indent=1) + "\n")
+    write_truth(output, name, kind, source, lines)
+
+
+def write_truth(output: Path, name: str, kind: str, source: str, lines: list[str], **more: str) -> None:
+    described = {"kind": kind, "source": source, "text": "\n".join(lines), **more}
+    (output / f"{name}.json").write_text(json.dumps(described, indent=1) + "\n")
+
+
+PHONE_PIXELS = 12_000_000
+CANVAS = (1.45, 1.35)  # the photo's size against the page's: a margin of desk round it
+
+
+def photograph(scan: np.ndarray, seed: int) -> np.ndarray:
+    """A camera photo of a scanned page (BGR): on a dark desk, at a slant, unevenly lit, with a
+    glare spot, slightly out of focus, noisy, JPEG-compressed by the caller. Seeded: the same
+    scan and seed give the same photo."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    # no more pixels than a phone's 12 MP camera: a 600-dpi scan is seen at a lower resolution
+    shrink = min(1.0, (PHONE_PIXELS / (scan.shape[0] * scan.shape[1] * CANVAS[0] * CANVAS[1])) ** 0.5)
+    if shrink < 1.0:
+        scan = cv2.resize(scan, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    height, width = scan.shape[:2]
+    canvas_w, canvas_h = int(width * CANVAS[0]), int(height * CANVAS[1])
+    # the desk: a dark, slightly textured surface
+    desk = rng.normal(0, 1, (canvas_h // 16 + 1, canvas_w // 16 + 1, 3)).astype(np.float32)
+    desk = cv2.resize(desk, (canvas_w, canvas_h), interpolation=cv2.INTER_CUBIC) * 10 + np.float32([55, 70, 90])
+    # the page's corners: a margin round it, each corner moved by up to 7 % (a slant and a turn)
+    margin_x, margin_y = (canvas_w - width) / 2, (canvas_h - height) / 2
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    jitter = rng.uniform(-0.07, 0.07, (4, 2)) * [width, height]
+    seen = np.float32(corners + [margin_x, margin_y] + jitter)
+    matrix = cv2.getPerspectiveTransform(corners, seen)
+    page = cv2.warpPerspective(scan.astype(np.float32), matrix, (canvas_w, canvas_h), flags=cv2.INTER_AREA)
+    inside = cv2.warpPerspective(np.ones((height, width), np.float32), matrix, (canvas_w, canvas_h))[..., None]
+    photo = page * inside + desk * (1 - inside)
+    # light falling off across the frame (0.7 to 1.0) and a glare spot where it reflects
+    ys, xs = np.mgrid[0:canvas_h, 0:canvas_w].astype(np.float32)
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * xs / canvas_w + np.sin(direction) * ys / canvas_h)
+    light = 0.7 + 0.3 * (ramp - ramp.min()) / (ramp.max() - ramp.min())
+    glare_x = seen[:, 0].mean() + rng.uniform(-0.3, 0.3) * width
+    glare_y = seen[:, 1].mean() + rng.uniform(-0.3, 0.3) * height
+    spread = rng.uniform(0.06, 0.12) * max(width, height)
+    glare = rng.uniform(70, 130) * np.exp(-((xs - glare_x) ** 2 + (ys - glare_y) ** 2) / (2 * spread ** 2))
+    photo = photo * light[..., None] + glare[..., None]
+    # out of focus (a Gaussian of 0.8 to 1.4 pixels) and the sensor's noise
+    photo = cv2.GaussianBlur(photo, (0, 0), rng.uniform(0.8, 1.4))
+    photo = photo + rng.normal(0, 4, photo.shape)
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+def add_photos(output: Path, every: int) -> int:
+    """A photo of every `every`-th page of each source already in `output` (see above)."""
+    import cv2
+
+    added = 0
+    for source_kind in ("receipt", "form"):
+        truths = sorted(t for t in output.glob(f"{source_kind}-*.json"))
+        for truth_file in truths[::every]:
+            truth = json.loads(truth_file.read_text(encoding="utf-8"))
+            scan_file = next(f for f in output.glob(f"{truth_file.stem}.*") if f.suffix != ".json")
+            scan = cv2.imread(str(scan_file), cv2.IMREAD_COLOR)
+            seed = int.from_bytes(hashlib.sha256(truth_file.stem.encode()).digest()[:4], "little")
+            name = f"photo-{truth_file.stem}"
+            cv2.imwrite(str(output / f"{name}.jpg"), photograph(scan, seed), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            write_truth(output, name, "photo", f"camera photo simulated from {scan_file.name}: {truth['source']}",
+                        truth["text"].splitlines(), scan=truth_file.stem)
+            added += 1
+    return added
 
 
 def add_sroie(checkout: Path, output: Path, limit: int, every: int) -> int:
@@ -94,6 +174,8 @@ def main() -> int:
     # the development corpus of bench/results/ocr.json: every 10th receipt (000, 010, ... 590), all 50 forms
     parser.add_argument("--sroie-every", type=int, default=10, help="take every n-th receipt")
     parser.add_argument("--funsd-every", type=int, default=1, help="take every n-th form")
+    parser.add_argument("--photos-every", type=int, default=5,
+                        help="add a simulated camera photo of every n-th page of each source (0: none)")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -103,6 +185,8 @@ def main() -> int:
         counts["form"] = add_funsd(args.funsd, args.output, args.limit, args.funsd_every)
     if not counts:
         parser.error("give at least one source")
+    if args.photos_every > 0:
+        counts["photo"] = add_photos(args.output, args.photos_every)
     print(json.dumps(counts), file=sys.stderr)
     return 0
 

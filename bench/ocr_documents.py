@@ -131,6 +131,7 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool]] = {
     "shipped": ({}, True),
     "detector_1280_rec_320": (EARLIER, True),
     "detector_1280_rec_320_no_word_spaces": (EARLIER, False),
+    "photos_not_sharpened": ({"PHOTO_SHARPEN_AMOUNT": 0.0}, True),
 }
 
 
@@ -199,6 +200,7 @@ def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
     times: dict[str, list[float]] = defaultdict(list)
     detail: list[dict] = []
     refused: list[dict] = []
+    by_page: dict[str, tuple[PageScore, float]] = {}
     client.ocr(corpus[0][0].read_bytes())  # the daemon loads its engine
     for image, truth in corpus:
         data = image.read_bytes()
@@ -217,6 +219,7 @@ def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
         ours, theirs = score_page(truth["text"], result["text"]), score_page(truth["text"], plain_text)
         served[truth["kind"]].append(ours)
         raw[truth["kind"]].append(theirs)
+        by_page[image.stem] = (ours, seconds)
         detail.append({"page": image.name, "kind": truth["kind"], "seconds": round(seconds, 3),
                        "size": [result["image"]["width"], result["image"]["height"]],
                        "page_geometry": result["page"], "daemon": ours.summary(), "rapidocr_default": theirs.summary()})
@@ -231,7 +234,21 @@ def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
             "seconds_per_page": {"p50": round(statistics.median(every), 3), "p90": round(percentile(every, 0.9), 3),
                                  "by_kind_p50": {kind: round(statistics.median(seconds), 3)
                                                  for kind, seconds in sorted(times.items())}},
-            "refused": refused, "page_detail": detail}
+            "photo_vs_scan": photo_vs_scan(corpus, by_page), "refused": refused, "page_detail": detail}
+
+
+def photo_vs_scan(corpus: list[tuple[Path, dict]], by_page: dict[str, tuple[PageScore, float]]) -> dict:
+    """The camera's cost: photos (bench/ocr_corpus.py) scored beside the scans they were made
+    from, over the pairs that were both read."""
+    pairs = [(by_page[image.stem], by_page[truth["scan"]]) for image, truth in corpus
+             if "scan" in truth and image.stem in by_page and truth["scan"] in by_page]
+    if not pairs:
+        return {"pairs": 0}
+    return {"pairs": len(pairs),
+            "photo": combine(photo for (photo, _), _scan in pairs),
+            "scan": combine(scan for _photo, (scan, _) in pairs),
+            "seconds_p50": {"photo": round(statistics.median(seconds for (_, seconds), _scan in pairs), 3),
+                            "scan": round(statistics.median(seconds for _photo, (_, seconds) in pairs), 3)}}
 
 
 def main() -> int:

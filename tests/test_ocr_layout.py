@@ -145,3 +145,19 @@ def test_an_outline_that_meets_the_photo_edge_is_no_page_to_flatten():
     cut_off = ((0.0, 0.0), (0.90, 0.10), (0.95, 0.90), (0.10, 0.95))  # a scan's border, or a page cut off
     photo = np.asarray(pages.photographed(image, seen=cut_off))[:, :, ::-1]
     assert find_page(np.ascontiguousarray(photo)) is None
+
+
+def test_sharpening_steepens_edges_and_leaves_flat_paper_alone():
+    import cv2
+
+    from edge_agent.engines.rapidocr import sharpen
+
+    step = np.full((40, 40, 3), 230, np.uint8)
+    step[:, 20:] = 30  # ink beside paper, blurred as a camera out of focus blurs it
+    soft = cv2.GaussianBlur(step, (0, 0), 1.5)
+    sharp = sharpen(soft, 1.2, 1.0)
+    assert sharp.dtype == np.uint8 and sharp.shape == soft.shape
+    steepest = lambda image: np.abs(np.diff(image[20, :, 0].astype(int))).max()  # noqa: E731
+    assert steepest(sharp) > 1.15 * steepest(soft)  # 66 against 54 levels a pixel
+    assert np.array_equal(sharp[:, :10], soft[:, :10])  # flat paper stays as it was
+    assert sharpen(soft, 1.2, 0.0) is soft

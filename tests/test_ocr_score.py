@@ -62,3 +62,27 @@ def test_sroie_box_files_keep_commas_in_their_transcripts(tmp_path):
                    "1,2,3,4,5,6,7,8,\n"
                    "broken line\n")
     assert sroie_lines(box) == ["SAM SAM TRADING CO", "67,JLN MEWAH 25/63 TMN SRI MUDA,"]
+
+
+def test_a_simulated_photo_is_seeded_and_its_page_can_be_found():
+    import numpy as np
+
+    from bench.ocr_corpus import photograph
+    from edge_agent.ocr_geometry import find_page
+
+    from . import ocr_pages as pages
+
+    image, _ = pages.table()
+    scan = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    photo = photograph(scan, seed=7)
+    assert np.array_equal(photo, photograph(scan, seed=7))
+    assert not np.array_equal(photo, photograph(scan, seed=8))
+    height, width = scan.shape[:2]
+    assert photo.shape == (int(height * 1.35), int(width * 1.45), 3)
+    corners = find_page(photo)  # the page lies inside the desk's margin, moved by at most 7 % a corner
+    assert corners is not None
+    middle = corners.mean(axis=0)
+    assert abs(middle[0] - photo.shape[1] / 2) < 0.07 * width and abs(middle[1] - photo.shape[0] / 2) < 0.07 * height
+    # a 600-dpi scan is seen with no more pixels than a 12 MP camera has
+    large = np.full((4000, 3000, 3), 255, np.uint8)
+    assert photograph(large, seed=1).size / 3 <= 12_000_000 * 1.01
