@@ -56,6 +56,11 @@ def add_page(output: Path, name: str, image: Path, kind: str, source: str, lines
     write_truth(output, name, kind, source, lines)
 
 
+def page_image(truth: Path) -> Path | None:
+    """The page image (JPEG or PNG) beside a page's NAME.json, or None."""
+    return next((p for p in truth.parent.glob(truth.stem + ".*") if p.suffix.lower() in (".jpg", ".png")), None)
+
+
 def write_truth(output: Path, name: str, kind: str, source: str, lines: list[str], **more: str) -> None:
     described = {"kind": kind, "source": source, "text": "\n".join(lines), **more}
     (output / f"{name}.json").write_text(json.dumps(described, indent=1) + "\n")
@@ -112,10 +117,11 @@ def add_photos(output: Path, every: int) -> int:
 
     added = 0
     for source_kind in ("receipt", "form"):
-        truths = sorted(t for t in output.glob(f"{source_kind}-*.json"))
-        for truth_file in truths[::every]:
+        for truth_file in sorted(output.glob(f"{source_kind}-*.json"))[::every]:
+            scan_file = page_image(truth_file)
+            if scan_file is None:
+                continue
             truth = json.loads(truth_file.read_text(encoding="utf-8"))
-            scan_file = next(f for f in output.glob(f"{truth_file.stem}.*") if f.suffix != ".json")
             scan = cv2.imread(str(scan_file), cv2.IMREAD_COLOR)
             seed = int.from_bytes(hashlib.sha256(truth_file.stem.encode()).digest()[:4], "little")
             name = f"photo-{truth_file.stem}"

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
+from bench.ocr_corpus import page_image  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
 from edge_agent.config import OcrConfig  # noqa: E402
 
@@ -42,7 +43,7 @@ MAX_PIXELS = OcrConfig().max_image_pixels  # the daemon's default: larger scans 
 def pages(corpus: Path, limit: int | None, kind: str | None = None) -> list[tuple[Path, dict]]:
     found = []
     for truth in sorted(corpus.glob("*.json")):
-        image = next((p for p in truth.parent.glob(truth.stem + ".*") if p.suffix.lower() in (".jpg", ".png")), None)
+        image = page_image(truth)
         described = json.loads(truth.read_text())
         if image is not None and (kind is None or described["kind"] == kind):
             found.append((image, described))
