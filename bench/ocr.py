@@ -10,7 +10,8 @@ meaningful; the daemon's stage timings are kept per frame size. Renders a corpus
 24 pages of random words in four DejaVu fonts at four sizes (fixed seed) and reports the
 character error rate; measures `guide` calls per second on a 1280x720 frame; with
 --vision-package, times `ask` (time to first token) for one image through the daemon; with
---corpus (a folder from bench/ocr_corpus.py: scanned receipts and forms of public data sets),
+--corpus (a folder from bench/ocr_corpus.py: scanned receipts and forms and article pages of
+public data sets, and camera photos simulated from them),
 reads every real page through the same daemon and scores it per kind of document against its
 ground truth, beside RapidOCR's defaults in-process (bench/ocr_documents.py). The rendered
 pages stay as a regression set. Writes bench/results/ocr.json.

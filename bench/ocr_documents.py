@@ -14,7 +14,9 @@ in-process on the corpus instead, and Tesseract where installed
 (bench/results/ocr_documents_settings.json). With --compare, the daemon's OCR worker
 (edge_agent/engines/rapidocr.py) runs in-process as shipped and with earlier settings
 (WORKER_VARIANTS), each page read by every variant in turn so that a machine's slow minutes
-fall on all of them alike (bench/results/ocr_documents_compare.json).
+fall on all of them alike (bench/results/ocr_documents_compare.json). With --compare-layout,
+each page is read once in-process and its boxes laid out by the layout step as shipped and
+as it was before (earlier_layout), both scored (bench/results/ocr_documents_compare_layout.json).
 """
 from __future__ import annotations
 
@@ -187,6 +189,60 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
     return out
 
 
+def earlier_layout() -> Any:
+    """The layout step as it was before two columns of prose could be read beside a gutter
+    that lines run across or that is narrower than a column gap (commit 594160a)."""
+    from unittest import mock
+
+    from edge_agent import ocr_layout
+
+    return mock.patch.multiple(ocr_layout, _prose=lambda column: False,
+                               _columns_under_spanning_lines=lambda boxes, unit: [ocr_layout._Region("text", boxes)])
+
+
+def compare_layouts(corpus: list[tuple[Path, dict]]) -> dict:
+    """Each page read once by the daemon's OCR worker in-process; its boxes laid out by the
+    layout step as shipped and as it was, each scored."""
+    import copy
+    from unittest import mock
+
+    from edge_agent import ocr_layout
+    from edge_agent.engines import rapidocr
+
+    worker = rapidocr.OcrWorker(None)  # type: ignore[arg-type]
+    read: list = []
+
+    def keep_boxes(boxes: list, keep_margins: bool = False) -> list:
+        read.append(copy.deepcopy(boxes))
+        return ocr_layout.layout(boxes, keep_margins)
+
+    variants = {"shipped": contextlib.nullcontext, "before_columns_under_spanning_lines": earlier_layout}
+    scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in variants}
+    layout_ms: dict[str, list[float]] = {name: [] for name in variants}
+    moved = []
+    with mock.patch.object(rapidocr, "layout", keep_boxes):
+        for image, truth in corpus:
+            read.clear()
+            worker.recognise(image.read_bytes(), MAX_PIXELS)
+            for name, patched in variants.items():
+                with patched():
+                    start = time.perf_counter()
+                    text = ocr_layout.page_text(ocr_layout.layout(copy.deepcopy(read[-1])))
+                    layout_ms[name].append((time.perf_counter() - start) * 1000)
+                scores[name][truth["kind"]].append(score_page(truth["text"], text))
+            now, before = (scores[name][truth["kind"]][-1] for name in variants)
+            if now.in_order != before.in_order:
+                moved.append({"page": image.name, "in_order": round(now.order_accuracy, 4),
+                              "before": round(before.order_accuracy, 4)})
+            print(f"{image.name}: in order {now.order_accuracy:.3f}, before {before.order_accuracy:.3f}",
+                  file=sys.stderr)
+    return {name: {"overall": combine(s for kind in scores[name].values() for s in kind),
+                   "by_kind": {kind: combine(pages) for kind, pages in sorted(scores[name].items())},
+                   "layout_ms": {"p50": round(statistics.median(layout_ms[name]), 1),
+                                 "max": round(max(layout_ms[name]), 1)}}
+            for name in variants} | {"pages_moved": moved}
+
+
 def read_corpus(client, corpus: list[tuple[Path, dict]]) -> dict:
     """Every page through the daemon behind `client` and by RapidOCR's defaults in-process."""
     import cv2
@@ -262,7 +318,16 @@ def main() -> int:
     parser.add_argument("--kind", help="only pages of this kind (receipt, form, ...)")
     parser.add_argument("--compare", nargs="*", choices=list(WORKER_VARIANTS),
                         help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
+    parser.add_argument("--compare-layout", action="store_true",
+                        help="only read each page once in-process and lay its boxes out as shipped and as before")
     args = parser.parse_args()
+    if args.compare_layout:
+        corpus = pages(args.corpus, args.limit, args.kind)
+        default = args.output == RESULTS / "ocr_documents.json"
+        write_result(RESULTS / "ocr_documents_compare_layout.json" if default else args.output,
+                     {"benchmark": "ocr_documents_compare_layout", "machine": machine(), "corpus": str(args.corpus),
+                      "kind": args.kind, "pages": len(corpus), "layouts": compare_layouts(corpus)})
+        return 0
     if args.compare is not None:
         corpus = pages(args.corpus, args.limit, args.kind)
         default = args.output == RESULTS / "ocr_documents.json"

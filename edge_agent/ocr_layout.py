@@ -7,6 +7,9 @@ of the upright page (see ocr_geometry for turning and straightening):
 - where a vertical band of whitespace runs through a region, it splits into columns; columns
   whose boxes line up row by row and are not all wide (a form, a receipt, a price list) are a
   table and read row by row; otherwise each column is read in turn, left to right;
+- otherwise, where two columns of prose stand beside a gutter that a few lines run across (a
+  title, a wide equation, a table over both) or that is narrower than a column gap, those
+  lines cut the columns into bands, each read left column first (an article's page);
 - otherwise the region splits at horizontal whitespace into bands; neighbouring bands that
   share a column gap are read together (the two columns under a heading), the others in turn;
 - a region that splits no further is read line by line and cut into paragraphs at wide line
@@ -93,6 +96,10 @@ ALIGNED = 0.6  # share of a table's cell columns' boxes that share a row with an
 LABELS = 0.4  # ... or this share of them are labels ending in ":" and share a row
 CELL_LINES = 0.2  # a column with more of its lines in several boxes holds cells, not running text
 FILLED = 0.7  # lines of running text mostly fill their column: the median line is this share of it
+PROSE_SHARE = 0.4  # a column of prose has at least this share of its lines in one box across most of it
+PROSE_WORDS = 5  # ... and its median line holds at least this many words (a form's labels hold fewer)
+SPANNING_SHARE = 0.35  # at most this share of a region's boxes may run across the gutter between its columns
+MIN_COLUMN_LINES = 5  # each column beside such a gutter holds at least this many lines
 GUTTER_EDGE = 0.12  # line numbers stand in this share of the page at its left or right edge
 MIN_NUMBERED = 4  # the least run of line numbers that counts as a gutter
 MARGIN_EDGE = 0.08  # page numbers stand in this share of the page at its top or bottom
@@ -166,6 +173,11 @@ def _is_table(columns: list[list[Box]], width: float) -> bool:
     cells = [index for index, column in enumerate(columns) if not running_text(column)]
     if not cells:
         return False  # columns of running text, even if their lines happen to line up
+    if (any(_prose(column) for column in columns)
+            and not any(sum(len(line) > 1 for line in _lines(column)) > len(_lines(column)) / 2 for column in columns)
+            and all(max(b.right for b in column) - min(b.left for b in column) >= TEXT_COLUMN * width
+                    for column in columns)):
+        return False  # wide columns, prose in one, no column mostly cells: an article's, equations and all
     boxes = aligned = 0
     for index in cells:
         column = columns[index]
@@ -176,6 +188,16 @@ def _is_table(columns: list[list[Box]], width: float) -> bool:
         boxes += len(column)
         aligned += beside
     return aligned >= ALIGNED * boxes
+
+
+def _prose(column: list[Box]) -> bool:
+    """Whether a column reads as prose: at least PROSE_SHARE of its lines are one box across
+    most (FILLED) of its width."""
+    column_width = max(b.right for b in column) - min(b.left for b in column)
+    lines = _lines(column)
+    return (sum(len(line) == 1 and line[0].right - line[0].left >= FILLED * column_width
+                for line in lines) >= PROSE_SHARE * len(lines)
+            and statistics.median(len(line_text(line).split()) for line in lines) >= PROSE_WORDS)
 
 
 @dataclass
@@ -193,6 +215,9 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
         if _is_table(columns, max(b.right for b in boxes) - min(b.left for b in boxes)):
             return _peel_titles(boxes)
         return [region for column in columns for region in _xy_cut(column, unit)]
+    spanned = _columns_under_spanning_lines(boxes, unit)
+    if len(spanned) > 1:
+        return spanned
     bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
     if len(bands) == 1:
         return [_Region("text", boxes)]
@@ -213,6 +238,59 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     if len(groups) == 1:
         return [_Region("text", boxes)]  # lines of one column
     return [region for group in groups for region in _xy_cut(group, unit)]
+
+
+def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region]:
+    """Two columns of prose that no whitespace cut separates: lines run across the gutter
+    between them (a title, a wide equation or caption, a table over both columns), or the
+    gutter is narrower than COLUMN_GAP because the detector's boxes reach into it, and the
+    columns' lines are too offset for a horizontal cut to part them into bands. The gutter is
+    the vertical line that the fewest boxes cross (at most SPANNING_SHARE of them) with prose
+    on both sides (at least MIN_COLUMN_LINES lines each). What crosses it cuts the columns
+    into bands, each read left column first: a line alone in its row by itself; a table's
+    cells (a crossing box with others in its row) with the whole horizontal band they stand
+    in. Anything else (one column, a form, a receipt) is returned as one region."""
+    left, right = min(b.left for b in boxes), max(b.right for b in boxes)
+    if len(boxes) < 2 * MIN_COLUMN_LINES:
+        return [_Region("text", boxes)]
+    # candidate gutters: each box's right edge in the middle half of the region
+    candidates = [b.right for b in boxes if left + (right - left) / 4 <= b.right <= right - (right - left) / 4]
+    if not candidates:
+        return [_Region("text", boxes)]
+    gutter = min(candidates, key=lambda x: sum(b.left < x < b.right for b in boxes))
+    crossing = [b for b in boxes if b.left < gutter < b.right]
+    if len(crossing) > SPANNING_SHARE * len(boxes):
+        return [_Region("text", boxes)]
+    if any(other is not box and other.top <= box.middle <= other.bottom for box in crossing for other in boxes):
+        # a table's cells over the gutter: whole horizontal bands span, not single boxes
+        bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
+        if len(bands) == 1:
+            return [_Region("text", boxes)]
+        pieces = [(band, any(b.left < gutter < b.right for b in band)) for band in bands]
+    else:
+        pieces = sorted([([b], True) for b in crossing] + [([b], False) for b in boxes if b not in crossing],
+                        key=lambda piece: piece[0][0].middle)
+    beside = [b for band, spans in pieces if not spans for b in band]
+    sides = [[b for b in beside if b.right <= gutter], [b for b in beside if b.left >= gutter]]
+    if min(len(_lines(side)) if side else 0 for side in sides) < MIN_COLUMN_LINES or not all(map(_prose, sides)):
+        return [_Region("text", boxes)]
+    regions: list[_Region] = []
+    between: list[Box] = []  # the columns' boxes since the last spanning piece
+    across: list[Box] = []  # spanning pieces one after another (a title's lines, a table's rows)
+    for band, spans in pieces + [([], False)]:
+        if spans:
+            if between:
+                regions += [region for column in _split(between, [(gutter, gutter)], vertical=True)
+                            for region in _xy_cut(column, unit)]
+                between = []
+            across += band
+            continue
+        if across:
+            regions += _xy_cut(across, unit)
+            across = []
+        between += band
+    return regions + [region for column in _split(between, [(gutter, gutter)], vertical=True)
+                      for region in _xy_cut(column, unit)]
 
 
 def _peel_titles(boxes: list[Box]) -> list[_Region]:

@@ -140,6 +140,46 @@ def test_form_labels_beside_their_values_are_rows():
                             "COURT San Francisco Superior Court"]
 
 
+def prose_lines(prefix: str, x: float, y: float, count: int, step: float = 30) -> list[Box]:
+    """Lines of running text in a 340-pixel column, 25 pixels high, `step` apart."""
+    return [box(f"{prefix}{i} of a column of words", x, y + i * step, 340, 25) for i in range(count)]
+
+
+def test_prose_columns_closer_than_a_column_gap_under_a_title_and_cut_by_an_equation():
+    # an article: the detector's boxes reach into an 8-pixel gutter (a column gap is 0.8 of a
+    # line, 20 pixels), the right column's lines sit 5 pixels lower than the left's, and a
+    # wide equation runs across both columns: no whitespace cut parts the columns
+    boxes = [box("A title over both columns", 100, 0, 500, 30)]
+    boxes += prose_lines("left", 0, 60, 6) + prose_lines("right", 348, 65, 6)
+    boxes += [box("E = m c squared (1)", 100, 250, 500, 25)]
+    boxes += prose_lines("lower left", 0, 300, 3) + prose_lines("lower right", 348, 305, 3)
+    order = [line.split(" of ")[0] for line in texts(boxes)]
+    assert order == (["A title over both columns"] + [f"left{i}" for i in range(6)] + [f"right{i}" for i in range(6)]
+                     + ["E = m c squared (1)"] + [f"lower left{i}" for i in range(3)]
+                     + [f"lower right{i}" for i in range(3)])
+
+
+def test_a_table_across_both_columns_is_read_by_rows_before_the_columns_under_it():
+    # a cell of each row stands over the gutter with others in its row: the table's whole
+    # band spans, and its rows are read as rows (a table whose column gap lines up with the
+    # gutter is read as two columns)
+    cells = [box(f"r{row}c{cell}", cell * 230, row * 30, 120, 25) for row in range(3) for cell in range(3)]
+    boxes = cells + prose_lines("left", 0, 130, 6) + prose_lines("right", 348, 135, 6)
+    order = [line.split(" of ")[0] for line in texts(boxes)]
+    assert kinds(layout(boxes))[0] == "table"
+    assert order == ([" ".join(f"r{row}c{cell}" for cell in range(3)) for row in range(3)]
+                     + [f"left{i}" for i in range(6)] + [f"right{i}" for i in range(6)])
+
+
+def test_short_fields_in_two_columns_are_no_prose_and_stay_rows():
+    # a form's field names beside their values, the gap between them narrow: not two columns
+    names = ["BRAND APPLICABLE", "MEDIA TYPE", "ISSUE DATE", "EXPIRATION DATE", "CIRCULATION", "COUPON VALUE"]
+    values = ["OLD GOLD", "DIRECT MAIL", "10/4/99", "3/31/00", "201,500", "$1.00 OFF PACK"]
+    boxes = [box(name, 0, i * 30, 340, 25) for i, name in enumerate(names)]
+    boxes += [box(value, 348, i * 30 + 3, 340, 25) for i, value in enumerate(values)]
+    assert texts(boxes) == [f"{name} {value}" for name, value in zip(names, values)]
+
+
 def test_an_outline_that_meets_the_photo_edge_is_no_page_to_flatten():
     image, _ = pages.table()
     cut_off = ((0.0, 0.0), (0.90, 0.10), (0.95, 0.90), (0.10, 0.95))  # a scan's border, or a page cut off

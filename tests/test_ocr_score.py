@@ -86,3 +86,24 @@ def test_a_simulated_photo_is_seeded_and_its_page_can_be_found():
     # a 600-dpi scan is seen with no more pixels than a 12 MP camera has
     large = np.full((4000, 3000, 3), 255, np.uint8)
     assert photograph(large, seed=1).size / 3 <= 12_000_000 * 1.01
+
+
+def test_a_docbank_page_in_two_columns_is_read_column_by_column(tmp_path):
+    from bench.ocr_corpus import docbank_lines
+
+    # DocBank lists words line by line across the page: the running head, then each row of
+    # the left column beside the right one's; the reference reads the left column first
+    def row(y, *words):
+        return [f"{text}\t{x}\t{y}\t{x + 40}\t{y + 10}\t0\t0\t0\tCMR10\t{label}" for text, x, label in words]
+
+    rows = [row(50, ("Running", 420, "paragraph"), ("head", 465, "paragraph"))]
+    for i in range(12):
+        rows.append(row(100 + 15 * i, (f"left{i}", 100, "paragraph"), ("words", 145, "paragraph"),
+                        (f"right{i}", 520, "paragraph"), ("(cid:15)", 600, "equation")))
+    rows.append(row(300, ("x", 300, "equation"), ("##LTLine##", 400, "paragraph"), ("≈", 450, "paragraph"),
+                    ("Wide", 430, "table"), ("table", 475, "table")))
+    rows.append(row(320, ("below", 100, "paragraph"), ("right", 520, "paragraph")))
+    words_file = tmp_path / "page.txt"
+    words_file.write_text("\r\n".join(line for r in rows for line in r) + "\r\n", encoding="utf-8")
+    assert docbank_lines(words_file) == (["Running head"] + [f"left{i} words" for i in range(12)]
+                                         + [f"right{i}" for i in range(12)] + ["Wide table", "below", "right"])
