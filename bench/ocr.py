@@ -36,6 +36,7 @@ from tests.ocr_util import cer  # noqa: E402
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
 SIZES = (20, 28, 36, 48)
 FRAMES = ((640, 480), (1280, 720), (1920, 1080))
+FRAME_LABEL = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B 500 ml"]
 WORDS = ("keep refrigerated best before batch store dry place contains milk wheat soy shake well "
          "use within days after opening ingredients sugar water salt vitamin dose tablet twice daily "
          "warning children heat open here expiry lot net weight product of made in").split()
@@ -52,6 +53,11 @@ def render(lines: list[str], size: tuple[int, int], font_name: str, points: int)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def label_frame(size: tuple[int, int]) -> bytes:
+    """A product label's three lines on a camera frame of `size` (PNG)."""
+    return render(FRAME_LABEL, size, "DejaVuSans.ttf", max(20, size[1] // 20))
 
 
 def main() -> int:
@@ -71,7 +77,6 @@ def main() -> int:
     from tests.daemon_util import Daemon
 
     engine = RapidOCR()
-    label = ["KEEP REFRIGERATED", "Best before 12/2026", "Batch 4711-B 500 ml"]
     result: dict = {"benchmark": "ocr", "machine": machine(), "engine": "rapidocr PP-OCRv6 (fast)", "frames": []}
     with tempfile.TemporaryDirectory() as work:
         sections: dict = {"logging": {"level": "warning"}}
@@ -81,7 +86,7 @@ def main() -> int:
         try:
             with Client(daemon.address, timeout=120) as client:
                 for size in FRAMES:
-                    data = render(label, size, "DejaVuSans.ttf", max(20, size[1] // 20))
+                    data = label_frame(size)
                     pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1]
                     engine(pixels)
                     client.ocr(data)  # warm-up, and the daemon loads its engine
@@ -94,7 +99,7 @@ def main() -> int:
                         reply = client.ocr(data)
                         served.append(time.perf_counter() - start)
                         text = reply["text"]
-                        errors.append(cer(text, "\n".join(label)))
+                        errors.append(cer(text, "\n".join(FRAME_LABEL)))
                     result["frames"].append({
                         "size": list(size), "in_process_ms": round(statistics.median(local) * 1000, 1),
                         "daemon_ms": round(statistics.median(served) * 1000, 1),
@@ -113,7 +118,7 @@ def main() -> int:
                 print(result["guide"], file=sys.stderr)
                 if args.vision_package:
                     # one 800x600 image at the default crop budget (bench/vision_ask.py compares budgets)
-                    photo = render(label, (800, 600), "DejaVuSans.ttf", 40)
+                    photo = render(FRAME_LABEL, (800, 600), "DejaVuSans.ttf", 40)
                     runs = []
                     for _ in range(3):  # the first run includes loading the model
                         start = time.perf_counter()

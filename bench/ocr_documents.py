@@ -14,7 +14,10 @@ in-process on the corpus instead, and Tesseract where installed
 (bench/results/ocr_documents_settings.json). With --compare, the daemon's OCR worker
 (edge_agent/engines/rapidocr.py) runs in-process as shipped and with earlier settings
 (WORKER_VARIANTS), each page read by every variant in turn so that a machine's slow minutes
-fall on all of them alike (bench/results/ocr_documents_compare.json). With --compare-layout,
+fall on all of them alike, and a 720p camera frame read FRAME_READS times by each in turn
+(bench/results/ocr_documents_compare.json). With --memory, the worker's resident memory with
+and without onnxruntime's memory arena, each in a fresh process (ocr_documents_memory.json).
+With --compare-layout,
 each page is read once in-process and its boxes laid out by the layout step as shipped and
 as it was before (earlier_layout), both scored (bench/results/ocr_documents_compare_layout.json).
 """
@@ -35,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
+from bench.ocr import FRAME_LABEL, label_frame  # noqa: E402
 from bench.ocr_corpus import page_image  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
 from edge_agent.config import OcrConfig  # noqa: E402
@@ -127,15 +131,21 @@ def sweep(corpus: list[tuple[Path, dict]], only: list[str] | None = None) -> lis
 
 
 # the daemon's worker as shipped and as it was: (module constants of edge_agent/engines/rapidocr.py,
-# whether the recogniser keeps word spaces)
+# whether the recogniser keeps word spaces, OcrWorker's arguments)
 EARLIER = {"DETECTOR_SIDE": 1280, "READING": {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 320],
                                               "Det.limit_side_len": 1280, "Det.limit_type": "max"}}
-WORKER_VARIANTS: dict[str, tuple[dict, bool]] = {
-    "shipped": ({}, True),
-    "detector_1280_rec_320": (EARLIER, True),
-    "detector_1280_rec_320_no_word_spaces": (EARLIER, False),
-    "photos_not_sharpened": ({"PHOTO_SHARPEN_AMOUNT": 0.0}, True),
+SPINNING = {"SESSION_ENTRIES": {}}  # onnxruntime's threads spin after each run (its default)
+WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
+    "shipped": ({}, True, {}),
+    "detector_1280_rec_320": (EARLIER | SPINNING, True, {"memory_arena": False}),
+    "detector_1280_rec_320_no_word_spaces": (EARLIER | SPINNING, False, {"memory_arena": False}),
+    "photos_not_sharpened": ({"PHOTO_SHARPEN_AMOUNT": 0.0}, True, {}),
+    "spinning_threads": (SPINNING, True, {}),
+    "no_memory_arena": ({}, True, {"memory_arena": False}),
+    "spinning_threads_no_memory_arena": (SPINNING, True, {"memory_arena": False}),
 }
+# a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
+FRAME_READS = 9
 
 
 def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
@@ -149,11 +159,22 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
 
     workers = {}
     for name in names:
-        constants, word_spaces = WORKER_VARIANTS[name]
+        constants, word_spaces, options = WORKER_VARIANTS[name]
         spaces = rapidocr.keep_word_spaces if word_spaces else (lambda _engine: None)
         with patched(constants), mock.patch.object(rapidocr, "keep_word_spaces", spaces):
             # no channel: the bench takes recognise()'s results itself
-            workers[name] = (rapidocr.OcrWorker(None), constants)  # type: ignore[arg-type]
+            workers[name] = (rapidocr.OcrWorker(None, **options), constants)  # type: ignore[arg-type]
+    frame = label_frame((1280, 720))
+    frame_ms: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(FRAME_READS + 1):
+        for name, (worker, constants) in workers.items():
+            with patched(constants):
+                start = time.perf_counter()
+                text = worker.recognise(frame, MAX_PIXELS)["text"]
+                if index:  # the first is a warm-up
+                    frame_ms[name].append((time.perf_counter() - start) * 1000)
+            if text.split() != " ".join(FRAME_LABEL).split():
+                raise SystemExit(f"{name} misread the frame: {text!r}")
     scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in names}
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
     stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
@@ -181,12 +202,48 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
                                           "p90": round(percentile(every, 0.9), 3),
                                           "by_kind_p50": {kind: round(statistics.median(t), 3)
                                                           for kind, t in sorted(times[name].items())}},
-                     "stage_ms_p50": {stage: round(statistics.median(v), 1) for stage, v in stages[name].items()}}
+                     "stage_ms_p50": {stage: round(statistics.median(v), 1) for stage, v in stages[name].items()},
+                     "frame_1280x720_ms_p50": round(statistics.median(frame_ms[name]), 1)}
     first = names[0]
     for name in names[1:]:
         out[name]["time_vs_" + first] = round(sum(sum(t) for t in times[name].values())
                                              / sum(sum(t) for t in times[first].values()), 3)
+        out[name]["frame_time_vs_" + first] = round(statistics.median(frame_ms[name])
+                                                   / statistics.median(frame_ms[first]), 3)
     return out
+
+
+def resident_memory(corpus: list[tuple[Path, dict]]) -> dict:
+    """The OCR worker's memory with and without onnxruntime's memory arena: each in a fresh
+    process that reads the 720p frame, then every page; resident MB after the frame, after the
+    pages, and at the peak."""
+    import multiprocessing
+
+    images = [str(image) for image, _truth in corpus]
+    out = {}
+    for arena in (True, False):
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            out["memory_arena" if arena else "no_memory_arena"] = pool.apply(_memory_after_reading, (images, arena))
+        print(out, file=sys.stderr)
+    return out
+
+
+def _memory_after_reading(images: list[str], memory_arena: bool) -> dict:
+    from edge_agent.engines import rapidocr
+
+    def status_mb(field: str) -> float:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+        return round(int(line.split()[1]) / 1024, 1)
+
+    worker = rapidocr.OcrWorker(None, memory_arena)  # type: ignore[arg-type]
+    loaded = status_mb("VmRSS:")
+    for _ in range(3):
+        worker.recognise(label_frame((1280, 720)), MAX_PIXELS)
+    after_frames = status_mb("VmRSS:")
+    for image in images:
+        worker.recognise(Path(image).read_bytes(), MAX_PIXELS)
+    return {"loaded_mb": loaded, "after_frames_mb": after_frames, "after_pages_mb": status_mb("VmRSS:"),
+            "peak_mb": status_mb("VmHWM:")}
 
 
 def earlier_layout() -> Any:
@@ -320,7 +377,16 @@ def main() -> int:
                         help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
     parser.add_argument("--compare-layout", action="store_true",
                         help="only read each page once in-process and lay its boxes out as shipped and as before")
+    parser.add_argument("--memory", action="store_true",
+                        help="only measure the OCR worker's resident memory with and without its memory arena")
     args = parser.parse_args()
+    if args.memory:
+        corpus = pages(args.corpus, args.limit, args.kind)
+        default = args.output == RESULTS / "ocr_documents.json"
+        write_result(RESULTS / "ocr_documents_memory.json" if default else args.output,
+                     {"benchmark": "ocr_documents_memory", "machine": machine(), "corpus": str(args.corpus),
+                      "kind": args.kind, "pages": len(corpus), "resident": resident_memory(corpus)})
+        return 0
     if args.compare_layout:
         corpus = pages(args.corpus, args.limit, args.kind)
         default = args.output == RESULTS / "ocr_documents.json"

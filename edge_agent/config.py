@@ -205,6 +205,11 @@ class OcrConfig(EngineProcessConfig):
     # decoded pixels per image: decoding and reading cost grow with them (a 39 MP PNG took 16 s
     # on 2 cores); 24 MP passes a 6000x4000 camera photo; lower it on small boards
     max_image_pixels: int = 24_000_000
+    # onnxruntime keeps the memory its runs used for the next ones: a 720p frame read in 0.87x the
+    # time, detection on pages 0.84x, for more memory held while the engine is loaded: about 75 MB
+    # after camera frames, 320 MB after large pages (bench/ocr_documents.py --memory, README);
+    # false on boards short of memory
+    memory_arena: bool = True
 
 
 @dataclass

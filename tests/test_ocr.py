@@ -10,7 +10,15 @@ from PIL import Image, ImageFilter
 
 from edge_agent import protocol as P
 from edge_agent.client import EdgeAgentError
-from edge_agent.engines.rapidocr import SMALL_PRINT, SMALL_TEXT, second_detection, small_print_limit
+from edge_agent.config import load_config
+from edge_agent.engines.rapidocr import (
+    SMALL_PRINT,
+    SMALL_TEXT,
+    OcrWorker,
+    model_sessions,
+    second_detection,
+    small_print_limit,
+)
 from edge_agent.images import ImageError, load_image
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
@@ -330,3 +338,25 @@ def test_the_daemon_reads_words_set_close_together_apart(client):
     # RapidOCR's own decoding reads "TAXINVOICE" here (engines/word_spaces.py)
     result = client.ocr(png(pages.close_words("DejaVuSansCondensed.ttf", 12, gap=2)))
     assert result["text"].split() == pages.CLOSE_WORDS, result["text"]
+
+
+@pytest.mark.parametrize("memory_arena", [True, False])
+def test_the_ocr_sessions_do_not_spin_and_keep_memory_as_configured(memory_arena):
+    # spinning threads of one model's session took the cores from the next model's (README)
+    worker = OcrWorker(None, memory_arena)  # type: ignore[arg-type]
+    for engine in (worker.engine, worker.detector):
+        for task, session in model_sessions(engine).items():
+            options = session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0", task
+            assert options.enable_cpu_mem_arena is memory_arena, task
+    assert worker.recognise(png(render([((20, 30), "WARM")], size=(300, 120))), 1_000_000)["text"] == "WARM"
+
+
+def test_ocr_memory_arena_setting_reaches_the_engine(tmp_path):
+    from edge_agent.services.ocr import OcrService
+
+    config_file = tmp_path / "edge-agent.toml"
+    config_file.write_text("[ocr]\nmemory_arena = false\n")
+    service = OcrService(load_config(config_file), None, lambda job, event: None, None)  # type: ignore[arg-type]
+    assert service.engine.spec == {"memory_arena": False}
+    assert OcrService(load_config(None), None, lambda job, event: None, None).engine.spec == {"memory_arena": True}  # type: ignore[arg-type]

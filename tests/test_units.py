@@ -110,6 +110,7 @@ def write(tmp_path, text: str):
     ("[server.curve]\nserver_secret_file = '/k'\n", "authorized_clients_dir is required"),
     ("[models]\nkeep_alive_s = -1\n", "must not be negative"),
     ("[models]\npreload = 1\n", "models.preload must be true or false"),
+    ("[ocr]\nmemory_arena = \"yes\"\n", "ocr.memory_arena must be true or false"),
     ("[models]\nnice = 20\n", "models.nice must be 0 to 19"),
     ("[chat]\ndefault_max_tokens = 5000\n", "default_max_tokens"),
     ("[chat]\nsession_reserve_tokens = -1\n", "chat.session_reserve_tokens"),

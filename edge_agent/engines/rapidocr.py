@@ -3,7 +3,6 @@ an engine child process (see host.py). Decoding and checking the image happens h
 a hostile image can only hurt this process."""
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -48,6 +47,12 @@ FINE_DETECTOR_SIDE = 1280
 PHOTO_SHARPEN_SIGMA = 1.2
 PHOTO_SHARPEN_AMOUNT = 1.0
 MIN_SKEW = 1.0  # degrees; below this the layout takes the boxes as they are (the detector's angles wobble by ~0.5)
+# onnxruntime settings RapidOCR has no parameter for. Each of its three models has a session with
+# its own intra-op threads, which by default spin for a while after a run: the detector's threads
+# then take the two cores from the recogniser that runs next (and from the chat engine's process).
+# Not spinning: a 720p frame read in 0.78x the time, pages in the same (bench/ocr_documents.py
+# --compare shipped spinning_threads, README).
+SESSION_ENTRIES = {"session.intra_op.allow_spinning": "0"}
 
 
 def _block_fields(block: Block) -> dict:
@@ -65,15 +70,18 @@ class PageReading:
 
 
 class OcrWorker:
-    def __init__(self, channel: WorkerChannel):
+    def __init__(self, channel: WorkerChannel, memory_arena: bool = True):
+        """`memory_arena`: onnxruntime keeps the memory of its runs for the next ones (ocr.memory_arena)."""
         from rapidocr import RapidOCR
 
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
         self.channel = channel
-        self.engine: Any = RapidOCR(params=READING)
+        common = {"EngineConfig.onnxruntime.enable_cpu_mem_arena": memory_arena, "Global.log_level": "warning"}
+        self.engine: Any = RapidOCR(params=READING | common)
+        load_models(self.engine, SESSION_ENTRIES)
         keep_word_spaces(self.engine)
         # guidance looks for text only, on small frames: detection capped at 480 px
-        self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"})
+        self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"} | common)
+        load_models(self.detector, SESSION_ENTRIES)
 
     def read(self, bgr: Any) -> tuple[list[Box], int, dict, SecondDetection | None]:
         """RapidOCR's steps on one image (as its __call__ runs them, keeping the direction
@@ -246,6 +254,34 @@ def _median_height(boxes: Any) -> float:
     return float(np.median(np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1)))
 
 
+def load_models(engine: Any, session_entries: dict[str, str]) -> None:
+    """Load a RapidOCR engine's models now (it loads each on first use) with onnxruntime session
+    config entries added to the options RapidOCR makes (it has no parameter for them)."""
+    from rapidocr.inference_engine.onnxruntime.main import OrtInferSession
+
+    make_options = OrtInferSession.__dict__["_init_sess_opts"]  # a staticmethod
+
+    def with_entries(cfg: Any) -> Any:
+        options = make_options.__func__(cfg)
+        for key, value in session_entries.items():
+            options.add_session_config_entry(key, value)
+        return options
+
+    OrtInferSession._init_sess_opts = staticmethod(with_entries)  # type: ignore[method-assign]
+    try:
+        engine._load_det_model()
+        engine._load_cls_model()
+        engine._load_rec_model()
+    finally:
+        OrtInferSession._init_sess_opts = make_options  # type: ignore[method-assign]
+
+
+def model_sessions(engine: Any) -> dict[str, Any]:
+    """The onnxruntime sessions of a RapidOCR engine's loaded models, by task."""
+    return {task: getattr(engine, "text_" + task).session.session for task in ("det", "cls", "rec")}
+
+
 def serve(channel: WorkerChannel, spec: dict) -> None:
-    serve_short_jobs(channel, OcrWorker, "cannot start RapidOCR",
+    serve_short_jobs(channel, lambda channel: OcrWorker(channel, bool(spec.get("memory_arena", True))),
+                     "cannot start RapidOCR",
                      lambda worker: {"engine": "rapidocr", "models": "PP-OCRv6 (shipped with rapidocr)"})

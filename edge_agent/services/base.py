@@ -77,11 +77,11 @@ class EngineJobService(Service):
     unavailable = "the engine failed to start"
 
     def __init__(self, target: str, settings: EngineProcessConfig, context: zmq.asyncio.Context, sink: Sink,
-                 nice: int = 0) -> None:
+                 nice: int = 0, spec: dict | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.sink = sink
-        self.engine = EngineHost(self.name, target, {}, on_event=self.on_engine_event,
+        self.engine = EngineHost(self.name, target, spec or {}, on_event=self.on_engine_event,
                                  progress_timeout_s=settings.engine_timeout_s, load_timeout_s=settings.load_timeout_s,
                                  context=context, nice=nice)
         self.jobs: dict[str, float] = {}  # job -> accepted at

@@ -21,7 +21,8 @@ class OcrService(EngineJobService):
     unavailable = "the OCR engine failed to start"
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
-        super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice)
+        super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice,
+                         spec={"memory_arena": config.ocr.memory_arena})
         self.config = config
         self.cameras = cameras
 
