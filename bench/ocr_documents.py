@@ -237,8 +237,9 @@ def _memory_after_reading(images: list[str], memory_arena: bool) -> dict:
 
     worker = rapidocr.OcrWorker(None, memory_arena)  # type: ignore[arg-type]
     loaded = status_mb("VmRSS:")
+    frame = label_frame((1280, 720))
     for _ in range(3):
-        worker.recognise(label_frame((1280, 720)), MAX_PIXELS)
+        worker.recognise(frame, MAX_PIXELS)
     after_frames = status_mb("VmRSS:")
     for image in images:
         worker.recognise(Path(image).read_bytes(), MAX_PIXELS)
@@ -365,6 +366,13 @@ def photo_vs_scan(corpus: list[tuple[Path, dict]], by_page: dict[str, tuple[Page
                             "scan": round(statistics.median(seconds for _photo, (_, seconds) in pairs), 3)}}
 
 
+def write_in_process(args: argparse.Namespace, corpus: list[tuple[Path, dict]], benchmark: str, section: dict) -> None:
+    """Write one in-process mode's results to bench/results/BENCHMARK.json (or --output)."""
+    output = RESULTS / f"{benchmark}.json" if args.output == RESULTS / "ocr_documents.json" else args.output
+    write_result(output, {"benchmark": benchmark, "machine": machine(), "corpus": str(args.corpus),
+                          "kind": args.kind, "pages": len(corpus), **section})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, required=True)
@@ -380,30 +388,18 @@ def main() -> int:
     parser.add_argument("--memory", action="store_true",
                         help="only measure the OCR worker's resident memory with and without its memory arena")
     args = parser.parse_args()
+    corpus = pages(args.corpus, args.limit, args.kind)
     if args.memory:
-        corpus = pages(args.corpus, args.limit, args.kind)
-        default = args.output == RESULTS / "ocr_documents.json"
-        write_result(RESULTS / "ocr_documents_memory.json" if default else args.output,
-                     {"benchmark": "ocr_documents_memory", "machine": machine(), "corpus": str(args.corpus),
-                      "kind": args.kind, "pages": len(corpus), "resident": resident_memory(corpus)})
+        write_in_process(args, corpus, "ocr_documents_memory", {"resident": resident_memory(corpus)})
         return 0
     if args.compare_layout:
-        corpus = pages(args.corpus, args.limit, args.kind)
-        default = args.output == RESULTS / "ocr_documents.json"
-        write_result(RESULTS / "ocr_documents_compare_layout.json" if default else args.output,
-                     {"benchmark": "ocr_documents_compare_layout", "machine": machine(), "corpus": str(args.corpus),
-                      "kind": args.kind, "pages": len(corpus), "layouts": compare_layouts(corpus)})
+        write_in_process(args, corpus, "ocr_documents_compare_layout", {"layouts": compare_layouts(corpus)})
         return 0
     if args.compare is not None:
-        corpus = pages(args.corpus, args.limit, args.kind)
-        default = args.output == RESULTS / "ocr_documents.json"
-        output = RESULTS / "ocr_documents_compare.json" if default else args.output
-        write_result(output, {"benchmark": "ocr_documents_compare", "machine": machine(), "corpus": str(args.corpus),
-                              "kind": args.kind, "pages": len(corpus),
-                              "workers": compare_workers(corpus, args.compare or list(WORKER_VARIANTS))})
+        write_in_process(args, corpus, "ocr_documents_compare",
+                         {"workers": compare_workers(corpus, args.compare or list(WORKER_VARIANTS))})
         return 0
     if args.sweep:
-        corpus = pages(args.corpus, args.limit, args.kind)
         write_result(args.output, {"benchmark": "ocr_documents_settings", "machine": machine(),
                                    "corpus": str(args.corpus), "kind": args.kind, "pages": len(corpus),
                                    "settings": sweep(corpus, args.settings)})
@@ -412,7 +408,6 @@ def main() -> int:
     from edge_agent.client import Client
     from tests.daemon_util import Daemon
 
-    corpus = pages(args.corpus, args.limit, args.kind)
     if not corpus:
         parser.error(f"no pages in {args.corpus}")
     with tempfile.TemporaryDirectory() as work:
