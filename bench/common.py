@@ -21,6 +21,15 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_bytes": mem, "python": platform.python_version()}
 
 
+def own_memory_bytes(field: str = "VmRSS") -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: resident now, VmHWM: its
+    peak), in bytes; 0 where the kernel does not report it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, write_result  # noqa: E402
+from bench.common import RESULTS, machine, own_memory_bytes, write_result  # noqa: E402
 
 OFFICIAL_PACKAGE_BYTES = 2.7e9  # the official block-128 CPU INT4 package of Phi-3.5-mini-instruct
 PROMPT_TOKENS = 512
@@ -52,13 +52,6 @@ def run_child(argv: list[str]) -> tuple[float, int, str]:
     return wall, usage.ru_maxrss * 1024, out
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def measure(package: Path, threads: int, session_options: dict | None = None) -> dict:
     """In a child process: load and time the package (printed as JSON)."""
     import numpy as np
@@ -69,7 +62,7 @@ def measure(package: Path, threads: int, session_options: dict | None = None) ->
     start = time.perf_counter()
     model = load_model(package, threads, session_options=session_options)
     load_s = time.perf_counter() - start
-    rss_loaded = rss_bytes()
+    rss_loaded = own_memory_bytes()
     rng = np.random.default_rng(0)
     long_prompt = rng.integers(100, 32000, PROMPT_TOKENS, dtype=np.int32)
     short_prompt = long_prompt[:16]

@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, percentile, write_result  # noqa: E402
+from bench.common import RESULTS, machine, own_memory_bytes, percentile, write_result  # noqa: E402
 from bench.ocr import FRAME_LABEL, label_frame  # noqa: E402
 from bench.ocr_corpus import page_image  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
@@ -232,19 +232,18 @@ def _memory_after_reading(images: list[str], memory_arena: bool) -> dict:
     from edge_agent.engines import rapidocr
 
     def status_mb(field: str) -> float:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-        return round(int(line.split()[1]) / 1024, 1)
+        return round(own_memory_bytes(field) / 2**20, 1)
 
     worker = rapidocr.OcrWorker(None, memory_arena)  # type: ignore[arg-type]
-    loaded = status_mb("VmRSS:")
+    loaded = status_mb("VmRSS")
     frame = label_frame((1280, 720))
     for _ in range(3):
         worker.recognise(frame, MAX_PIXELS)
-    after_frames = status_mb("VmRSS:")
+    after_frames = status_mb("VmRSS")
     for image in images:
         worker.recognise(Path(image).read_bytes(), MAX_PIXELS)
-    return {"loaded_mb": loaded, "after_frames_mb": after_frames, "after_pages_mb": status_mb("VmRSS:"),
-            "peak_mb": status_mb("VmHWM:")}
+    return {"loaded_mb": loaded, "after_frames_mb": after_frames, "after_pages_mb": status_mb("VmRSS"),
+            "peak_mb": status_mb("VmHWM")}
 
 
 def earlier_layout() -> Any:
