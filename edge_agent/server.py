@@ -200,6 +200,10 @@ class Server:
             except Exception:  # a bug must not stop the loop for everyone
                 log.exception("internal error while handling a message")
             del frames  # not held while waiting for the next message (it may be hundreds of megabytes)
+            # pyzmq hands over a message that is already queued without yielding to the event loop;
+            # let what this message started (a cancel ending its target and freeing the client's
+            # slot, a job's first step) run before the next message is handled
+            await asyncio.sleep(0)
 
     def _handle(self, index: int, listener: Listener, frames: list) -> None:
         body = frames[1:]

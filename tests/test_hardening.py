@@ -352,6 +352,23 @@ def test_cancelled_ocr_requests_do_not_keep_the_engine_busy(daemon):
         wait_for(lambda: observer.status()["engines"]["ocr"]["active_requests"] == 0, timeout=10)
 
 
+def test_a_request_sent_right_after_a_cancel_gets_the_freed_slot(daemon):
+    page = text_page()
+    with daemon.client(timeout=120) as c:
+        limit = c.describe()["limits"]["max_inflight_per_client"]
+        in_flight = [c.send("ocr", attachments=(page,)) for _ in range(limit)]
+        for rid in in_flight:
+            assert c.next_event(rid, 30)["event"] == "accepted"
+        for _ in range(6):  # cancel a waiting page and, without waiting for the reply, send another
+            c.send("cancel", target=in_flight.pop())
+            rid = c.send("ocr", attachments=(page,))
+            first = c.next_event(rid, 10)
+            assert first["event"] == "accepted", first
+            in_flight.append(rid)
+        for rid in in_flight:
+            c.cancel(rid)
+
+
 def test_an_image_over_the_pixel_budget_is_refused_before_it_is_decoded(daemon):
     from PIL import Image
 
