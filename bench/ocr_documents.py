@@ -143,6 +143,9 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "spinning_threads": (SPINNING, True, {}),
     "no_memory_arena": ({}, True, {"memory_arena": False}),
     "spinning_threads_no_memory_arena": (SPINNING, True, {"memory_arena": False}),
+    "no_gutter_cuts": ({"SPLIT_AT_GUTTERS": False}, True, {}),
+    "no_second_look": ({"READ_ODD_TURNS_BOTH_WAYS": False}, True, {}),
+    "no_gutter_cuts_no_second_look": ({"SPLIT_AT_GUTTERS": False, "READ_ODD_TURNS_BOTH_WAYS": False}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9

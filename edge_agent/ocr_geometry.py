@@ -1,6 +1,6 @@
 """Page geometry for OCR: where the page lies in a photo, which way up it is, how skewed.
 
-Three corrections, each measured from the image or the detector's boxes, none guessed:
+Four corrections, each measured from the image or the detector's boxes, none guessed:
 - a photographed page (a bright four-sided shape on a darker background, seen at an angle)
   is flattened to a rectangle before reading, so far text is not squeezed and lines are
   straight (`find_page`, `flatten`);
@@ -8,7 +8,9 @@ Three corrections, each measured from the image or the detector's boxes, none gu
   boxes and the direction classifier turns upside-down ones), and only the boxes' positions
   are turned for the layout (`page_turn`, `turn_points`);
 - a slightly skewed scan's boxes are rotated straight for the layout (`skew_degrees`,
-  `straighten`), so lines of a column do not run into each other.
+  `straighten`), so lines of a column do not run into each other;
+- a detected box that runs over a column gutter or between a table's cells (blank paper with
+  text beside it above or below the box) is cut there before recognition (`split_at_gutters`).
 Points are [x, y] lists; boxes are four points clockwise from the top left, as RapidOCR gives.
 """
 from __future__ import annotations
@@ -168,3 +170,99 @@ def map_points(points: Points, matrix: np.ndarray) -> Points:
         u, v, w = matrix @ np.array([x, y, 1.0])
         mapped.append([float(u / w), float(v / w)])
     return mapped
+
+
+# A detected box that runs over a vertical strip of blank paper with text on both sides of it
+# (two columns of prose with a gutter narrower than the detector tells apart at 960 pixels,
+# a table's cells) is cut in two there
+GUTTER_GAP = 0.5  # blank run inside a box at least this share of the box's height wide
+GUTTER_REACH = 2.5  # ... blank in the page this many box heights above or below the box too
+GUTTER_MIN_CORE = 2  # pixels: the run's middle part checked for ink above and below
+GUTTER_FLANK = 0.25  # ... with ink beside that part on at least this share of those rows each side
+GUTTER_PAD = 0.2  # each part keeps this share of the box's height of the blank run
+MIN_CONTRAST = 40  # grey levels between a box's ink and its paper (less: not split)
+
+
+def _level(box: np.ndarray) -> bool:
+    """A box whose top and bottom edges run within 2 degrees of horizontal."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = box.tolist()
+    width = max(x1 - x0, x2 - x3, 1.0)
+    return abs(y1 - y0) <= 0.035 * width and abs(y2 - y3) <= 0.035 * width
+
+
+def _blank_runs(ink: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of the runs of False in a row of flags, not touching either end."""
+    edges = np.flatnonzero(np.diff(ink.astype(np.int8)))  # the last index before each change
+    starts = [int(e) + 1 for e in edges if ink[e]]  # ink, then blank
+    ends = [int(e) + 1 for e in edges if not ink[e]]  # blank, then ink
+    return [(start, next(end for end in ends if end > start)) for start in starts if any(end > start for end in ends)]
+
+
+def split_at_gutters(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Boxes (N x 4 x 2, clockwise from top left) with each level box cut where it runs over a
+    vertical strip of blank paper: at least GUTTER_GAP of its height wide inside the box, and
+    blank GUTTER_REACH box heights above or below it as well (a word space has the next line's
+    ink above and below it; a column gutter or a table's cell gap does not: see _gutter).
+    Returns the boxes and, for each, the index of the box it came from."""
+    height_px, width_px = gray.shape[:2]
+    out: list[np.ndarray] = []
+    origin: list[int] = []
+    for index, box in enumerate(boxes):
+        parts = [box]
+        left, right = int(max(box[:, 0].min(), 0)), int(min(box[:, 0].max(), width_px))
+        top, bottom = int(max(box[:, 1].min(), 0)), int(min(box[:, 1].max(), height_px))
+        height = bottom - top
+        if height > 0 and right - left > 3 * height and _level(box):
+            strip = gray[top:bottom, left:right]
+            dark, light = np.percentile(strip, (5, 95))
+            if light - dark >= MIN_CONTRAST:
+                threshold = (dark + light) / 2
+                cuts = []
+                for start, end in _blank_runs((strip < threshold).any(axis=0)):
+                    if end - start < GUTTER_GAP * height:
+                        continue
+                    middle = left + (start + end) // 2
+                    if _gutter(gray, threshold, middle, max((end - start) // 3, GUTTER_MIN_CORE), top, bottom):
+                        pad = min(GUTTER_PAD * height, (end - start) / 2)
+                        cuts.append((left + start + pad, left + end - pad))
+                if cuts:
+                    parts = _cut(box, cuts)
+        out.extend(parts)
+        origin.extend([index] * len(parts))
+    return (np.array(out, dtype=boxes.dtype) if out else boxes), origin
+
+
+def _gutter(gray: np.ndarray, threshold: float, middle: int, core: int, top: int, bottom: int) -> bool:
+    """Whether the `core` pixels wide strip around x `middle` is blank GUTTER_REACH box heights
+    above the box's rows (`top` to `bottom`) or below them, with text beside it on both sides
+    there (ink darker than `threshold` within a box height of the strip on GUTTER_FLANK of those
+    rows each side): a column gutter or the gap between a table's cells, not a word space at
+    the top of a page or over a short last line, nor a hanging indent."""
+    height = bottom - top
+    reach = int(GUTTER_REACH * height)
+    strip = slice(middle - core // 2, middle - core // 2 + core)
+    beside = (slice(max(middle - core // 2 - height, 0), middle - core // 2),
+              slice(middle - core // 2 + core, middle - core // 2 + core + height))
+    for rows in (slice(max(top - reach, 0), top), slice(bottom, bottom + reach)):
+        if len(gray[rows]) < reach or (gray[rows, strip] < threshold).any():
+            continue
+        if all((gray[rows, side] < threshold).any(axis=1).sum() >= GUTTER_FLANK * reach for side in beside):
+            return True
+    return False
+
+
+def _cut(box: np.ndarray, cuts: list[tuple[float, float]]) -> list[np.ndarray]:
+    """A level box cut into parts between the (end of one part, start of the next) x pairs."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = box.tolist()
+
+    def at(x: float, a: tuple[float, float], b: tuple[float, float]) -> list[float]:
+        share = (x - a[0]) / (b[0] - a[0]) if b[0] != a[0] else 0.0
+        return [x, a[1] + share * (b[1] - a[1])]
+
+    edges = [min(x0, x3)] + [x for cut in cuts for x in cut] + [max(x1, x2)]
+    parts = []
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start > 1:
+            parts.append(np.array([at(start, (x0, y0), (x1, y1)), at(end, (x0, y0), (x1, y1)),
+                                   at(end, (x3, y3), (x2, y2)), at(start, (x3, y3), (x2, y2))], dtype=box.dtype))
+    return parts or [box]

@@ -240,13 +240,34 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     return [region for group in groups for region in _xy_cut(group, unit)]
 
 
+def _centre(box: Box) -> float:
+    return (box.left + box.right) / 2
+
+
+def _crosses(box: Box, x: float, left: float, right: float) -> bool:
+    """Whether a box runs across x, the gutter between columns from `left` to `right`. A line
+    of running text (across FILLED of its column or more) must run past it by more than the
+    detector's margin around its text (half its height): the box of a left column's line
+    often reaches a little into a narrow gutter."""
+    column = x - left if _centre(box) < x else right - x
+    margin = box.height / 2 if box.right - box.left >= FILLED * column else 0.0
+    return box.left + margin < x < box.right - margin
+
+
+def _split_at(boxes: list[Box], x: float) -> list[list[Box]]:
+    """Boxes left and right of x by their centres."""
+    return [part for part in ([b for b in boxes if _centre(b) < x], [b for b in boxes if _centre(b) >= x]) if part]
+
+
 def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region]:
     """Two columns of prose that no whitespace cut separates: lines run across the gutter
     between them (a title, a wide equation or caption, a table over both columns), or the
     gutter is narrower than COLUMN_GAP because the detector's boxes reach into it, and the
     columns' lines are too offset for a horizontal cut to part them into bands. The gutter is
     the vertical line that the fewest boxes cross (at most SPANNING_SHARE of them) with prose
-    on both sides (at least MIN_COLUMN_LINES lines each). What crosses it cuts the columns
+    on both sides (at least MIN_COLUMN_LINES lines each); a line of running text whose box
+    reaches into it by less than the detector's margin does not cross it (_crosses), and the
+    columns' boxes are parted by their centres. What crosses it cuts the columns
     into bands, each read left column first: a line alone in its row by itself; a table's
     cells (a crossing box with others in its row) with the whole horizontal band they stand
     in. Anything else (one column, a form, a receipt) is returned as one region."""
@@ -258,7 +279,7 @@ def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region
     if not candidates:
         return [_Region("text", boxes)]
     gutter = min(candidates, key=lambda x: sum(b.left < x < b.right for b in boxes))
-    crossing = [b for b in boxes if b.left < gutter < b.right]
+    crossing = [b for b in boxes if _crosses(b, gutter, left, right)]
     if len(crossing) > SPANNING_SHARE * len(boxes):
         return [_Region("text", boxes)]
     if any(other is not box and other.top <= box.middle <= other.bottom for box in crossing for other in boxes):
@@ -266,12 +287,12 @@ def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region
         bands = _split(boxes, _gaps([(b.top, b.bottom) for b in boxes], 1e-6), vertical=False)
         if len(bands) == 1:
             return [_Region("text", boxes)]
-        pieces = [(band, any(b.left < gutter < b.right for b in band)) for band in bands]
+        pieces = [(band, any(_crosses(b, gutter, left, right) for b in band)) for band in bands]
     else:
         pieces = sorted([([b], True) for b in crossing] + [([b], False) for b in boxes if b not in crossing],
                         key=lambda piece: piece[0][0].middle)
     beside = [b for band, spans in pieces if not spans for b in band]
-    sides = [[b for b in beside if b.right <= gutter], [b for b in beside if b.left >= gutter]]
+    sides = [[b for b in beside if _centre(b) < gutter], [b for b in beside if _centre(b) >= gutter]]
     if min(len(_lines(side)) if side else 0 for side in sides) < MIN_COLUMN_LINES or not all(map(_prose, sides)):
         return [_Region("text", boxes)]
     regions: list[_Region] = []
@@ -280,7 +301,7 @@ def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region
     for band, spans in pieces + [([], False)]:
         if spans:
             if between:
-                regions += [region for column in _split(between, [(gutter, gutter)], vertical=True)
+                regions += [region for column in _split_at(between, gutter)
                             for region in _xy_cut(column, unit)]
                 between = []
             across += band
@@ -289,7 +310,7 @@ def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region
             regions += _xy_cut(across, unit)
             across = []
         between += band
-    return regions + [region for column in _split(between, [(gutter, gutter)], vertical=True)
+    return regions + [region for column in _split_at(between, gutter)
                       for region in _xy_cut(column, unit)]
 
 

@@ -67,6 +67,36 @@ def gutter() -> tuple[Image.Image, list[str]]:
     return render(lines, size=(900, 390), points=28), TESTIMONY
 
 
+# Two justified columns of prose with a gutter narrower than the detector tells apart: at 960
+# pixels it draws each row of both columns as one box
+FERRY = ["The ferry to the island leaves at", "nine each day and comes back at", "six in the evening, and tickets",
+         "are sold aboard by the crew who", "also sell hot tea and sandwiches", "to travellers on the cold deck."]
+MARKET = ["The market opens early on every", "Saturday morning with fresh fish,", "bread and fruit from the farms in",
+          "the valley, and the stalls close", "at noon when the square is swept", "clean by the workers of the town."]
+
+
+def justified(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, width: float,
+              typeface: ImageFont.FreeTypeFont) -> None:
+    """One line of words spread to fill `width`, as a justified column's lines are."""
+    words = text.split()
+    widths = [draw.textlength(word, font=typeface) for word in words]
+    space = (width - sum(widths)) / (len(words) - 1)
+    for word, word_width in zip(words, widths):
+        draw.text((x, y), word, fill="black", font=typeface)
+        x += word_width + space
+
+
+def narrow_gutter(gutter: int = 24, points: int = 26, column: int = 430) -> tuple[Image.Image, list[str]]:
+    typeface = font("DejaVuSerif.ttf", points)
+    pitch = int(points * 1.45)
+    image = Image.new("RGB", (2 * column + gutter + 80, 80 + len(FERRY) * pitch), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (left, right) in enumerate(zip(FERRY, MARKET)):
+        justified(draw, left, 40, 40 + i * pitch, column, typeface)
+        justified(draw, right, 40 + column + gutter, 40 + i * pitch, column, typeface)
+    return image, FERRY + MARKET
+
+
 SLANT = ((0.22, 0.08), (0.84, 0.24), (0.95, 0.92), (0.04, 0.72))
 
 

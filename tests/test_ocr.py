@@ -244,6 +244,42 @@ def test_line_number_gutter_is_set_apart(client):
     assert lines_of(kept)[:len(want)] == [f"{i + 1} {text}" for i, text in enumerate(want)]
 
 
+def test_two_columns_closer_than_the_detector_parts_them_are_read_in_turn(client):
+    # the detector draws each row of both columns as one box; it is cut at the blank gutter
+    image, want = pages.narrow_gutter()
+    assert lines_of(client.ocr(png(image))) == want
+
+
+@pytest.fixture(scope="module")
+def worker():
+    return OcrWorker(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("read_both_ways", [True, False])
+def test_a_line_turned_against_the_rest_of_the_page_is_read_both_ways(worker, monkeypatch, read_both_ways):
+    # RapidOCR's direction classifier takes a long upright line for upside down now and then
+    # (0.997 sure, on an arXiv page's reference); here it is made to on the longest line
+    import cv2
+
+    from edge_agent.engines import rapidocr
+
+    classify = worker.engine.cls_and_rotate
+
+    def mistaken(crops):
+        images, directions = classify(crops)
+        longest = max(range(len(crops)), key=lambda i: crops[i].shape[1])
+        directions.img_list[longest] = cv2.rotate(directions.img_list[longest], cv2.ROTATE_180)
+        directions.cls_res[longest] = ("180", 0.997)
+        return directions.img_list, directions
+
+    monkeypatch.setattr(worker.engine, "cls_and_rotate", mistaken)
+    monkeypatch.setattr(rapidocr, "READ_ODD_TURNS_BOTH_WAYS", read_both_ways)
+    image, want = pages.two_columns()
+    result = worker.recognise(png(image), 10_000_000)
+    assert (lines_of(result) == want) is read_both_ways, lines_of(result)
+    assert result["page"]["turned"] == 0
+
+
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_a_page_on_its_side_or_upside_down(client, degrees):
     image, want = pages.two_columns()

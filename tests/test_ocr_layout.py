@@ -201,3 +201,39 @@ def test_sharpening_steepens_edges_and_leaves_flat_paper_alone():
     assert steepest(sharp) > 1.15 * steepest(soft)  # 66 against 54 levels a pixel
     assert np.array_equal(sharp[:, :10], soft[:, :10])  # flat paper stays as it was
     assert sharpen(soft, 1.2, 0.0) is soft
+
+
+def test_a_line_reaching_a_little_over_the_gutter_leaves_the_columns_apart():
+    # the detector's box around a left column's line reaches 10 pixels past the column's edge
+    # (less than half its height), level with a right column's line: still two columns, not
+    # a table's row over the gutter
+    left, right = prose_lines("left", 0, 60, 6), prose_lines("right", 348, 65, 6)
+    left[3].points = [[0, 150], [350, 150], [350, 175], [0, 175]]
+    order = [line.split(" of ")[0] for line in texts(left + right)]
+    assert order == [f"left{i}" for i in range(6)] + [f"right{i}" for i in range(6)]
+
+
+def rows_of_both_columns(image) -> tuple[np.ndarray, np.ndarray]:
+    """The grey page and a box per row across both columns, as the detector draws them."""
+    gray = np.asarray(image.convert("L"))
+    pitch = int(26 * 1.45)
+    boxes = [[[35, 40 + i * pitch], [929, 40 + i * pitch], [929, 74 + i * pitch], [35, 74 + i * pitch]]
+             for i in range(len(pages.FERRY))]
+    return gray, np.array(boxes, np.float32)
+
+
+def test_a_row_across_a_blank_gutter_is_cut_there_and_a_line_with_wide_spaces_is_not():
+    from edge_agent.ocr_geometry import split_at_gutters
+
+    gray, rows = rows_of_both_columns(pages.narrow_gutter(gutter=24)[0])
+    boxes, origin = split_at_gutters(gray, rows)
+    assert origin == [i for i in range(len(rows)) for _ in range(2)]
+    gutter = (40 + 430, 40 + 430 + 24)  # the columns' edges
+    for left, right in zip(boxes[::2], boxes[1::2]):
+        assert gutter[0] - 10 <= left[:, 0].max() < right[:, 0].min() <= gutter[1] + 10
+        assert left[:, 0].min() == 35 and right[:, 0].max() == 929
+    # one column: its justified lines' wide spaces have words above or below them
+    one_column = pages.narrow_gutter(gutter=24)[0].crop((0, 0, 480, 400))
+    gray, rows = rows_of_both_columns(one_column)
+    rows[:, 1:3, 0] = 475
+    assert split_at_gutters(gray, rows)[1] == list(range(len(rows)))

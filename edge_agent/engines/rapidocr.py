@@ -10,7 +10,16 @@ from typing import Any, NamedTuple
 from ..errors import INTERNAL, CodedError
 from ..guidance import assess, downscale
 from ..images import MAX_PIXELS, load_image
-from ..ocr_geometry import find_page, flatten, map_points, page_turn, skew_degrees, straighten, turn_points
+from ..ocr_geometry import (
+    find_page,
+    flatten,
+    map_points,
+    page_turn,
+    skew_degrees,
+    split_at_gutters,
+    straighten,
+    turn_points,
+)
 from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
 from .channel import EngineJob
 from .word_spaces import install as keep_word_spaces
@@ -53,6 +62,13 @@ MIN_SKEW = 1.0  # degrees; below this the layout takes the boxes as they are (th
 # Not spinning: a 720p frame read in 0.78x the time, pages in the same (bench/ocr_documents.py
 # --compare shipped spinning_threads, README).
 SESSION_ENTRIES = {"session.intra_op.allow_spinning": "0"}
+# the detector draws one box over both columns' lines where the gutter is narrow (about a line
+# high): such boxes are cut at the gutter before recognition (ocr_geometry.split_at_gutters)
+SPLIT_AT_GUTTERS = True
+# RapidOCR's direction classifier takes some long upright lines for upside down (0.99 sure) and
+# turns them, and the recogniser reads them as noise: a box turned against most of the page's
+# is read both ways up, keeping the more confident reading (OcrWorker._read_odd_turns_both_ways)
+READ_ODD_TURNS_BOTH_WAYS = True
 
 
 def _block_fields(block: Block) -> dict:
@@ -97,8 +113,12 @@ class OcrWorker:
             again = second_detection(height, width, _median_height(detected.boxes))
             if again is not None:
                 crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
+            if SPLIT_AT_GUTTERS and not record["padding_1"]["top"]:
+                crops = self._split_at_gutters(image, crops, detected)
             directions = self.engine.cls_and_rotate(crops)[1]
             recognised = self.engine.recognize_txt(directions.img_list)
+            if READ_ODD_TURNS_BOTH_WAYS:
+                self._read_odd_turns_both_ways(directions, recognised)
         except RapidOCRError:  # nothing detected (or nothing left to classify / recognise)
             return [], 0, {}, None
         labels = [label for label, _score in directions.cls_res] if directions.cls_res else None
@@ -110,6 +130,40 @@ class OcrWorker:
                 boxes.append(Box(text, float(score), points))
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
         return boxes, turn, stages, again
+
+    def _read_odd_turns_both_ways(self, directions: Any, recognised: Any) -> None:
+        """Boxes the direction classifier turned the other way from most of the page's (a long
+        upright line taken for upside down, with 0.99 confidence) are read again the other
+        way up too, keeping the more confident reading (and its direction, for page_turn)."""
+        import cv2
+
+        threshold = self.engine.text_cls.cls_thresh
+        turned = [label == "180" and score > threshold for label, score in directions.cls_res]
+        most = sum(turned) > len(turned) / 2
+        odd = [i for i, flag in enumerate(turned) if flag != most]
+        if not odd:
+            return
+        again = self.engine.recognize_txt([cv2.rotate(directions.img_list[i], cv2.ROTATE_180) for i in odd])
+        texts, scores = list(recognised.txts), list(recognised.scores)
+        for i, text, score in zip(odd, again.txts, again.scores):
+            if score > scores[i]:
+                texts[i], scores[i] = text, score
+                directions.cls_res[i] = ("180" if most else "0", directions.cls_res[i][1])
+        recognised.txts, recognised.scores = tuple(texts), tuple(scores)
+        recognised.elapse = (recognised.elapse or 0.0) + (again.elapse or 0.0)
+
+    def _split_at_gutters(self, image: Any, crops: list, detected: Any) -> list:
+        """The detected boxes cut where they run over blank paper (ocr_geometry.split_at_gutters),
+        cropped again if any was."""
+        import cv2
+
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        boxes, origin = split_at_gutters(gray, detected.boxes)
+        if len(boxes) == len(detected.boxes):
+            return crops
+        detected.boxes = boxes
+        detected.scores = [detected.scores[i] for i in origin] if detected.scores is not None else None
+        return self.engine.crop_text_regions(image, boxes)
 
     def _detect_again(self, image: Any, record: dict, limit: tuple[str, int],
                       first_seconds: float) -> tuple[list, Any]:
