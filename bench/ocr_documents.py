@@ -402,9 +402,7 @@ def main() -> int:
                          {"workers": compare_workers(corpus, args.compare or list(WORKER_VARIANTS))})
         return 0
     if args.sweep:
-        write_result(args.output, {"benchmark": "ocr_documents_settings", "machine": machine(),
-                                   "corpus": str(args.corpus), "kind": args.kind, "pages": len(corpus),
-                                   "settings": sweep(corpus, args.settings)})
+        write_in_process(args, corpus, "ocr_documents_settings", {"settings": sweep(corpus, args.settings)})
         return 0
 
     from edge_agent.client import Client
