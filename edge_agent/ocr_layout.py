@@ -58,6 +58,10 @@ class Box:
         return (self.top + self.bottom) / 2
 
     @property
+    def centre_x(self) -> float:
+        return (self.left + self.right) / 2
+
+    @property
     def height(self) -> float:
         return self.bottom - self.top
 
@@ -240,23 +244,19 @@ def _xy_cut(boxes: list[Box], unit: float) -> list[_Region]:
     return [region for group in groups for region in _xy_cut(group, unit)]
 
 
-def _centre(box: Box) -> float:
-    return (box.left + box.right) / 2
-
-
 def _crosses(box: Box, x: float, left: float, right: float) -> bool:
     """Whether a box runs across x, the gutter between columns from `left` to `right`. A line
     of running text (across FILLED of its column or more) must run past it by more than the
     detector's margin around its text (half its height): the box of a left column's line
     often reaches a little into a narrow gutter."""
-    column = x - left if _centre(box) < x else right - x
+    column = x - left if box.centre_x < x else right - x
     margin = box.height / 2 if box.right - box.left >= FILLED * column else 0.0
     return box.left + margin < x < box.right - margin
 
 
 def _split_at(boxes: list[Box], x: float) -> list[list[Box]]:
-    """Boxes left and right of x by their centres."""
-    return [part for part in ([b for b in boxes if _centre(b) < x], [b for b in boxes if _centre(b) >= x]) if part]
+    """Boxes left and right of x by their centres (either side may be empty)."""
+    return [[b for b in boxes if b.centre_x < x], [b for b in boxes if b.centre_x >= x]]
 
 
 def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region]:
@@ -292,7 +292,7 @@ def _columns_under_spanning_lines(boxes: list[Box], unit: float) -> list[_Region
         pieces = sorted([([b], True) for b in crossing] + [([b], False) for b in boxes if b not in crossing],
                         key=lambda piece: piece[0][0].middle)
     beside = [b for band, spans in pieces if not spans for b in band]
-    sides = [[b for b in beside if _centre(b) < gutter], [b for b in beside if _centre(b) >= gutter]]
+    sides = _split_at(beside, gutter)
     if min(len(_lines(side)) if side else 0 for side in sides) < MIN_COLUMN_LINES or not all(map(_prose, sides)):
         return [_Region("text", boxes)]
     regions: list[_Region] = []
