@@ -15,7 +15,9 @@ in-process on the corpus instead, and Tesseract where installed
 (edge_agent/engines/rapidocr.py) runs in-process as shipped and with earlier settings
 (WORKER_VARIANTS), each page read by every variant in turn so that a machine's slow minutes
 fall on all of them alike, and a 720p camera frame read FRAME_READS times by each in turn
-(bench/results/ocr_documents_compare.json). With --memory, the worker's resident memory with
+(bench/results/ocr_documents_compare.json); with --turn-pages as well, each page is first
+turned on its side or upside down (90, 180, 270 degrees in turn;
+bench/results/ocr_documents_compare_turned_pages.json). With --memory, the worker's resident memory with
 and without onnxruntime's memory arena, each in a fresh process (ocr_documents_memory.json).
 With --compare-layout,
 each page is read once in-process and its boxes laid out by the layout step as shipped and
@@ -145,14 +147,39 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "spinning_threads_no_memory_arena": (SPINNING, True, {"memory_arena": False}),
     "no_gutter_cuts": ({"SPLIT_AT_GUTTERS": False}, True, {}),
     "no_second_look": ({"READ_ODD_TURNS_BOTH_WAYS": False}, True, {}),
+    "sideways_pages_not_turned": ({"TURN_SIDEWAYS_PAGES": False}, True, {}),
+    "upside_down_pages_not_turned": ({"TURN_UPSIDE_DOWN_PAGES": False}, True, {}),
+    "pages_not_turned": ({"TURN_SIDEWAYS_PAGES": False, "TURN_UPSIDE_DOWN_PAGES": False}, True, {}),
     "no_gutter_cuts_no_second_look": ({"SPLIT_AT_GUTTERS": False, "READ_ODD_TURNS_BOTH_WAYS": False}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9
 
 
-def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
-    """Each page read by each variant of the daemon's OCR worker in turn, in-process."""
+TURNS = (90, 180, 270)  # --turn-pages: page i turned TURNS[i % 3] degrees counter-clockwise
+
+
+def turned_page(image: Path, index: int) -> bytes:
+    """The page turned as `--turn-pages` turns it, as a PNG (lossless: only the turn differs),
+    or a JPEG at quality 95 where it is over MAX_PIXELS, so that the daemon decodes it at half
+    size as it does the page (only JPEGs can be)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(image) as page:
+        turned = page.rotate(TURNS[index % len(TURNS)], expand=True)
+        if turned.width * turned.height > MAX_PIXELS:
+            turned.save(buffer, "JPEG", quality=95)
+        else:
+            turned.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_pages: bool = False) -> dict:
+    """Each page read by each variant of the daemon's OCR worker in turn, in-process (each
+    page first turned on its side or upside down with `turn_pages`)."""
     from unittest import mock
 
     from edge_agent.engines import rapidocr
@@ -182,7 +209,7 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str]) -> dict:
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
     stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
     for index, (image, truth) in enumerate(corpus):
-        data = image.read_bytes()
+        data = turned_page(image, index) if turn_pages else image.read_bytes()
         for name, (worker, constants) in workers.items():
             with patched(constants):  # the second detection reads DETECTOR_SIDE
                 if index == 0:
@@ -385,6 +412,8 @@ def main() -> int:
     parser.add_argument("--kind", help="only pages of this kind (receipt, form, ...)")
     parser.add_argument("--compare", nargs="*", choices=list(WORKER_VARIANTS),
                         help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
+    parser.add_argument("--turn-pages", action="store_true",
+                        help="with --compare: turn page i by 90, 180, 270 degrees (i mod 3) before reading it")
     parser.add_argument("--compare-layout", action="store_true",
                         help="only read each page once in-process and lay its boxes out as shipped and as before")
     parser.add_argument("--memory", action="store_true",
@@ -398,8 +427,10 @@ def main() -> int:
         write_in_process(args, corpus, "ocr_documents_compare_layout", {"layouts": compare_layouts(corpus)})
         return 0
     if args.compare is not None:
-        write_in_process(args, corpus, "ocr_documents_compare",
-                         {"workers": compare_workers(corpus, args.compare or list(WORKER_VARIANTS))})
+        workers = compare_workers(corpus, args.compare or list(WORKER_VARIANTS), args.turn_pages)
+        benchmark = "ocr_documents_compare_turned_pages" if args.turn_pages else "ocr_documents_compare"
+        write_in_process(args, corpus, benchmark,
+                         {"pages_turned_degrees": list(TURNS) if args.turn_pages else None, "workers": workers})
         return 0
     if args.sweep:
         write_in_process(args, corpus, "ocr_documents_settings", {"settings": sweep(corpus, args.settings)})

@@ -4,9 +4,10 @@ Four corrections, each measured from the image or the detector's boxes, none gue
 - a photographed page (a bright four-sided shape on a darker background, seen at an angle)
   is flattened to a rectangle before reading, so far text is not squeezed and lines are
   straight (`find_page`, `flatten`);
-- a page on its side or upside down is read as it is (the recogniser already turns tall
-  boxes and the direction classifier turns upside-down ones), and only the boxes' positions
-  are turned for the layout (`page_turn`, `turn_points`);
+- a page on its side (most detected boxes tall, `sideways`) is turned a quarter and its
+  text detected again, and a page upside down (most of its lines so labelled by the direction
+  classifier, `upside_down`) is turned over with its boxes (`turn_boxes`), before the boxes
+  are read; their positions are turned upright for the layout (`page_turn`, `turn_points`);
 - a slightly skewed scan's boxes are rotated straight for the layout (`skew_degrees`,
   `straighten`), so lines of a column do not run into each other;
 - a detected box that runs over a column gutter or between a table's cells (blank paper with
@@ -68,6 +69,39 @@ def turn_points(points: Points, degrees: int, width: float, height: float) -> Po
     if degrees == 270:
         return [[height - y, x] for x, y in points]
     return [list(p) for p in points]
+
+
+def turn_boxes(boxes: np.ndarray, degrees: int, width: float, height: float) -> np.ndarray:
+    """Boxes (N x 4 x 2, clockwise from the top left) of a width x height image as they lie once
+    the image is turned counter-clockwise (turn_points), still clockwise from their top left."""
+    if not len(boxes):
+        return boxes
+    # a quarter counter-clockwise makes a box's top right corner its top left
+    return np.array([np.roll(turn_points(box.tolist(), degrees, width, height), -(degrees // 90), axis=0)
+                     for box in boxes], dtype=boxes.dtype)
+
+
+def sideways(boxes: np.ndarray) -> bool:
+    """Whether the detector's boxes say the page lies on its side: MAJORITY of their length is
+    in tall boxes (text written up or down the image). Square boxes count for neither way."""
+    tall = wide = 0.0
+    for box in boxes:
+        width, height = _side(box[0], box[1]), _side(box[1], box[2])
+        if height >= TALL * width:
+            tall += height
+        elif width >= TALL * height:
+            wide += width
+    return tall > 0 and tall >= MAJORITY * (tall + wide)
+
+
+def upside_down(boxes: np.ndarray, labels: Sequence[str] | None) -> bool:
+    """Whether the direction classifier's labels ("0", "180") of level boxes say the page is
+    upside down: MAJORITY of the boxes' length labelled "180", however sure."""
+    if not labels:
+        return False
+    lengths = [_side(box[0], box[1]) for box in boxes]
+    total = sum(lengths)
+    return total > 0 and sum(length for length, label in zip(lengths, labels) if label == "180") >= MAJORITY * total
 
 
 def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:

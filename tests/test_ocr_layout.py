@@ -222,6 +222,35 @@ def rows_of_both_columns(image) -> tuple[np.ndarray, np.ndarray]:
     return gray, np.array(boxes, np.float32)
 
 
+def test_boxes_turned_with_their_page_keep_their_corners_clockwise_from_the_top_left():
+    from edge_agent.ocr_geometry import sideways, turn_boxes
+
+    width, height = 300, 200
+    level = np.array([[[10, 20], [110, 20], [110, 40], [10, 40]],  # a line of text
+                      [[50, 100], [70, 100], [70, 118], [50, 118]]], np.float32)  # a figure: about square
+    assert not sideways(level)
+    # a quarter counter-clockwise: the image becomes 200 wide, 300 high; text runs up it
+    up = turn_boxes(level, 90, width, height)
+    assert up[0].tolist() == [[20, 190], [40, 190], [40, 290], [20, 290]]
+    assert sideways(up)
+    down = turn_boxes(level, 270, width, height)
+    assert down[0].tolist() == [[160, 10], [180, 10], [180, 110], [160, 110]]
+    assert sideways(down)
+    assert turn_boxes(up, 270, height, width).tolist() == level.tolist()
+    assert turn_boxes(down, 90, height, width).tolist() == level.tolist()
+    assert turn_boxes(level, 180, width, height)[0].tolist() == [[190, 160], [290, 160], [290, 180], [190, 180]]
+    assert not sideways(np.array([level[1]] * 3))  # boxes as tall as wide say nothing
+
+
+def test_a_page_is_upside_down_when_most_of_its_lines_length_is_labelled_so():
+    from edge_agent.ocr_geometry import upside_down
+
+    lines = np.array([[[0, 0], [width, 0], [width, 20], [0, 20]] for width in (300, 250, 40, 40)], np.float32)
+    assert upside_down(lines, ["180", "180", "0", "0"])  # the long lines, however sure the classifier was
+    assert not upside_down(lines, ["180", "0", "180", "0"])  # 340 of 630: not MAJORITY
+    assert not upside_down(lines, None) and not upside_down(lines[:0], [])
+
+
 def test_a_row_across_a_blank_gutter_is_cut_there_and_a_line_with_wide_spaces_is_not():
     from edge_agent.ocr_geometry import split_at_gutters
 
