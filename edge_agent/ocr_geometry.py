@@ -71,6 +71,12 @@ def turn_points(points: Points, degrees: int, width: float, height: float) -> Po
     return [list(p) for p in points]
 
 
+def turn_image(image: np.ndarray, degrees: int) -> np.ndarray:
+    """An image (rows x columns[, channels]) turned counter-clockwise by a multiple of 90
+    degrees, as turn_points and turn_boxes turn its points."""
+    return np.ascontiguousarray(np.rot90(image, degrees // 90))
+
+
 def turn_boxes(boxes: np.ndarray, degrees: int, width: float, height: float) -> np.ndarray:
     """Boxes (N x 4 x 2, clockwise from the top left) of a width x height image as they lie once
     the image is turned counter-clockwise (turn_points), still clockwise from their top left."""

@@ -20,6 +20,7 @@ from ..ocr_geometry import (
     split_at_gutters,
     straighten,
     turn_boxes,
+    turn_image,
     turn_points,
     upside_down,
 )
@@ -171,10 +172,9 @@ class OcrWorker:
         sideways lines in pieces (on an arXiv page 95 boxes against 172 upright, half its words
         lost). The turned image, its crops and detection; None where nothing was detected or
         the detector padded the turned image (its boxes would not be in the image's frame)."""
-        import numpy as np
         from rapidocr.main import RapidOCRError
 
-        turned = np.ascontiguousarray(np.rot90(image, SIDEWAYS_QUARTER // 90))
+        turned = turn_image(image, SIDEWAYS_QUARTER)
         try:
             crops, detected = self.engine.detect_and_crop(turned, record)
         except RapidOCRError:
@@ -188,11 +188,9 @@ class OcrWorker:
     def _turn_page(self, image: Any, detected: Any, degrees: int) -> tuple[Any, list]:
         """The image turned `degrees` counter-clockwise, its detected boxes with it (in place),
         and the boxes cropped from it."""
-        import numpy as np
-
         height, width = image.shape[:2]
         detected.boxes = turn_boxes(detected.boxes, degrees, width, height)
-        image = np.ascontiguousarray(np.rot90(image, degrees // 90))
+        image = turn_image(image, degrees)
         return image, self.engine.crop_text_regions(image, detected.boxes)
 
     def _read_odd_turns_both_ways(self, directions: Any, recognised: Any) -> None:
