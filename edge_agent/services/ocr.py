@@ -22,7 +22,8 @@ class OcrService(EngineJobService):
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice,
-                         spec={"memory_arena": config.ocr.memory_arena})
+                         spec={"memory_arena": config.ocr.memory_arena,
+                               "recheck_below": config.ocr.recheck_below, **config.ocr.model_files()})
         self.config = config
         self.cameras = cameras
 
@@ -33,7 +34,8 @@ class OcrService(EngineJobService):
                 "keep_margins": True, "block_kinds": list(BLOCK_KINDS)}
 
     def status(self) -> dict:
-        return {**self.engine.status(), "model": "rapidocr PP-OCRv6"}
+        # the recognisers the engine loaded (once it has: the quick one may be missing)
+        return {**self.engine.status(), "model": "rapidocr PP-OCRv6", **self.engine.info.get("models", {})}
 
     def begin(self, job: str, body: P.OcrRequest | P.GuideRequest, attachments: tuple[bytes, ...]) -> bytes:
         """Validate before accepting; returns the image bytes (empty for a camera)."""
