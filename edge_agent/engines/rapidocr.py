@@ -120,10 +120,7 @@ class OcrWorker:
         files = files or {}
         common = {"EngineConfig.onnxruntime.enable_cpu_mem_arena": memory_arena, "Global.log_level": "warning"}
         self.recogniser = main_recogniser(files.get("recogniser", ""), files.get("recogniser_dictionary", ""))
-        self.engine: Any = RapidOCR(params=READING | common | self.recogniser.params())
-        load_models(self.engine, SESSION_ENTRIES)
-        check_loaded(self.engine.text_rec, self.recogniser)
-        keep_word_spaces(self.engine)
+        self.engine: Any = reading_engine(self.recogniser, common, ("det", "cls", "rec"))
         # the quick recogniser, read first; none where every line would be read again anyway
         self.recheck_below = recheck_below
         self.quick_recogniser: Recogniser | None = None
@@ -132,10 +129,7 @@ class OcrWorker:
             self.quick_recogniser = quick_recogniser(files.get("quick_recogniser", ""),
                                                      files.get("quick_recogniser_dictionary", ""))
         if self.quick_recogniser is not None:
-            self.quick = RapidOCR(params=READING | common | self.quick_recogniser.params())
-            load_models(self.quick, SESSION_ENTRIES, ("rec",))
-            check_loaded(self.quick.text_rec, self.quick_recogniser)
-            keep_word_spaces(self.quick)
+            self.quick = reading_engine(self.quick_recogniser, common, ("rec",))
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"} | common)
         load_models(self.detector, SESSION_ENTRIES)
@@ -425,6 +419,18 @@ def _median_height(boxes: Any) -> float:
         return float("inf")
     across = 1 if sideways(boxes) else 3  # the corner beside the top left across the text's lines
     return float(np.median(np.linalg.norm(boxes[:, across] - boxes[:, 0], axis=1)))
+
+
+def reading_engine(recogniser: Recogniser, common: dict, tasks: tuple[str, ...]) -> Any:
+    """A RapidOCR engine with the worker's reading settings and `recogniser`, its models for
+    `tasks` loaded (the recogniser's checked against its dictionary), keeping word spaces."""
+    from rapidocr import RapidOCR
+
+    engine = RapidOCR(params=READING | common | recogniser.params())
+    load_models(engine, SESSION_ENTRIES, tasks)
+    check_loaded(engine.text_rec, recogniser)
+    keep_word_spaces(engine)
+    return engine
 
 
 def load_models(engine: Any, session_entries: dict[str, str], tasks: tuple[str, ...] = ("det", "cls", "rec")) -> None:
