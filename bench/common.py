@@ -18,7 +18,13 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor())
     mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_bytes": mem, "python": platform.python_version()}
+    flags = next((set(line.split(":", 1)[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), set())
+    # the same machine kind has been an AVX-512 and an AVX2-only CPU, "AMD EPYC" both: the vector
+    # width tells their timings apart
+    vectors = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return {"cpu": cpu, "vectors": vectors, "cores": len(os.sched_getaffinity(0)), "memory_bytes": mem,
+            "python": platform.python_version()}
 
 
 def own_memory_bytes(field: str = "VmRSS") -> int:
