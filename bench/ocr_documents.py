@@ -158,6 +158,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "recheck_below_0": ({}, True, {"recheck_below": 0.0}),
     "recheck_below_0.95": ({}, True, {"recheck_below": 0.95}),
     "small_print_read_quick_first": ({"QUICK_MIN_HEIGHT_PX": 0}, True, {}),
+    # words misread by a look-alike letter left as read (ocr.correct_words = "")
+    "words_not_corrected": ({}, True, {"correct_words": ""}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9

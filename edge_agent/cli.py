@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="engine vision: crops of 336 pixels per image, 1-16 (more: finer text, slower)")
     ocr.add_argument("--keep-margins", action="store_true",
                      help="keep line numbers (in front of their lines) and page numbers in the text")
+    ocr.add_argument("--no-correct-words", action="store_true",
+                     help="leave words misread by a look-alike letter ('Tttle') as they were read")
     ocr.add_argument("--json", action="store_true", help="print the whole result (lines, blocks, boxes, timings)")
     ocr.add_argument("--speak", action="store_true", help="also read the text aloud")
 
@@ -394,7 +396,7 @@ def _client_command(args) -> int:
             elif args.command == "ocr":
                 image = _read(args.image) if args.image is not None else None
                 result = client.ocr(image, engine=args.engine, camera=args.camera, speak=args.speak, crops=args.crops,
-                                    keep_margins=args.keep_margins)
+                                    keep_margins=args.keep_margins, correct_words=not args.no_correct_words)
                 if args.json:
                     _print_json(result)
                 else:

@@ -248,14 +248,16 @@ class AsyncClient:
 
     async def ocr(self, image: bytes | None = None, engine: str = "fast", camera: str | None = None,
                   timeout: float | None = None, speak: bool | dict = False, crops: int | None = None,
-                  keep_margins: bool = False) -> dict:
+                  keep_margins: bool = False, correct_words: bool = True) -> dict:
         """Text in an image (JPEG, PNG or WebP bytes) or a camera's newest frame, in reading
         order, with lines, blocks and boxes; `speak` (true or speech options) also reads it
         aloud; `crops` is the vision engine's crop budget; `keep_margins` keeps line and page
-        numbers in the text."""
+        numbers in the text; `correct_words` false leaves words misread by a look-alike letter
+        as the recogniser read them."""
         return await self.call("ocr", timeout=timeout, attachments=(image,) if image is not None else (),
                                engine=engine, **_present(camera=camera, speak=speak or None, crops=crops,
-                                                         keep_margins=keep_margins or None))
+                                                         keep_margins=keep_margins or None,
+                                                         correct_words=None if correct_words else False))
 
     async def guide(self, image: bytes | None = None, camera: str | None = None,
                     timeout: float | None = None) -> dict:

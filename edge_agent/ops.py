@@ -179,7 +179,8 @@ class Ops:
                                 self.vision.run(job_id), streamed=True)
         image = self.ocr.begin(job_id, body, attachments)
         return self._spoken(call, job_id, body.speak, lambda: self.ocr.cancel(job_id),
-                            self.ocr.run(job_id, image, body.camera, keep_margins=body.keep_margins),
+                            self.ocr.run(job_id, image, body.camera, keep_margins=body.keep_margins,
+                                        correct_words=body.correct_words),
                             streamed=False)
 
     def op_guide(self, call: Call) -> Work:

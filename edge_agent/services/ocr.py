@@ -22,8 +22,8 @@ class OcrService(EngineJobService):
 
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice,
-                         spec={"memory_arena": config.ocr.memory_arena,
-                               "recheck_below": config.ocr.recheck_below, **config.ocr.model_files()})
+                         spec={"memory_arena": config.ocr.memory_arena, "recheck_below": config.ocr.recheck_below,
+                               "correct_words": config.ocr.correct_words, **config.ocr.model_files()})
         self.config = config
         self.cameras = cameras
 
@@ -31,7 +31,8 @@ class OcrService(EngineJobService):
         return {"available": True, "engines": ["fast", "vision"], "default_engine": "fast",
                 "formats": [f.lower() for f in FORMATS], "max_image_bytes": MAX_BYTES,
                 "max_image_pixels": self.config.ocr.max_image_pixels, "speak": True, "camera": True,
-                "keep_margins": True, "block_kinds": list(BLOCK_KINDS)}
+                "keep_margins": True, "correct_words": self.config.ocr.correct_words or None,
+                "block_kinds": list(BLOCK_KINDS)}
 
     def status(self) -> dict:
         # the recognisers the engine loaded (once it has: the quick one may be missing)
@@ -52,7 +53,7 @@ class OcrService(EngineJobService):
         return attachments[0]
 
     async def run(self, job: str, image: bytes, camera: str | None = None, task: str = READ,
-                  keep_margins: bool = False) -> None:
+                  keep_margins: bool = False, correct_words: bool = True) -> None:
         try:
             if camera is not None:
                 _frame, image = await self.cameras.capture(camera)  # the newest frame, as JPEG
@@ -60,4 +61,4 @@ class OcrService(EngineJobService):
             self.jobs.pop(job, None)
             raise
         await self.submit(job, {"task": task, "max_pixels": self.config.ocr.max_image_pixels,
-                                "keep_margins": keep_margins}, (image,))
+                                "keep_margins": keep_margins, "correct_words": correct_words}, (image,))
