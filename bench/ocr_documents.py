@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import statistics
 import sys
@@ -160,6 +161,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "small_print_read_quick_first": ({"QUICK_MIN_HEIGHT_PX": 0}, True, {}),
     # words misread by a look-alike letter left as read (ocr.correct_words = "")
     "words_not_corrected": ({}, True, {"correct_words": ""}),
+    # and set right on every page, whether it reads as English or not (the worker before)
+    "words_corrected_on_every_page": ({"ocr_words.LANGUAGE_SHARE": 0.0}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9
@@ -194,7 +197,13 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
     from edge_agent.engines import rapidocr
 
     def patched(constants: dict) -> Any:
-        return mock.patch.multiple(rapidocr, **constants) if constants else contextlib.nullcontext()
+        # "module.NAME" patches another module of edge_agent (ocr_words.LANGUAGE_SHARE)
+        stack = contextlib.ExitStack()
+        for key, value in constants.items():
+            module, _, attribute = key.rpartition(".")
+            stack.enter_context(mock.patch.object(importlib.import_module(f"edge_agent.{module}") if module
+                                                  else rapidocr, attribute, value))
+        return stack
 
     workers = {}
     for name in names:

@@ -229,8 +229,9 @@ class OcrConfig(EngineProcessConfig):
     # words misread by one look-alike letter ("Tttle", "immedlately") are set right from this
     # language's word list (wordfreq's large lists: en, de, fr, es, ...; "" = never): on the
     # corpus about 0.2 points more words found, 0.8 on forms (edge_agent/ocr_words.py, README).
-    # A document in another language is read as it is; only its words that are no word of this
-    # one and one letter from a common one would change. About 60 MB while the engine is loaded
+    # A page that does not read as this language (under 70 % of its words common in it: another
+    # language, a bilingual label) is left as read (ocr_words.LANGUAGE_SHARE). About 60 MB
+    # while the engine is loaded
     correct_words: str = "en"
 
     def model_files(self) -> dict[str, str]:

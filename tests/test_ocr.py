@@ -209,6 +209,16 @@ def test_words_misread_by_a_look_alike_letter_are_set_right(client, daemon, tmp_
     assert printed.returncode == 0 and "Tttle" in printed.stdout and "immedlately" in printed.stdout
 
 
+def test_a_page_in_another_language_keeps_its_words(client):
+    # word by word, the English list would make "fiable" (reliable) "liable" and take the
+    # accents off "Vérification", "décision" and "changé"; the page does not read as English
+    lines = ["Vérification du fichier: la décision", "est fiable, le module a changé.", "Ne pas laisser au soleil."]
+    image = render([((30, 30 + 60 * index), line) for index, line in enumerate(lines)], size=(900, 240))
+    result = client.ocr(png(image), speak=False)
+    assert result["text"].split() == " ".join(lines).split()
+    assert result["page"]["words_corrected"] == 0
+
+
 def test_cli_ocr_prints_the_text(daemon, tmp_path):
     path = tmp_path / "label.png"
     render([((30, 30), "KEEP REFRIGERATED")], size=(700, 120)).save(path)

@@ -66,15 +66,59 @@ def test_half_of_a_word_hyphenated_across_lines_is_left_alone(english):
     assert english.word("sponding") == "spending"  # what it would have become standing alone
 
 
+def box(text):
+    return Box(text, 0.9, [[0, 0], [10, 0], [10, 10], [0, 10]])
+
+
 def test_boxes_are_corrected_in_reading_order_with_the_line_before_in_view(english):
-    def box(text):
-        return Box(text, 0.9, [[0, 0], [10, 0], [10, 10], [0, 10]])
-    first = [[box("Please return the"), box("Tttle")], [box("page immedlately, the corre-")], [box("sponding one")]]
+    first = [[box("Please return the"), box("Tttle")], [box("page immedlately, with the corre-")],
+             [box("sponding form, to our office before the end of the month")]]
     second = [[box("sponding TOTAI")]]  # a new block: nothing hyphenated before it
     assert correct_boxes([first, second], english) == 4
-    assert [[b.text for b in line] for line in first] == [["Please return the", "Title"],
-                                                         ["page immediately, the corre-"], ["sponding one"]]
+    assert [[b.text for b in line] for line in first] == [
+        ["Please return the", "Title"], ["page immediately, with the corre-"],
+        ["sponding form, to our office before the end of the month"]]
     assert second[0][0].text == "spending TOTAL"
+
+
+# the English list would turn words of these into English ones: "fiable" (reliable) into
+# "liable", "décision" into "decision", "tomado" (taken) into "tornado", "länger" into "longer"
+OTHER_LANGUAGES = [
+    "La décision est prise: le fichier a changé, la vérification est fiable. Ne pas laisser au soleil.",
+    "El candidato ha tomado la decisión de votar por la reunión del plazo de junio.",
+    "Die Sitzung dauert länger als geplant, meist bis spät am Abend. Bitte Preise prüfen.",
+]
+
+
+@pytest.mark.parametrize("text", OTHER_LANGUAGES)
+def test_a_page_in_another_language_is_left_as_read(english, text):
+    words = text.split(" ")
+    assert english.text(words)[1] > 0  # word by word, some would be changed
+    assert english.language_share(words) < 0.5
+    page = [[box(text)]]
+    assert correct_boxes([page], english) == 0 and page[0][0].text == text
+
+
+def test_a_page_in_two_languages_is_left_as_read(english):
+    # a bilingual label, English and French halves (Canada's are): not English enough to guess in
+    lines = [[box("Keep refrigerated after opening. Conserver au frais après ouverture.")],
+             [box("Best before: see lid. Meilleur avant: voir le couvercle. Produit fiable.")]]
+    assert english.word("fiable.") == "liable."
+    assert correct_boxes([lines], english) == 0
+    assert lines[1][0].text.endswith("Produit fiable.")
+
+
+@pytest.mark.parametrize("word", ["čeká", "hatası", "klíčů"])
+def test_a_word_with_letters_beyond_the_lists_alphabet_is_left_whole(english, word):
+    # "čeká" is no "č" before the word "eká" (which would have become "aka")
+    assert english.word(word) == word
+
+
+def test_a_lone_misread_word_is_left_as_read(english):
+    # nothing around it says which language it is in
+    page = [[box("TOTAI")]]
+    assert english.word("TOTAI") == "TOTAL" and correct_boxes([page], english) == 0
+    assert english.language_share(["TOTAI", "12.50"]) == 0.0 and english.language_share([]) == 0.0
 
 
 def test_other_languages_use_their_own_list_and_keep_their_accents():
