@@ -27,6 +27,7 @@ import importlib.util
 import math
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 # letters a recogniser takes for one another, each group among itself
@@ -122,10 +123,7 @@ class WordCorrector:
         language, among those of MIN_LETTERS letters or more (in any alphabet) in plain case,
         hyphen halves aside."""
         counted = common = 0
-        previous = ""
-        for token in words:
-            hyphen_half = token.endswith("-") or previous.endswith("-")
-            previous = token or previous
+        for token, hyphen_half in _hyphen_halves(words):
             letters = EDGE_NON_LETTERS.sub("", token)
             if hyphen_half or len(letters) < MIN_LETTERS or not letters.isalpha() or not _plain_case(letters):
                 continue
@@ -137,12 +135,19 @@ class WordCorrector:
         """Each word set right (`previous`: the word before the first one, for hyphenation),
         and how many were changed."""
         out, changed = [], 0
-        for token in words:
-            fixed = token if token.endswith("-") or previous.endswith("-") else self.word(token)
+        for token, hyphen_half in _hyphen_halves(words, previous):
+            fixed = token if hyphen_half else self.word(token)
             changed += fixed != token
             out.append(fixed)
-            previous = token or previous
         return out, changed
+
+
+def _hyphen_halves(words: list[str], previous: str = "") -> Iterator[tuple[str, bool]]:
+    """Each word, and whether it is half of a word hyphenated across lines (it ends in a hyphen,
+    or the word before it, `previous` for the first, does)."""
+    for token in words:
+        yield token, token.endswith("-") or previous.endswith("-")
+        previous = token or previous
 
 
 def _swapped(word: str) -> set[str]:
