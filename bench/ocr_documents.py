@@ -165,6 +165,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "words_corrected_on_every_page": ({"ocr_words.LANGUAGE_SHARE": 0.0}, True, {}),
     # lines read one at a time on every core's intra-op thread (ocr.reading_threads = 1: the worker before)
     "lines_read_one_at_a_time": ({}, True, {"reading_threads": 1}),
+    # large images detected at 960 first, and again at 1280 where their text came out small (the worker before)
+    "large_images_detected_at_960_first": ({"FINE_FIRST_LONG_SIDE": 0}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9

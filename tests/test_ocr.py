@@ -17,6 +17,7 @@ from edge_agent.engines.rapidocr import (
     SMALL_PRINT,
     SMALL_TEXT,
     OcrWorker,
+    first_detection_side,
     model_sessions,
     second_detection,
     small_print_limit,
@@ -415,19 +416,50 @@ def test_small_print_enlargement_is_bounded():
 
 
 def test_small_text_on_a_large_image_is_detected_again_at_1280():
-    assert second_detection(3508, 2480, 40) == (SMALL_TEXT, ("max", 1280))  # 11 px as the detector saw it
-    assert second_detection(3508, 2480, 80) is None  # 22 px: large enough
-    assert second_detection(720, 1280, 30) is None  # a camera frame of a label
-    assert second_detection(900, 900, 20) == (SMALL_PRINT, small_print_limit(900, 900))
-    assert second_detection(900, 900, float("inf")) is None  # nothing detected
+    assert second_detection(1400, 1000, 25, 960) == (SMALL_TEXT, ("max", 1280))  # 17 px as the detector saw it
+    assert second_detection(1400, 1000, 30, 960) is None  # 21 px: large enough
+    assert second_detection(720, 1280, 30, 960) is None  # a camera frame of a label
+    assert second_detection(3508, 2480, 40, 1280) is None  # detected at 1280 already
+    assert second_detection(900, 900, 20, 960) == (SMALL_PRINT, small_print_limit(900, 900))
+    assert second_detection(3508, 2480, 20, 1280) == (SMALL_PRINT, small_print_limit(3508, 2480))
+    assert second_detection(900, 900, float("inf"), 960) is None  # nothing detected
+
+
+def test_images_of_1440_pixels_or_longer_are_detected_at_1280_first():
+    assert first_detection_side(2480, 3508) == first_detection_side(1080, 1920) == 1280
+    assert first_detection_side(1440, 600) == 1280
+    assert first_detection_side(720, 1280) == first_detection_side(1439, 1000) == first_detection_side(480, 640) == 960
+
+
+def detector_sides(image: Image.Image) -> list[int]:
+    """The sides the daemon's OCR worker (in-process) had its detector shrink `image` to, in turn."""
+    worker = OcrWorker(None, correct_words="")  # type: ignore[arg-type]
+    sides = []
+    detect_and_crop = worker.engine.detect_and_crop
+
+    def noted(*args):  # the real detection, noting the detector's limit
+        sides.append(worker.engine.text_det.limit_side_len)
+        return detect_and_crop(*args)
+
+    worker.engine.detect_and_crop = noted
+    worker.recognise(png(image), 30_000_000)
+    return sides
+
+
+RECEIPT = ["Thank you for shopping", "Total due 12.50", "Paid by card ending 4711", "Keep this receipt"]
+
+
+def test_a_large_scan_is_detected_once_at_1280():
+    image = render([((60, 60 + i * 90), text) for i, text in enumerate(RECEIPT)], size=(2400, 3000), points=42)
+    assert detector_sides(image) == [1280]
 
 
 def test_a_large_scan_with_small_text_is_detected_again(client):
-    lines = ["Thank you for shopping", "Total due 12.50", "Paid by card ending 4711", "Keep this receipt"]
-    image = render([((60, 60 + i * 90), text) for i, text in enumerate(lines)], size=(2400, 3000), points=42)
+    image = render([((60, 60 + i * 35), text) for i, text in enumerate(RECEIPT)], size=(1000, 1400), points=16)
+    assert detector_sides(image) == [960, 1280]
     result = client.ocr(png(image))
     assert result["page"]["small_text"] is True and result["page"]["small_print"] is False
-    assert lines_of(result) == lines
+    assert lines_of(result) == RECEIPT
 
 
 def test_a_jpeg_over_the_pixel_limit_is_read_at_half_size(client):

@@ -3,7 +3,9 @@ an engine child process (see host.py). Decoding and checking the image happens h
 a hostile image can only hurt this process."""
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,13 +50,20 @@ READING = {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 160],
 # - text under 20 pixels high as the detector saw it on a large image shrunk to 960 (receipts
 #   scanned at 300-600 dpi) at 1280 pixels a side: on 60 receipts 960 alone lost 1.1 points of
 #   words found, nearly all on pages under that height.
-# Recognition crops the image as it is either way.
+# Recognition crops the image as it is either way. An image FINE_FIRST_LONG_SIDE pixels long or
+# longer is detected at 1280 straight away: 48 of the corpus's 50 article pages (1984 pixels
+# long) and 21 of its 60 receipts were detected twice, at 960 to learn their text was small and
+# at 1280. On the 192 corpus pages 0.98x the time (articles 0.94x at p50), 0.04 points more
+# words found (receipts 0.15); a 1080p frame of a label, which needed no second pass, takes
+# about 1.4x as long (bench/ocr_documents.py --compare shipped large_images_detected_at_960_first;
+# README)
 SMALL_PRINT_PX = 24  # median box height in the image's pixels
 SMALL_PRINT_SHORT_SIDE = 1280
 SMALL_PRINT_MAX_ENLARGE = 2.0
 SMALL_PRINT_LONG_SIDE = 2560
 SMALL_TEXT_DETECTOR_PX = 20  # median box height in the detector's pixels
 FINE_DETECTOR_SIDE = 1280
+FINE_FIRST_LONG_SIDE = 1440  # 0: every image is detected at DETECTOR_SIDE first
 # a page found in a photo is sharpened after it is flattened (an unsharp mask: the image plus
 # AMOUNT times its difference from itself blurred by SIGMA pixels): a camera's focus and the
 # flattening's interpolation soften it. On 22 simulated photos of corpus pages (bench/ocr_corpus.py)
@@ -150,18 +159,20 @@ class OcrWorker:
         original = self.engine.load_img(bgr)
         image, record = self.engine.preprocess_img(original)
         turned_first = 0  # degrees the page was turned before its boxes were read, undone on them for output
+        first_side = first_detection_side(*image.shape[:2])
         try:
-            crops, detected = self.engine.detect_and_crop(image, record)
-            # the detector's boxes are in its padded image's frame where it padded a wide, low
-            # image (RapidOCR pads only there): cropping anew from `image` would miss them
-            unpadded = not record["padding_1"]["top"]
-            if TURN_SIDEWAYS_PAGES and unpadded and sideways(detected.boxes):
-                turned = self._detect_turned(image, record, detected.elapse)
-                if turned is not None:
-                    image, crops, detected = turned
-                    turned_first = SIDEWAYS_QUARTER
+            with self._detector_limit(("max", first_side)):
+                crops, detected = self.engine.detect_and_crop(image, record)
+                # the detector's boxes are in its padded image's frame where it padded a wide, low
+                # image (RapidOCR pads only there): cropping anew from `image` would miss them
+                unpadded = not record["padding_1"]["top"]
+                if TURN_SIDEWAYS_PAGES and unpadded and sideways(detected.boxes):
+                    turned = self._detect_turned(image, record, detected.elapse)
+                    if turned is not None:
+                        image, crops, detected = turned
+                        turned_first = SIDEWAYS_QUARTER
             height, width = image.shape[:2]
-            again = second_detection(height, width, _median_height(detected.boxes))
+            again = second_detection(height, width, _median_height(detected.boxes), first_side)
             if again is not None:
                 crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
             if SPLIT_AT_GUTTERS and unpadded:
@@ -282,15 +293,21 @@ class OcrWorker:
                       first_seconds: float) -> tuple[list, Any]:
         """Detection again with the page sized by `limit` for the detector only (the boxes come
         back in the image's pixels)."""
-        detector = self.engine.text_det  # loaded by the first detection
+        with self._detector_limit(limit):
+            crops, detected = self.engine.detect_and_crop(image, record)
+        detected.elapse += first_seconds
+        return crops, detected
+
+    @contextlib.contextmanager
+    def _detector_limit(self, limit: tuple[str, int]) -> Iterator[None]:
+        """The detector sizes images by `limit` (RapidOCR's limit_type, limit_side_len) inside."""
+        detector = self.engine._load_det_model()  # RapidOCR 3 loads its models on first use
         usual = detector.limit_type, detector.limit_side_len
         detector.limit_type, detector.limit_side_len = limit
         try:
-            crops, detected = self.engine.detect_and_crop(image, record)
+            yield
         finally:
             detector.limit_type, detector.limit_side_len = usual
-        detected.elapse += first_seconds
-        return crops, detected
 
     def page_boxes(self, bgr: Any, reduced: int = 1) -> PageReading:
         """The page's text boxes: `points` in the pixels of the image as sent (`reduced`: the
@@ -386,13 +403,20 @@ class SecondDetection(NamedTuple):
 SMALL_PRINT, SMALL_TEXT = "small_print", "small_text"
 
 
-def second_detection(height: int, width: int, median_height: float) -> SecondDetection | None:
+def first_detection_side(height: int, width: int) -> int:
+    """The longest side the first detection shrinks an image to."""
+    return FINE_DETECTOR_SIDE if FINE_FIRST_LONG_SIDE and max(height, width) >= FINE_FIRST_LONG_SIDE else DETECTOR_SIDE
+
+
+def second_detection(height: int, width: int, median_height: float, first_side: int) -> SecondDetection | None:
     """Whether and how to detect an image again, given the median height of the boxes of the
-    first detection in the image's pixels; None: no second pass."""
+    first detection (which shrank the image to `first_side` at most) in the image's pixels;
+    None: no second pass."""
     if median_height < SMALL_PRINT_PX:
         return SecondDetection(SMALL_PRINT, small_print_limit(height, width))
     long = max(height, width)
-    if long > DETECTOR_SIDE and median_height * DETECTOR_SIDE / long < SMALL_TEXT_DETECTOR_PX:
+    if (first_side < FINE_DETECTOR_SIDE and long > first_side
+            and median_height * first_side / long < SMALL_TEXT_DETECTOR_PX):
         return SecondDetection(SMALL_TEXT, ("max", FINE_DETECTOR_SIDE))
     return None
 
