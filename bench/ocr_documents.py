@@ -166,7 +166,9 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     # lines read one at a time on every core's intra-op thread (ocr.reading_threads = 1: the worker before)
     "lines_read_one_at_a_time": ({}, True, {"reading_threads": 1}),
     # large images detected at 960 first, and again at 1280 where their text came out small (the worker before)
-    "large_images_detected_at_960_first": ({"FINE_FIRST_LONG_SIDE": 0}, True, {}),
+    "large_images_detected_at_960_first": ({"FINE_FIRST_LONGER_THAN": None}, True, {}),
+    # and detected at 1280 first from 1440 pixels long, 1080p frames among them
+    "images_from_1440_detected_at_1280_first": ({"FINE_FIRST_LONGER_THAN": 1439}, True, {}),
 }
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9

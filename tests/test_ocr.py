@@ -425,10 +425,10 @@ def test_small_text_on_a_large_image_is_detected_again_at_1280():
     assert second_detection(900, 900, float("inf"), 960) is None  # nothing detected
 
 
-def test_images_of_1440_pixels_or_longer_are_detected_at_1280_first():
-    assert first_detection_side(2480, 3508) == first_detection_side(1080, 1920) == 1280
-    assert first_detection_side(1440, 600) == 1280
-    assert first_detection_side(720, 1280) == first_detection_side(1439, 1000) == first_detection_side(480, 640) == 960
+def test_images_longer_than_a_1080p_frame_are_detected_at_1280_first():
+    assert first_detection_side(2480, 3508) == first_detection_side(1080, 1921) == 1280
+    assert first_detection_side(1080, 1920) == first_detection_side(720, 1280) == 960
+    assert first_detection_side(1400, 1000) == first_detection_side(480, 640) == 960
 
 
 def detector_sides(image: Image.Image) -> list[int]:

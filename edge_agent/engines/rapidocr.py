@@ -50,20 +50,21 @@ READING = {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 160],
 # - text under 20 pixels high as the detector saw it on a large image shrunk to 960 (receipts
 #   scanned at 300-600 dpi) at 1280 pixels a side: on 60 receipts 960 alone lost 1.1 points of
 #   words found, nearly all on pages under that height.
-# Recognition crops the image as it is either way. An image FINE_FIRST_LONG_SIDE pixels long or
-# longer is detected at 1280 straight away: 48 of the corpus's 50 article pages (1984 pixels
-# long) and 21 of its 60 receipts were detected twice, at 960 to learn their text was small and
-# at 1280. On the 192 corpus pages 0.98x the time (articles 0.94x at p50), 0.04 points more
-# words found (receipts 0.15); a 1080p frame of a label, which needed no second pass, takes
-# about 1.4x as long (bench/ocr_documents.py --compare shipped large_images_detected_at_960_first;
-# README)
+# Recognition crops the image as it is either way. An image longer than FINE_FIRST_LONGER_THAN
+# (a 1080p camera frame) is detected at 1280 straight away: 48 of the corpus's 50 article pages
+# (1984 pixels long once RapidOCR caps them at 2000) and most of its large receipts were detected
+# twice, at 960 only to learn that their text was small. On the 192 corpus pages 0.98x the time
+# (articles 0.91x at p50), the same words. From 1440 pixels instead: 0.97x and 0.04 points more
+# words found, but a 1080p frame of a label, which needs no second pass, 1.4x as long
+# (bench/ocr_documents.py --compare shipped large_images_detected_at_960_first
+# images_from_1440_detected_at_1280_first; README)
 SMALL_PRINT_PX = 24  # median box height in the image's pixels
 SMALL_PRINT_SHORT_SIDE = 1280
 SMALL_PRINT_MAX_ENLARGE = 2.0
 SMALL_PRINT_LONG_SIDE = 2560
 SMALL_TEXT_DETECTOR_PX = 20  # median box height in the detector's pixels
 FINE_DETECTOR_SIDE = 1280
-FINE_FIRST_LONG_SIDE = 1440  # 0: every image is detected at DETECTOR_SIDE first
+FINE_FIRST_LONGER_THAN: int | None = 1920  # None: every image is detected at DETECTOR_SIDE first
 # a page found in a photo is sharpened after it is flattened (an unsharp mask: the image plus
 # AMOUNT times its difference from itself blurred by SIGMA pixels): a camera's focus and the
 # flattening's interpolation soften it. On 22 simulated photos of corpus pages (bench/ocr_corpus.py)
@@ -405,7 +406,8 @@ SMALL_PRINT, SMALL_TEXT = "small_print", "small_text"
 
 def first_detection_side(height: int, width: int) -> int:
     """The longest side the first detection shrinks an image to."""
-    return FINE_DETECTOR_SIDE if FINE_FIRST_LONG_SIDE and max(height, width) >= FINE_FIRST_LONG_SIDE else DETECTOR_SIDE
+    fine = FINE_FIRST_LONGER_THAN is not None and max(height, width) > FINE_FIRST_LONGER_THAN
+    return FINE_DETECTOR_SIDE if fine else DETECTOR_SIDE
 
 
 def second_detection(height: int, width: int, median_height: float, first_side: int) -> SecondDetection | None:
