@@ -431,9 +431,8 @@ def test_images_longer_than_a_1080p_frame_are_detected_at_1280_first():
     assert first_detection_side(1400, 1000) == first_detection_side(480, 640) == 960
 
 
-def detector_sides(image: Image.Image) -> list[int]:
+def detector_sides(worker: OcrWorker, image: Image.Image) -> list[int]:
     """The sides the daemon's OCR worker (in-process) had its detector shrink `image` to, in turn."""
-    worker = OcrWorker(None, correct_words="")  # type: ignore[arg-type]
     sides = []
     detect_and_crop = worker.engine.detect_and_crop
 
@@ -442,21 +441,24 @@ def detector_sides(image: Image.Image) -> list[int]:
         return detect_and_crop(*args)
 
     worker.engine.detect_and_crop = noted
-    worker.recognise(png(image), 30_000_000)
+    try:
+        worker.recognise(png(image), 30_000_000)
+    finally:
+        del worker.engine.detect_and_crop
     return sides
 
 
 RECEIPT = ["Thank you for shopping", "Total due 12.50", "Paid by card ending 4711", "Keep this receipt"]
 
 
-def test_a_large_scan_is_detected_once_at_1280():
+def test_a_large_scan_is_detected_once_at_1280(worker):
     image = render([((60, 60 + i * 90), text) for i, text in enumerate(RECEIPT)], size=(2400, 3000), points=42)
-    assert detector_sides(image) == [1280]
+    assert detector_sides(worker, image) == [1280]
 
 
-def test_a_large_scan_with_small_text_is_detected_again(client):
+def test_a_large_scan_with_small_text_is_detected_again(client, worker):
     image = render([((60, 60 + i * 35), text) for i, text in enumerate(RECEIPT)], size=(1000, 1400), points=16)
-    assert detector_sides(image) == [960, 1280]
+    assert detector_sides(worker, image) == [960, 1280]
     result = client.ocr(png(image))
     assert result["page"]["small_text"] is True and result["page"]["small_print"] is False
     assert lines_of(result) == RECEIPT

@@ -42,12 +42,19 @@ class LineReaders:
         shares = [share for share in (by_width[k::self.readers] for k in range(self.readers)) if share]
         pending = [self.pool.submit(engine.recognize_txt, [crops[i] for i in share]) for share in shares[1:]]
         outputs = [engine.recognize_txt([crops[i] for i in shares[0]])] + [job.result() for job in pending]
-        texts, scores = [""] * len(crops), [0.0] * len(crops)
-        for share, output in zip(shares, outputs):
-            for i, text, score in zip(share, output.txts, output.scores):
-                texts[i], scores[i] = text, score
-        merged = outputs[0]
-        merged.imgs, merged.txts, merged.scores = crops, tuple(texts), scores
-        merged.word_results = (None,) * len(crops)  # word boxes are not asked for
-        merged.elapse = time.perf_counter() - start
-        return merged
+        return merged_readings(crops, list(zip(shares, outputs)), time.perf_counter() - start)
+
+
+def merged_readings(crops: list, parts: list[tuple[list[int], Any]], elapse: float) -> Any:
+    """One RapidOCR TextRecOutput for `crops` from `parts`, each (indices, the recogniser's
+    output for the crops at those indices); a later part's reading of a crop replaces an
+    earlier one's, a crop no part read is "" with score 0. The first part's output is reused;
+    word boxes are not asked for (None each)."""
+    texts, scores = [""] * len(crops), [0.0] * len(crops)
+    for indices, output in parts:
+        for i, text, score in zip(indices, output.txts, output.scores):
+            texts[i], scores[i] = text, score
+    merged = parts[0][1]
+    merged.imgs, merged.txts, merged.scores, merged.elapse = crops, tuple(texts), scores, elapse
+    merged.word_results = (None,) * len(crops)
+    return merged

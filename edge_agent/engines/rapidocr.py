@@ -30,7 +30,7 @@ from ..ocr_geometry import (
 from ..ocr_layout import TABLE, Block, Box, layout, page_text, script_hint, spoken_text, text_blocks
 from ..ocr_words import WordCorrector, correct_boxes
 from .channel import EngineJob
-from .line_readers import LineReaders, reader_count
+from .line_readers import LineReaders, merged_readings, reader_count
 from .ocr_models import Recogniser, check_loaded, main_recogniser, quick_recogniser
 from .word_spaces import install as keep_word_spaces
 from .worker import WorkerChannel, serve_short_jobs
@@ -241,20 +241,13 @@ class OcrWorker:
         first = self.lines.read(self.quick, [crops[i] for i in quick])
         sure = {i for i, score in zip(quick, first.scores) if score >= self.recheck_below}
         unsure = [i for i in range(len(crops)) if i not in sure]
-        texts, scores = [""] * len(crops), [0.0] * len(crops)
-        for i, text, score in zip(quick, first.txts, first.scores):
-            texts[i], scores[i] = text, score
-        elapse = first.elapse or 0.0
+        parts, elapse = [(quick, first)], first.elapse or 0.0
         if unsure:
             again = self.lines.read(self.engine, [crops[i] for i in unsure])
-            for i, text, score in zip(unsure, again.txts, again.scores):
-                texts[i], scores[i] = text, score
+            parts.append((unsure, again))
             elapse += again.elapse or 0.0
-        # the quick recogniser's output made one reading per crop, as RapidOCR's own is (word
-        # boxes are not asked for: None each)
-        first.imgs, first.txts, first.scores, first.elapse = crops, tuple(texts), scores, elapse
-        first.word_results = (None,) * len(crops)
-        return first
+        # one reading per crop, as RapidOCR's own output is
+        return merged_readings(crops, parts, elapse)
 
     def _read_odd_turns_both_ways(self, directions: Any, recognised: Any) -> None:
         """Boxes the direction classifier turned the other way from most of the page's (a long
