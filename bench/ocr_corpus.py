@@ -1,7 +1,8 @@
 """Build the document OCR corpus from public data sets with ground truth, for bench/ocr_documents.py.
 
     python bench/ocr_corpus.py --output bench/work/ocr-corpus --sroie ~/src/ICDAR-2019-SROIE \
-        --funsd ~/src/FUNSD/dataset --docbank ~/src/DocBank/DocBank_samples/DocBank_samples [--limit 60]
+        --funsd ~/src/FUNSD/dataset --docbank ~/src/DocBank/DocBank_samples/DocBank_samples \
+        --worksheets ~/src/batch9_dyslexia [--limit 60]
 
 The corpus is a folder of page images, each with NAME.json beside it:
 {"kind": "receipt", "source": "...", "text": "the page's words, line by line, in reading order"}
@@ -39,6 +40,18 @@ Sources so far:
   resolution, so that a scan and its photo differ only by what the camera adds. The data
   sets at hand hold no photographs with word-level ground truth (CORD and WildReceipt are
   not mirrored here), so these simulate one.
+- `--worksheets`: real phone photos and scans of printed French school worksheets from
+  github.com/dataforgoodfr/batch9_dyslexia (MIT; `Exemples/`): each worksheet's PDF, photos of
+  its printout taken with a phone (4000x3000 JPEG, some turned sideways or upside down on the
+  desk, one strongly out of focus, EXIF orientation kept as the camera wrote it) and, for
+  three of them, a scan of the printout (a PDF holding one JPEG, taken out with poppler's
+  `pdfimages`). The reference is the PDF's own text layer in poppler's reading order
+  (`pdftotext`, which reads a table row by row, cell by cell), bullet glyphs dropped: text
+  the PDF holds as a picture (an amphitheatre figure's labels, a box conjugating être and
+  avoir) is not in it, so it only counts against precision. Only the photos listed in
+  WORKSHEETS are taken, each compared by eye with its PDF; the fractions worksheet is left
+  out (its text is stacked fractions, which no one reads as words). Kinds: "phone-photo"
+  (11 photos of 4 worksheets) and "worksheet" (3 scans). Needs poppler-utils.
 """
 from __future__ import annotations
 
@@ -46,7 +59,10 @@ import argparse
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
+import tempfile
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +158,73 @@ def add_photos(output: Path, every: int) -> int:
                         truth["text"].splitlines(), scan=truth_file.stem)
             added += 1
     return added
+
+
+# A folder of Exemples/: the PDF printed (in Exemples/), its scan (or None), the phone photos
+# of its printout compared by eye with the PDF (the others in the repository were not at hand).
+WORKSHEETS = {
+    "Dictee": ("Dictée_ Le petit chaperon rouge.pdf", "dictee_scan.pdf", ()),
+    "Ex_COD": ("Exercice le COD.pdf", None, ("IMG_20210329_122300.jpg", "IMG_20210329_122306.jpg")),
+    "Histoire_Geo": ("Histoire-Geo.pdf", "Histoire_scan.pdf",
+                     ("IMG_20210329_122524.jpg", "IMG_20210329_122536.jpg", "IMG_20210329_122543.jpg")),
+    "Present_indicatif": ("Present_indicatif.pdf", "present_indicatif_scan.pdf",
+                          ("IMG_20210329_122337.jpg", "IMG_20210329_122401.jpg")),
+    "SVT": ("SVT.pdf", None, ("IMG_20210329_122614.jpg", "IMG_20210329_122617.jpg",
+                              "IMG_20210329_122629.jpg", "IMG_20210329_122633.jpg")),
+}
+
+
+def worksheet_lines(pdf_text: str) -> list[str]:
+    """A worksheet's reference lines from pdftotext's output: blank lines and tokens made only
+    of symbols (the bullets ❖ and ➢ are glyphs, not words) dropped, spaces collapsed."""
+    lines = []
+    for line in pdf_text.splitlines():
+        kept = [token for token in line.split()
+                if not all(unicodedata.category(char).startswith("S") for char in token)]
+        if kept:
+            lines.append(" ".join(kept))
+    return lines
+
+
+def pdf_text(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def scanned_image(pdf: Path, output: Path, name: str) -> Path | None:
+    """The one JPEG a scanner's PDF holds, copied to output/NAME.jpg (None if it holds another)."""
+    with tempfile.TemporaryDirectory() as work:
+        subprocess.run(["pdfimages", "-j", "-f", "1", "-l", "1", str(pdf), f"{work}/page"], check=True)
+        images = sorted(Path(work).glob("page-*"))
+        if len(images) != 1 or images[0].suffix != ".jpg":
+            return None
+        return Path(shutil.copyfile(images[0], output / f"{name}.jpg"))
+
+
+def add_worksheets(checkout: Path, output: Path) -> tuple[int, int]:
+    """The phone photos and scans of WORKSHEETS found in a checkout (see above): (photos, scans)."""
+    examples = checkout / "Exemples" if (checkout / "Exemples").is_dir() else checkout
+    photos = scans = 0
+    for folder, (printed, scan, photo_names) in WORKSHEETS.items():
+        if not (examples / printed).exists():
+            continue
+        lines = worksheet_lines(pdf_text(examples / printed))
+        source = f"dataforgoodfr/batch9_dyslexia Exemples/{folder}"
+        slug = folder.lower().replace("_", "-")
+        for photo in photo_names:
+            image = examples / folder / photo
+            if image.exists():
+                add_page(output, f"phone-photo-{slug}-{image.stem.removeprefix('IMG_')}", image, "phone-photo",
+                         f"{source}/{photo} (phone photo of the printed {printed}; reference: its text layer)",
+                         lines)
+                photos += 1
+        if scan and (examples / folder / scan).exists():
+            name = f"worksheet-{slug}-scan"
+            if scanned_image(examples / folder / scan, output, name):
+                write_truth(output, name, "worksheet", f"{source}/{scan} (scan of the printed {printed}; "
+                            "reference: its text layer)", lines)
+                scans += 1
+    return photos, scans
 
 
 def add_sroie(checkout: Path, output: Path, limit: int, every: int) -> int:
@@ -287,6 +370,8 @@ def main() -> int:
     parser.add_argument("--sroie", type=Path, help="a checkout with data/img and data/box")
     parser.add_argument("--funsd", type=Path, help="a FUNSD folder with testing_data/images and annotations")
     parser.add_argument("--docbank", type=Path, help="DocBank's sample folder (NAME_ori.jpg and NAME.txt)")
+    parser.add_argument("--worksheets", type=Path,
+                        help="a checkout of dataforgoodfr/batch9_dyslexia (Exemples/: worksheet PDFs, photos, scans)")
     parser.add_argument("--limit", type=int, default=60, help="pages per source")
     # the development corpus of bench/results/ocr.json: every 10th receipt (000, 010, ... 590), all 50 forms
     parser.add_argument("--sroie-every", type=int, default=10, help="take every n-th receipt")
@@ -303,6 +388,8 @@ def main() -> int:
         counts["form"] = add_funsd(args.funsd, args.output, args.limit, args.funsd_every)
     if args.docbank:
         counts["article"] = add_docbank(args.docbank, args.output, args.limit, args.docbank_every)
+    if args.worksheets:
+        counts["phone-photo"], counts["worksheet"] = add_worksheets(args.worksheets, args.output)
     if not counts:
         parser.error("give at least one source")
     if args.photos_every > 0:

@@ -8,8 +8,9 @@ Two numbers per page, both over the ground truth's words:
 Precision (output words that match) is reported beside them, so that a reader who invents
 words is seen. Words are compared after Unicode NFKC, case folding, splitting at hyphens,
 slashes and colons inside them (data sets tokenise "12/10/98" or "614-466-5087" as several
-words, a reader as one) and stripping punctuation at their ends ("Total:" = "total"; "12.50"
-and "R&D" keep theirs).
+words, a reader as one), taking a typographic apostrophe for a typewriter one ("l’eau" =
+"l'eau": a PDF's text sets the one, a recogniser reads either) and stripping punctuation at
+their ends ("Total:" = "total"; "12.50" and "R&D" keep theirs).
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEPARATORS = re.compile(r"[\s\-/:\u2013\u2014]+")
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 EDGE_PUNCTUATION = "\"'`.,:;!?()[]{}<>*_|-–—“”‘’«»"
 
 
 def words(text: str) -> list[str]:
     out = []
-    for raw in SEPARATORS.split(unicodedata.normalize("NFKC", text)):
+    for raw in SEPARATORS.split(unicodedata.normalize("NFKC", text).translate(APOSTROPHES)):
         word = raw.casefold().strip(EDGE_PUNCTUATION)
         if word:
             out.append(word)

@@ -1,6 +1,8 @@
 """The document OCR scorer (bench/ocr_score.py): order-free recall, in-order accuracy, precision."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.ocr_score import combine, common_subsequence, score_page, words
@@ -9,6 +11,10 @@ from bench.ocr_score import combine, common_subsequence, score_page, words
 def test_words_are_compared_without_case_and_edge_punctuation():
     assert words("TOTAL: RM 12.50 (incl.) R&D “Quote”") == ["total", "rm", "12.50", "incl", "r&d", "quote"]
     assert words("ﬁve  \t\n -- ") == ["five"]  # NFKC folds the ligature; a bare dash is no word
+
+
+def test_a_typographic_apostrophe_is_a_typewriter_one():
+    assert words("L’eau d’une ‘plante’") == words("L'eau d'une 'plante'") == ["l'eau", "d'une", "plante"]
 
 
 def test_words_split_where_data_sets_tokenise_apart():
@@ -107,3 +113,64 @@ def test_a_docbank_page_in_two_columns_is_read_column_by_column(tmp_path):
     words_file.write_text("\r\n".join(line for r in rows for line in r) + "\r\n", encoding="utf-8")
     assert docbank_lines(words_file) == (["Running head"] + [f"left{i} words" for i in range(12)]
                                          + [f"right{i}" for i in range(12)] + ["Wide table", "below", "right"])
+
+
+def test_a_worksheets_reference_drops_bullet_glyphs_and_blank_lines():
+    from bench.ocr_corpus import worksheet_lines
+
+    pdf_text = "Le présent de l’indicatif\n\n❖ Exprimer une vérité générale:\n   ➢ Ex: Le ciel est bleu.\n\n\f"
+    assert worksheet_lines(pdf_text) == ["Le présent de l’indicatif", "Exprimer une vérité générale:",
+                                         "Ex: Le ciel est bleu."]
+
+
+def text_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF whose text layer holds `lines` (Helvetica, WinAnsi), written by hand."""
+    shown = "\n".join(f"BT /F1 14 Tf 72 {760 - 30 * i} Td ({line}) Tj ET" for i, line in enumerate(lines))
+    content = shown.encode("cp1252")
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+               b" /Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
+    pdf, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(pdf)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return pdf + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+
+
+def test_worksheet_photos_and_scans_come_with_their_pdfs_text(tmp_path):
+    # a checkout laid out as batch9_dyslexia's Exemples/, read with poppler's pdftotext and pdfimages
+    import io
+
+    from PIL import Image
+
+    from bench.ocr_corpus import add_worksheets
+
+    examples = tmp_path / "checkout" / "Exemples"
+    (examples / "SVT").mkdir(parents=True)
+    (examples / "Histoire_Geo").mkdir()
+    (examples / "SVT.pdf").write_bytes(text_pdf(["Les plantes", "1. De quoi est composée la plante?"]))
+    (examples / "Histoire-Geo.pdf").write_bytes(text_pdf(["La Grèce Antique"]))
+    photo = io.BytesIO()
+    Image.new("RGB", (40, 30), "white").save(photo, "JPEG")
+    (examples / "SVT" / "IMG_20210329_122614.jpg").write_bytes(photo.getvalue())  # one of the listed photos
+    (examples / "SVT" / "IMG_20210329_999999.jpg").write_bytes(photo.getvalue())  # not compared with its PDF
+    scan = Image.new("RGB", (60, 80), (250, 250, 240))
+    scan.save(examples / "Histoire_Geo" / "Histoire_scan.pdf", "PDF", resolution=100)
+    output = tmp_path / "corpus"
+    output.mkdir()
+    assert add_worksheets(tmp_path / "checkout", output) == (1, 1)
+    assert sorted(p.name for p in output.iterdir()) == [
+        "phone-photo-svt-20210329_122614.jpg", "phone-photo-svt-20210329_122614.json",
+        "worksheet-histoire-geo-scan.jpg", "worksheet-histoire-geo-scan.json"]
+    photo_truth = json.loads((output / "phone-photo-svt-20210329_122614.json").read_text())
+    assert photo_truth["kind"] == "phone-photo"
+    assert photo_truth["text"] == "Les plantes\n1. De quoi est composée la plante?"
+    assert (output / "phone-photo-svt-20210329_122614.jpg").read_bytes() == photo.getvalue()  # EXIF and all
+    scan_truth = json.loads((output / "worksheet-histoire-geo-scan.json").read_text())
+    assert scan_truth["kind"] == "worksheet" and scan_truth["text"] == "La Grèce Antique"
+    assert Image.open(output / "worksheet-histoire-geo-scan.jpg").size == (60, 80)
