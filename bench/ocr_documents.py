@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -138,6 +139,23 @@ def sweep(corpus: list[tuple[Path, dict]], only: list[str] | None = None) -> lis
 EARLIER = {"DETECTOR_SIDE": 1280, "READING": {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 320],
                                               "Det.limit_side_len": 1280, "Det.limit_type": "max"}}
 SPINNING = {"SESSION_ENTRIES": {}}  # onnxruntime's threads spin after each run (its default)
+
+
+def sideways_by_first_side(boxes: Any) -> bool:
+    """ocr_geometry.sideways as it was: a box is tall where its second side is 1.5 times its
+    first, which misses lines leaning over 45 degrees that RapidOCR starts at another corner."""
+    from edge_agent.ocr_geometry import MAJORITY, TALL
+
+    tall = wide = 0.0
+    for box in boxes:
+        width, height = math.dist(box[0], box[1]), math.dist(box[1], box[2])
+        if height >= TALL * width:
+            tall += height
+        elif width >= TALL * height:
+            wide += width
+    return tall > 0 and tall >= MAJORITY * (tall + wide)
+
+
 WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "shipped": ({}, True, {}),
     "detector_1280_rec_320": (EARLIER | SPINNING, True, {"memory_arena": False}),
@@ -169,7 +187,12 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "large_images_detected_at_960_first": ({"FINE_FIRST_LONGER_THAN": None}, True, {}),
     # and detected at 1280 first from 1440 pixels long, 1080p frames among them
     "images_from_1440_detected_at_1280_first": ({"FINE_FIRST_LONGER_THAN": 1439}, True, {}),
+    # lines left leaning once the page's skew is undone (the worker before LEVEL_EACH_LINE)
+    "lines_not_levelled": ({"LEVEL_EACH_LINE": False}, True, {}),
+    # a page on its side told by each box's first side, as RapidOCR orders its corners (the worker before)
+    "sideways_told_by_first_side": ({"sideways": sideways_by_first_side}, True, {}),
 }
+
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
 FRAME_READS = 9
 

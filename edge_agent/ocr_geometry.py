@@ -27,6 +27,7 @@ TALL = 1.5  # RapidOCR turns a crop whose height is 1.5 times its width or more:
 MAJORITY = 0.6  # share of the text (by characters) that must agree before the page is turned
 MIN_PAGE_AREA = 0.2  # a page outline must cover this share of the photo
 BORDER = 0.01  # a whole page photographed lies inside the photo by at least this share of its size
+LEAN_SHARE = 0.5  # of a box's height: how far its far end must rise or fall to be levelled
 STRAIGHT = 0.02  # corners this close (share of the side) to their bounding box: already a flat page
 
 
@@ -89,14 +90,22 @@ def turn_boxes(boxes: np.ndarray, degrees: int, width: float, height: float) -> 
 
 def sideways(boxes: np.ndarray) -> bool:
     """Whether the detector's boxes say the page lies on its side: MAJORITY of their length is
-    in tall boxes (text written up or down the image). Square boxes count for neither way."""
+    in boxes whose long side runs nearer up the image than across (text written up or down).
+    Boxes less than TALL times as long as high count for neither way. The long side is found
+    by its direction, not by the corners' order: RapidOCR starts a line tilted more than 45
+    degrees (a page on its side, turned 10 degrees on the desk) at another corner, so that its
+    first side is its length."""
     tall = wide = 0.0
     for box in boxes:
-        width, height = _side(box[0], box[1]), _side(box[1], box[2])
-        if height >= TALL * width:
-            tall += height
-        elif width >= TALL * height:
-            wide += width
+        first, second = _side(box[0], box[1]), _side(box[1], box[2])
+        start, end = (box[0], box[1]) if first >= second else (box[1], box[2])
+        length, height = max(first, second), min(first, second)
+        if length < TALL * height:
+            continue
+        if abs(end[1] - start[1]) > abs(end[0] - start[0]):
+            tall += length
+        else:
+            wide += length
     return tall > 0 and tall >= MAJORITY * (tall + wide)
 
 
@@ -115,15 +124,9 @@ def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:
     atan2 gives it in image coordinates (y down: positive when lines run down to the right)."""
     angles: list[tuple[float, float]] = []
     for box in boxes:
-        first, second = _side(box[0], box[1]), _side(box[1], box[2])
-        (x0, y0), (x1, y1) = (box[0], box[1]) if first >= second else (box[1], box[2])
-        along, across = max(first, second), min(first, second)
-        if along < min_aspect * across:
-            continue
-        angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
-        angle = angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle  # direction does not matter
-        if abs(angle) < 45:
-            angles.append((angle, along))
+        angle = line_angle(box, min_aspect)
+        if angle is not None:
+            angles.append((angle, max(_side(box[0], box[1]), _side(box[1], box[2]))))
     if not angles:
         return 0.0
     angles.sort()
@@ -133,6 +136,41 @@ def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:
         if running >= half:
             return angle
     return angles[-1][0]
+
+
+def line_angle(points: Points, min_aspect: float = 3.0) -> float | None:
+    """The angle of a box's long side in degrees (as skew_degrees measures it), or None where
+    the box is too short against its height to tell (under `min_aspect`) or runs up the page."""
+    first, second = _side(points[0], points[1]), _side(points[1], points[2])
+    (x0, y0), (x1, y1) = (points[0], points[1]) if first >= second else (points[1], points[2])
+    if max(first, second) < min_aspect * min(first, second):
+        return None
+    angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
+    angle = angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle
+    return angle if abs(angle) < 45 else None
+
+
+def level(points: Points, least: float) -> Points:
+    """A long box turned about the middle of its left end until it lies level, where it leans
+    by `least` degrees or more and its far end rises or falls by LEAN_SHARE of its height or
+    more. Lines of a page photographed at a slant lean by different angles (more near the far
+    edge), so one skew for the page leaves some leaning into the next line; a short box's lean
+    is the detector's wobble and moves it by a pixel or two, so it is left alone (levelling
+    those put a form's field into another row). About its left end, where a line starts: lines
+    of a paragraph start one below the other, while about their middles a long line leaning up
+    would rise above the short line before it by half the difference of their lengths times
+    the slope."""
+    angle = line_angle(points)
+    if angle is None or abs(angle) < least:
+        return points
+    first, second = _side(points[0], points[1]), _side(points[1], points[2])
+    if max(first, second) * math.sin(math.radians(abs(angle))) < LEAN_SHARE * min(first, second):
+        return points
+    ends = [(points[i], points[(i + 1) % 4]) for i in range(4)]
+    # the box's two short sides; the one further left is where the line starts
+    short = sorted(ends, key=lambda end: _side(*end))[:2]
+    start = min(short, key=lambda end: end[0][0] + end[1][0])
+    return straighten(points, angle, ((start[0][0] + start[1][0]) / 2, (start[0][1] + start[1][1]) / 2))
 
 
 def straighten(points: Points, skew: float, centre: tuple[float, float]) -> Points:

@@ -116,6 +116,19 @@ def photographed(page: Image.Image, seed: int = 0, seen=SLANT) -> Image.Image:
     return Image.fromarray(np.clip(photo + noise, 0, 255).astype(np.uint8))
 
 
+# A paragraph whose long lines are followed by short ones, photographed close up at a slant:
+# the photo cuts the page's outline off (nothing to flatten), and its lines lean 16 degrees at
+# the top and none at the bottom
+RAGGED = ["The ferry to the island leaves at nine each day", "and comes back at six.",
+          "Tickets are sold aboard and on the quay by the harbour", "master.",
+          "The market opens early on Saturday mornings with fresh", "fish and bread."]
+CLOSE_UP = ((0.02, 0.5), (1.3, -0.3), (1.3, 0.95), (0.02, 0.95))
+
+
+def ragged_paragraph() -> tuple[Image.Image, list[str]]:
+    return render([((40, 40 + 48 * i), line) for i, line in enumerate(RAGGED)], size=(1100, 420), points=30), RAGGED
+
+
 # Words set closer than a space apart, as on receipts and 100-dpi forms: RapidOCR's own decoding
 # joins some of them ("TAXINVOICE" in 12-point DejaVu Sans Condensed, 2 pixels apart)
 CLOSE_WORDS = ["FAX", "NUMBER", "TAX", "INVOICE", "TOTAL", "AMOUNT"]

@@ -322,6 +322,24 @@ def test_a_line_turned_against_the_rest_of_the_page_is_read_both_ways(worker, mo
     assert result["page"]["turned"] == 0
 
 
+@pytest.mark.parametrize("level_each_line", [True, False])
+@pytest.mark.parametrize("degrees", [0, 90])
+def test_lines_leaning_by_different_angles_in_a_close_up_photo_keep_their_order(worker, monkeypatch,
+                                                                                 level_each_line, degrees):
+    # one skew for the page (9 degrees, the lines' median) leaves the top lines leaning up into
+    # the line above and the bottom ones down; each is levelled about its start, and a short
+    # line stays under the long one before it (on its side too: the turn is found first)
+    from edge_agent.engines import rapidocr
+
+    monkeypatch.setattr(rapidocr, "LEVEL_EACH_LINE", level_each_line)
+    image, want = pages.ragged_paragraph()
+    photo = pages.photographed(image, seen=pages.CLOSE_UP).rotate(degrees, expand=True)
+    result = worker.recognise(png(photo), 10_000_000)
+    assert (lines_of(result) == want) is level_each_line, lines_of(result)
+    assert not result["page"]["flattened"] and result["page"]["turned"] == (360 - degrees) % 360
+    assert result["page"]["skew_degrees"] == pytest.approx(-9, abs=1.5)
+
+
 @pytest.mark.parametrize("turn_upside_down_pages", [True, False])
 def test_an_upside_down_page_is_turned_over_before_its_lines_are_read(worker, monkeypatch, turn_upside_down_pages):
     # on upside-down lines of real pages the direction classifier is often unsure (under its

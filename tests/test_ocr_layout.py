@@ -1,6 +1,8 @@
 """The OCR layout and page geometry on boxes and images made here (no OCR engine)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -240,6 +242,40 @@ def test_boxes_turned_with_their_page_keep_their_corners_clockwise_from_the_top_
     assert turn_boxes(down, 90, height, width).tolist() == level.tolist()
     assert turn_boxes(level, 180, width, height)[0].tolist() == [[190, 160], [290, 160], [290, 180], [190, 180]]
     assert not sideways(np.array([level[1]] * 3))  # boxes as tall as wide say nothing
+
+
+def test_a_page_on_its_side_turned_on_the_desk_is_sideways_whichever_corner_its_boxes_start_at():
+    from edge_agent.ocr_geometry import sideways
+
+    # lines running down the image, leaning 11 degrees: RapidOCR starts such a box at a corner
+    # whose first side is the line's length (SVT photo IMG_20210329_122629 of batch9_dyslexia)
+    down = np.array([[[1454 + 60 * k, 109], [1530 + 60 * k, 489], [1484 + 60 * k, 498], [1408 + 60 * k, 118]]
+                     for k in range(3)], np.float32)
+    started_across = np.roll(down, 1, axis=1)  # the same boxes started at the next corner
+    level = np.array([[[10, 20], [400, 20], [400, 40], [10, 40]]], np.float32)
+    for boxes in (down, started_across):
+        assert sideways(boxes) and sideways(np.concatenate([boxes, level]))
+    assert not sideways(np.concatenate([level] * 4))
+
+
+def test_a_long_line_is_levelled_about_where_it_starts():
+    from edge_agent.ocr_geometry import level, line_angle
+
+    leaning = [[100.0, 100.0], [1000.0, 100.0 - 900 * math.tan(math.radians(8))], [1000.0, 70.0], [100.0, 130.0]]
+    leaning[2] = [leaning[1][0], leaning[1][1] + 30]
+    assert line_angle(leaning) == pytest.approx(-8)
+    levelled = level(leaning, least=1.0)
+    assert line_angle(levelled) == pytest.approx(0, abs=1e-6)
+    start = [(a + b) / 2 for a, b in zip(levelled[0], levelled[3])]
+    assert start == pytest.approx([100, 115])  # the middle of its left end stays where it was
+    assert levelled[1][1] == pytest.approx(levelled[0][1])
+    slight = [[0.0, 0.0], [500.0, 5.0], [500.0, 35.0], [0.0, 30.0]]  # 0.6 degrees: left as it is
+    assert level(slight, least=1.0) == slight
+    # a short field leaning 3 degrees (the detector's wobble): its far end 5 pixels off, a
+    # quarter of its height, so it stays as detected
+    wobbly = [[0.0, 0.0], [100.0, -5.2], [101.0, 14.8], [1.0, 20.0]]
+    assert line_angle(wobbly) == pytest.approx(-3, abs=0.1) and level(wobbly, least=1.0) == wobbly
+    assert line_angle([[0, 0], [40, 0], [40, 30], [0, 30]]) is None  # a word too short to tell
 
 
 def test_a_page_is_upside_down_when_most_of_its_lines_length_is_labelled_so():
