@@ -187,6 +187,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "large_images_detected_at_960_first": ({"FINE_FIRST_LONGER_THAN": None}, True, {}),
     # and detected at 1280 first from 1440 pixels long, 1080p frames among them
     "images_from_1440_detected_at_1280_first": ({"FINE_FIRST_LONGER_THAN": 1439}, True, {}),
+    # small print seen only from a first detection at 960 (the worker before FORESEE_SMALL_PRINT_BELOW_PX)
+    "small_print_not_foreseen": ({"FORESEE_SMALL_PRINT_BELOW_PX": None}, True, {}),
     # lines left leaning once the page's skew is undone (the worker before LEVEL_EACH_LINE)
     "lines_not_levelled": ({"LEVEL_EACH_LINE": False}, True, {}),
     # a page on its side told by each box's first side, as RapidOCR orders its corners (the worker before)

@@ -12,6 +12,8 @@ Four corrections, each measured from the image or the detector's boxes, none gue
   `straighten`), so lines of a column do not run into each other;
 - a detected box that runs over a column gutter or between a table's cells (blank paper with
   text beside it above or below the box) is cut there before recognition (`split_at_gutters`).
+And one measure taken before detection: the height of the page's letters (`glyph_height`),
+which says whether its print is small before a detection would.
 Points are [x, y] lists; boxes are four points clockwise from the top left, as RapidOCR gives.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ MAJORITY = 0.6  # share of the text (by characters) that must agree before the p
 MIN_PAGE_AREA = 0.2  # a page outline must cover this share of the photo
 BORDER = 0.01  # a whole page photographed lies inside the photo by at least this share of its size
 LEAN_SHARE = 0.5  # of a box's height: how far its far end must rise or fall to be levelled
+MIN_GLYPHS = 150  # letter-shaped blobs glyph_height needs to tell a page's print size
 STRAIGHT = 0.02  # corners this close (share of the side) to their bounding box: already a flat page
 
 
@@ -344,3 +347,20 @@ def _cut(box: np.ndarray, cuts: list[tuple[float, float]]) -> list[np.ndarray]:
             parts.append(np.array([at(start, (x0, y0), (x1, y1)), at(end, (x0, y0), (x1, y1)),
                                    at(end, (x3, y3), (x2, y2)), at(start, (x3, y3), (x2, y2))], dtype=box.dtype))
     return parts or [box]
+
+
+def glyph_height(gray: np.ndarray, least: int = MIN_GLYPHS) -> float | None:
+    """The median height in pixels of the page's letters, told from its ink alone (before any
+    detection): the connected blobs of dark pixels (Otsu's threshold) that are letter-shaped,
+    4 to 120 pixels high, no more than 3 times as wide as high and filling at least 15 % of
+    their bounding box (a rule or a frame's line is neither). None where fewer than `least`
+    such blobs are found (a label of a few words, a photo of no text): too few to tell."""
+    import cv2
+
+    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    _count, _labels, stats, _centres = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    height, width, area = (stats[1:, field] for field in (cv2.CC_STAT_HEIGHT, cv2.CC_STAT_WIDTH, cv2.CC_STAT_AREA))
+    letters = (height >= 4) & (height <= 120) & (width >= 2) & (width <= 3 * height) & (area >= 0.15 * height * width)
+    if int(letters.sum()) < least:
+        return None
+    return float(np.median(height[letters]))

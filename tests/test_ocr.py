@@ -23,6 +23,7 @@ from edge_agent.engines.rapidocr import (
     small_print_limit,
 )
 from edge_agent.images import ImageError, load_image
+from edge_agent.ocr_geometry import glyph_height
 from edge_agent.ocr_layout import Box, line_text, reading_order
 
 from . import ocr_pages as pages
@@ -451,11 +452,16 @@ def test_images_longer_than_a_1080p_frame_are_detected_at_1280_first():
 
 def detector_sides(worker: OcrWorker, image: Image.Image) -> list[int]:
     """The sides the daemon's OCR worker (in-process) had its detector shrink `image` to, in turn."""
+    return [side for _kind, side in detector_limits(worker, image)]
+
+
+def detector_limits(worker: OcrWorker, image: Image.Image) -> list[tuple[str, int]]:
+    """The limits (RapidOCR's limit_type, limit_side_len) the worker's detector sized `image` by, in turn."""
     sides = []
     detect_and_crop = worker.engine.detect_and_crop
 
     def noted(*args):  # the real detection, noting the detector's limit
-        sides.append(worker.engine.text_det.limit_side_len)
+        sides.append((worker.engine.text_det.limit_type, worker.engine.text_det.limit_side_len))
         return detect_and_crop(*args)
 
     worker.engine.detect_and_crop = noted
@@ -464,6 +470,32 @@ def detector_sides(worker: OcrWorker, image: Image.Image) -> list[int]:
     finally:
         del worker.engine.detect_and_crop
     return sides
+
+
+LETTER = "The committee will meet on Tuesday at ten in room 4 to review the budget"
+
+
+@pytest.mark.parametrize("foresee", [True, False])
+def test_a_page_of_small_print_is_detected_enlarged_at_once(worker, monkeypatch, foresee):
+    # a 100-dpi scan of a typed page, 1000x770 like FUNSD's: letters 5 pixels high, boxes 17
+    from edge_agent.engines import rapidocr
+
+    image = render([((20, 20 + i * 18), LETTER) for i in range(40)], size=(1000, 770), points=11)
+    monkeypatch.setattr(rapidocr, "FORESEE_SMALL_PRINT_BELOW_PX", 9.5 if foresee else None)
+    first = [] if foresee else [("max", 960)]
+    assert detector_limits(worker, image) == first + [small_print_limit(770, 1000)]
+    result = worker.recognise(png(image), 30_000_000)
+    assert result["page"]["small_print"] is True
+    assert lines_of(result)[:3] == [LETTER] * 3 and len(lines_of(result)) == 40
+
+
+def test_print_size_is_told_from_the_letters_before_detection():
+    gray = lambda image: np.asarray(image.convert("L"))  # noqa: E731
+    page = [((20, 20 + i * 30), LETTER) for i in range(24)]
+    assert glyph_height(gray(render(page, size=(1000, 770), points=11))) < 7  # small print
+    assert glyph_height(gray(render(page, size=(1400, 770), points=20))) > 10  # boxes about 25 px: not small
+    assert glyph_height(gray(render([((20, 20), "Milk 1.20")], size=(400, 80), points=11))) is None  # too few letters
+    assert glyph_height(np.full((300, 300), 255, np.uint8)) is None  # blank
 
 
 RECEIPT = ["Thank you for shopping", "Total due 12.50", "Paid by card ending 4711", "Keep this receipt"]

@@ -16,6 +16,7 @@ from ..images import MAX_PIXELS, load_image
 from ..ocr_geometry import (
     find_page,
     flatten,
+    glyph_height,
     level,
     map_points,
     page_turn,
@@ -66,6 +67,15 @@ SMALL_PRINT_LONG_SIDE = 2560
 SMALL_TEXT_DETECTOR_PX = 20  # median box height in the detector's pixels
 FINE_DETECTOR_SIDE = 1280
 FINE_FIRST_LONGER_THAN: int | None = 1920  # None: every image is detected at DETECTOR_SIDE first
+# Small print foreseen: an image detected at DETECTOR_SIDE first whose letters (ocr_geometry.
+# glyph_height, 3 ms on a form) are under this many pixels high at the median is detected for
+# small print at once, its first detection (about a fifth of a form's time) skipped. On the
+# corpus's 50 FUNSD forms letters measure 6-10 pixels and their boxes 16-23 (all small print:
+# 44 of them foreseen), on its 39 receipts up to 1920 pixels long 10-30 (none); on pages of
+# DejaVu type boxes are 2.3-2.7 times the letters' height (9 pixels: boxes 21-24, the edge of
+# small print; 10: 24-27, not). A page whose letters cannot be told (fewer than MIN_GLYPHS) or
+# measure more is detected at DETECTOR_SIDE and seen, as before. None: never foreseen
+FORESEE_SMALL_PRINT_BELOW_PX: float | None = 9.5
 # a page found in a photo is sharpened after it is flattened (an unsharp mask: the image plus
 # AMOUNT times its difference from itself blurred by SIGMA pixels): a camera's focus and the
 # flattening's interpolation soften it. On 22 simulated photos of corpus pages (bench/ocr_corpus.py)
@@ -170,8 +180,9 @@ class OcrWorker:
         image, record = self.engine.preprocess_img(original)
         turned_first = 0  # degrees the page was turned before its boxes were read, undone on them for output
         first_side = first_detection_side(*image.shape[:2])
+        foreseen = self._foresee_small_print(image, first_side)
         try:
-            with self._detector_limit(("max", first_side)):
+            with self._detector_limit(foreseen.limit if foreseen else ("max", first_side)):
                 crops, detected = self.engine.detect_and_crop(image, record)
                 # the detector's boxes are in its padded image's frame where it padded a wide, low
                 # image (RapidOCR pads only there): cropping anew from `image` would miss them
@@ -182,8 +193,8 @@ class OcrWorker:
                         image, crops, detected = turned
                         turned_first = SIDEWAYS_QUARTER
             height, width = image.shape[:2]
-            again = second_detection(height, width, _median_height(detected.boxes), first_side)
-            if again is not None:
+            again = foreseen or second_detection(height, width, _median_height(detected.boxes), first_side)
+            if again is not None and not foreseen:
                 crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
             if SPLIT_AT_GUTTERS and unpadded:
                 crops = self._split_at_gutters(image, crops, detected)
@@ -211,6 +222,20 @@ class OcrWorker:
                 boxes.append(Box(text, float(score), points))
         stages = dict(zip(("detect", "classify", "recognise"), output.elapse_list or ()))
         return boxes, turn, stages, again
+
+    @staticmethod
+    def _foresee_small_print(image: Any, first_side: int) -> SecondDetection | None:
+        """The small-print detection to run first where the page's letters say its print is
+        small (FORESEE_SMALL_PRINT_BELOW_PX); None: detect at `first_side` and see."""
+        import cv2
+
+        if FORESEE_SMALL_PRINT_BELOW_PX is None or first_side != DETECTOR_SIDE:
+            return None
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        letters = glyph_height(gray)
+        if letters is None or letters >= FORESEE_SMALL_PRINT_BELOW_PX:
+            return None
+        return SecondDetection(SMALL_PRINT, small_print_limit(*image.shape[:2]))
 
     def _detect_turned(self, image: Any, record: dict, first_seconds: float) -> tuple[Any, list, Any] | None:
         """A page on its side turned SIDEWAYS_QUARTER and detected again: the detector finds
