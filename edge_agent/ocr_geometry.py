@@ -34,6 +34,15 @@ MIN_GLYPHS = 150  # letter-shaped blobs glyph_height needs to tell a page's prin
 STRAIGHT = 0.02  # corners this close (share of the side) to their bounding box: already a flat page
 
 
+def _long_side(points: Sequence[Sequence[float]]) -> tuple[Sequence[float], Sequence[float], float, float]:
+    """A box's long side as its two ends (in the corners' order), its length and the box's height
+    (the short side), whichever corner RapidOCR started the box at."""
+    first, second = _side(points[0], points[1]), _side(points[1], points[2])
+    if first >= second:
+        return points[0], points[1], first, second
+    return points[1], points[2], second, first
+
+
 def _side(a: Sequence[float], b: Sequence[float]) -> float:
     return math.hypot(b[0] - a[0], b[1] - a[1])
 
@@ -100,9 +109,7 @@ def sideways(boxes: np.ndarray) -> bool:
     first side is its length."""
     tall = wide = 0.0
     for box in boxes:
-        first, second = _side(box[0], box[1]), _side(box[1], box[2])
-        start, end = (box[0], box[1]) if first >= second else (box[1], box[2])
-        length, height = max(first, second), min(first, second)
+        start, end, length, height = _long_side(box)
         if length < TALL * height:
             continue
         if abs(end[1] - start[1]) > abs(end[0] - start[0]):
@@ -129,7 +136,7 @@ def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:
     for box in boxes:
         angle = line_angle(box, min_aspect)
         if angle is not None:
-            angles.append((angle, max(_side(box[0], box[1]), _side(box[1], box[2]))))
+            angles.append((angle, _long_side(box)[2]))
     if not angles:
         return 0.0
     angles.sort()
@@ -144,9 +151,8 @@ def skew_degrees(boxes: Sequence[Points], min_aspect: float = 3.0) -> float:
 def line_angle(points: Points, min_aspect: float = 3.0) -> float | None:
     """The angle of a box's long side in degrees (as skew_degrees measures it), or None where
     the box is too short against its height to tell (under `min_aspect`) or runs up the page."""
-    first, second = _side(points[0], points[1]), _side(points[1], points[2])
-    (x0, y0), (x1, y1) = (points[0], points[1]) if first >= second else (points[1], points[2])
-    if max(first, second) < min_aspect * min(first, second):
+    (x0, y0), (x1, y1), length, height = _long_side(points)
+    if length < min_aspect * height:
         return None
     angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
     angle = angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle
@@ -166,8 +172,8 @@ def level(points: Points, least: float) -> Points:
     angle = line_angle(points)
     if angle is None or abs(angle) < least:
         return points
-    first, second = _side(points[0], points[1]), _side(points[1], points[2])
-    if max(first, second) * math.sin(math.radians(abs(angle))) < LEAN_SHARE * min(first, second):
+    _start, _end, length, height = _long_side(points)
+    if length * math.sin(math.radians(abs(angle))) < LEAN_SHARE * height:
         return points
     ends = [(points[i], points[(i + 1) % 4]) for i in range(4)]
     # the box's two short sides; the one further left is where the line starts

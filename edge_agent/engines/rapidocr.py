@@ -193,9 +193,11 @@ class OcrWorker:
                         image, crops, detected = turned
                         turned_first = SIDEWAYS_QUARTER
             height, width = image.shape[:2]
-            again = foreseen or second_detection(height, width, _median_height(detected.boxes), first_side)
-            if again is not None and not foreseen:
-                crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
+            again = foreseen
+            if again is None:
+                again = second_detection(height, width, _median_height(detected.boxes), first_side)
+                if again is not None:
+                    crops, detected = self._detect_again(image, record, again.limit, detected.elapse)
             if SPLIT_AT_GUTTERS and unpadded:
                 crops = self._split_at_gutters(image, crops, detected)
             directions = self.engine.cls_and_rotate(crops)[1]
