@@ -179,6 +179,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "small_print_read_quick_first": ({"QUICK_MIN_HEIGHT_PX": 0}, True, {}),
     # words misread by a look-alike letter left as read (ocr.correct_words = "")
     "words_not_corrected": ({}, True, {"correct_words": ""}),
+    # words set right by the look-alike rule alone, not weighed by the recogniser's evidence (the worker before)
+    "words_not_weighed_by_evidence": ({"ocr_words.WEIGH_BY_EVIDENCE": False}, True, {}),
     # and set right on every page, whether it reads as English or not (the worker before)
     "words_corrected_on_every_page": ({"ocr_words.LANGUAGE_SHARE": 0.0}, True, {}),
     # lines read one at a time on every core's intra-op thread (ocr.reading_threads = 1: the worker before)

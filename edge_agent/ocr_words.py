@@ -15,6 +15,13 @@ A blind user hears those as noise. A word is set right only where all of these h
 - the word it would become is not a crude one (NEVER_GUESSED);
 - the page reads as the list's language (LANGUAGE_SHARE): a French or Spanish label read with
   the English list would otherwise have "décision" become "decision", "tomado" "tornado".
+Where the recogniser's evidence for the line is kept (ocr_evidence.ReadText), a word not in the
+list is first weighed against the list's words one edit from it (a letter changed, added,
+dropped or two swapped, or a look-alike swap) by how likely the recogniser's steps make each
+spelling (CTC) and how common the word is (EVIDENCE_WEIGHT); the read word, not being listed,
+counts as UNLISTED_ZIPF. That sets right what no fixed list of look-alikes foresees
+("QUANTTTY", "informaetion", "Dcpartment") and leaves a word alone where the steps say its
+letters were plain. The look-alike rule below then takes what is left.
 Tried on the 192 corpus pages (bench/ocr_documents.py --compare shipped words_not_corrected,
 README): 160 words changed, 128 of them into a word of the page that had been missing, 15 out
 of one (names spelled unusually, a subscript read as "NULL"); a general spelling corrector (any
@@ -29,6 +36,8 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+
+from .ocr_evidence import LETTER_INDEX, LineEvidence, ReadText
 
 # letters a recogniser takes for one another, each group among itself
 CONFUSABLE = ("ilt", "ilf", "ij", "oce", "oa", "ea", "un", "uv", "hb")
@@ -48,6 +57,15 @@ MARGIN_ZIPF = 0.5
 # changed 1.5 % of the French words, 1.0 % of the Spanish; on pages gated so, 0.018 % and
 # 0.001 %, for 0.03 of the 0.23 points it gains on the English corpus
 LANGUAGE_SHARE = 0.7
+# a spelling's score: the natural log of its CTC likelihood plus EVIDENCE_WEIGHT times its Zipf
+# frequency in natural-log units; the word as read scores as if its frequency were UNLISTED_ZIPF.
+# Chosen on even pages of the 206-page corpus, checked on the odd ones (a scratch run over one
+# reading of every page, README): weights 0.1-0.8 gained words found on both halves, 0.8 most
+# (+0.40 / +0.28 points); from 1.0 articles and the French photos lost words (math's variables,
+# French words taken for English), from 1.5 the corpus as a whole
+EVIDENCE_WEIGHT = 0.8
+UNLISTED_ZIPF = 0.0
+WEIGH_BY_EVIDENCE = True  # False: the look-alike rule alone, as before (bench/ocr_documents.py's variant)
 # never the result of a correction: read aloud from a form or a label, a wrong guess among these
 # does harm ("(CECK" on a FUNSD form became "(COCK"); a word printed so is still read as printed
 NEVER_GUESSED = frozenset("anal anus arse bitch cock crap cunt dick dildo fuck nude penis piss porn rape "
@@ -91,20 +109,28 @@ class WordCorrector:
         self.known = frozenset(frequencies)
         floor = 10 ** (COMMON_ZIPF - MARGIN_ZIPF - 9)
         self.common = {word: math.log10(f) + 9 for word, f in frequencies.items() if f >= floor}
+        # the letters an edit may put in: those of the language's common words that evidence is kept of
+        self.edit_letters = "".join(sorted({c for word in self.common for c in word if c in LETTER_INDEX}))
         # wordfreq caches the list and its dict (another 30 MB): only the sets above are needed
         wordfreq.get_frequency_dict.cache_clear()
         wordfreq.get_frequency_list.cache_clear()
 
-    def word(self, token: str) -> str:
-        """The token set right, or as it was."""
+    def word(self, token: str, evidence: LineEvidence | None = None, offset: int = 0) -> str:
+        """The token set right, or as it was; `evidence`: the recogniser's for the line the token
+        starts at character `offset` of."""
         match = LATIN_WORD.match(token)
         if not match:
             return token
         before, letters, after = match.groups()
-        if not _plain_case(letters) or any(c.isalpha() for c in before + after):
-            return token
         lower = letters.lower()
-        if len(lower) < MIN_LETTERS or lower in self.known:
+        if any(c.isalpha() for c in before + after) or len(lower) < MIN_LETTERS or lower in self.known:
+            return token
+        steps = evidence.steps(offset + len(before), offset + len(before) + len(letters)) if evidence else None
+        if evidence is not None and steps is not None:
+            weighed = self._weighed(letters, evidence, steps)
+            if weighed is not None:
+                return before + weighed + after
+        if not _plain_case(letters):
             return token
         plain = _without_accents(lower)
         if plain != lower and self.language != "en":
@@ -114,9 +140,28 @@ class WordCorrector:
         if not ranked or ranked[0][0] < COMMON_ZIPF or (len(ranked) > 1 and ranked[0][0] - ranked[1][0] < MARGIN_ZIPF):
             return token
         guess = ranked[0][1]
-        if guess in NEVER_GUESSED or (guess.endswith("s") and guess[:-1] in NEVER_GUESSED):
+        if _never_guessed(guess):
             return token
         return before + _cased_like(letters, guess) + after
+
+    def _weighed(self, letters: str, evidence: LineEvidence, steps: tuple[int, int]) -> str | None:
+        """The listed word one edit from `letters` that the evidence and the word's frequency
+        make likelier than `letters` as read (EVIDENCE_WEIGHT), cased as read; None: none is."""
+        words = [w for w in _one_edit(letters.lower(), self.edit_letters) | _swapped(letters.lower())
+                 if w in self.common and not _never_guessed(w)]
+        if not words:
+            return None
+        # a word read in plain case keeps it; one read in mixed case ("TOTAl") may be any of the three
+        spellings = [(w, _cased_like(letters, w)) for w in words] if _plain_case(letters) else \
+            [(w, cased) for w in words for cased in {w.upper(), w[0].upper() + w[1:], w}]
+        likelihoods = evidence.log_likelihoods(steps, [letters] + [spelling for _w, spelling in spellings])
+        weight = EVIDENCE_WEIGHT * math.log(10)
+        best, best_score = None, float(likelihoods[0]) + weight * UNLISTED_ZIPF
+        for (w, spelling), likelihood in zip(spellings, likelihoods[1:]):
+            score = float(likelihood) + weight * self.common[w]
+            if score > best_score:
+                best, best_score = spelling, score
+        return best
 
     def language_share(self, words: list[str]) -> float:
         """The share of the words (a page's, in reading order) that are common ones of the
@@ -131,14 +176,15 @@ class WordCorrector:
             common += letters.lower() in self.common
         return common / counted if counted else 0.0
 
-    def text(self, words: list[str], previous: str = "") -> tuple[list[str], int]:
-        """Each word set right (`previous`: the word before the first one, for hyphenation),
-        and how many were changed."""
-        out, changed = [], 0
+    def text(self, words: list[str], previous: str = "", evidence: LineEvidence | None = None) -> tuple[list[str], int]:
+        """Each word set right (`previous`: the word before the first one, for hyphenation;
+        `evidence`: the recogniser's for " ".join(words)), and how many were changed."""
+        out, changed, offset = [], 0, 0
         for token, hyphen_half in _hyphen_halves(words, previous):
-            fixed = token if hyphen_half else self.word(token)
+            fixed = token if hyphen_half else self.word(token, evidence, offset)
             changed += fixed != token
             out.append(fixed)
+            offset += len(token) + 1
         return out, changed
 
 
@@ -148,6 +194,25 @@ def _hyphen_halves(words: list[str], previous: str = "") -> Iterator[tuple[str, 
     for token in words:
         yield token, token.endswith("-") or previous.endswith("-")
         previous = token or previous
+
+
+def _never_guessed(word: str) -> bool:
+    return word in NEVER_GUESSED or (word.endswith("s") and word[:-1] in NEVER_GUESSED)
+
+
+def _one_edit(word: str, letters: str) -> set[str]:
+    """Every string one letter changed, added or dropped, or two neighbours swapped, from `word`."""
+    out: set[str] = set()
+    for i in range(len(word) + 1):
+        head, tail = word[:i], word[i:]
+        out.update(head + letter + tail for letter in letters)
+        if tail:
+            out.add(head + tail[1:])
+            out.update(head + letter + tail[1:] for letter in letters)
+        if len(tail) > 1:
+            out.add(head + tail[1] + tail[0] + tail[2:])
+    out.discard(word)
+    return out
 
 
 def _swapped(word: str) -> set[str]:
@@ -193,7 +258,8 @@ def correct_boxes(lines_by_block: list[list[list]], corrector: WordCorrector) ->
         for line in lines:
             for box in line:
                 words = box.text.split(" ")
-                fixed, count = corrector.text(words, previous)
+                evidence = box.text.evidence if WEIGH_BY_EVIDENCE and isinstance(box.text, ReadText) else None
+                fixed, count = corrector.text(words, previous, evidence)
                 if count:
                     box.text = " ".join(fixed)
                     changed += count

@@ -298,6 +298,26 @@ def worker():
     return OcrWorker(None)  # type: ignore[arg-type]
 
 
+def test_each_line_read_keeps_the_recognisers_evidence_for_its_letters(worker):
+    # the word corrector weighs other spellings by it (ocr_evidence.py; tests/test_ocr_evidence.py)
+    import numpy as np
+
+    from edge_agent.ocr_evidence import ReadText
+
+    image = render([((20, 30), "Shipping department"), ((20, 90), "Invoice total")], size=(520, 150))
+    bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    boxes = worker.page_boxes(bgr).boxes
+    assert sorted(box.text for box in boxes) == ["Invoice total", "Shipping department"]
+    for box in boxes:
+        assert isinstance(box.text, ReadText) and box.text.evidence is not None
+        evidence = box.text.evidence
+        assert len(evidence.first) == len(box.text) == len(evidence.last)
+        word = box.text.split(" ")[0]
+        steps = evidence.steps(0, len(word))
+        read, changed = evidence.log_likelihoods(steps, [word, word[:-1] + "x"])
+        assert read > changed + 5, (word, read, changed)  # the letters as read are far likelier
+
+
 @pytest.mark.parametrize("read_both_ways", [True, False])
 def test_a_line_turned_against_the_rest_of_the_page_is_read_both_ways(worker, monkeypatch, read_both_ways):
     # RapidOCR's direction classifier takes a long upright line for upside down now and then

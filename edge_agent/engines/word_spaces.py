@@ -16,12 +16,16 @@ thirds as many; 0.1 where the characters stand apart found 0.2 points more but s
 Everything else is RapidOCR's decoding: the text (duplicates and blanks removed, its
 character list) and the confidence (the mean of the chosen classes' probabilities).
 Scripts written without spaces between words (Chinese, Japanese) get none inserted.
+Each text keeps the steps' probabilities of Latin letters (ocr_evidence.ReadText), which the
+word corrector weighs other spellings by.
 """
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
+
+from ..ocr_evidence import EVIDENCE_LETTERS, LineEvidence, ReadText, read_text
 
 SURE_SPACE = 0.3  # the space class's peak probability between two characters that is a space
 LIKELY_SPACE = 0.2  # ... that is one where the characters stand further apart than the line's usual
@@ -33,19 +37,38 @@ def _spaced_script(character: str) -> bool:
     return unicodedata.east_asian_width(character) not in ("W", "F")
 
 
-def decode(probabilities: Any, characters: Sequence[str]) -> list[tuple[str, float]]:
-    """(text, confidence) for each line of a batch of class probabilities (lines x steps x classes)."""
+def letter_columns(characters: Sequence[str]) -> tuple[Any, Any]:
+    """The classes of EVIDENCE_LETTERS in a recogniser's character list (the blank's for a letter
+    not in it), and which letters are not."""
+    import numpy as np
+
+    index: dict[str, int] = {}
+    for i, character in enumerate(characters):
+        index.setdefault(character, i)
+    return (np.array([index.get(letter, BLANK) for letter in EVIDENCE_LETTERS]),
+            np.array([letter not in index for letter in EVIDENCE_LETTERS]))
+
+
+def decode(probabilities: Any, characters: Sequence[str],
+           letters_at: tuple[Any, Any] | None = None) -> list[tuple[ReadText, float]]:
+    """(text, confidence) for each line of a batch of class probabilities (lines x steps x
+    classes); `letters_at`: letter_columns(characters), worked out once per recogniser."""
     import numpy as np
 
     space = characters.index(" ") if " " in characters else None
+    columns, unlisted = letters_at if letters_at is not None else letter_columns(characters)
     lines = []
     for steps in probabilities:
         chosen = steps.argmax(axis=1)
-        emitted = np.ones(len(chosen), dtype=bool)
-        emitted[1:] = chosen[1:] != chosen[:-1]
-        emitted &= chosen != BLANK
+        changed = np.ones(len(chosen), dtype=bool)
+        changed[1:] = chosen[1:] != chosen[:-1]
+        emitted = changed & (chosen != BLANK)
         positions = np.flatnonzero(emitted)
         text = [characters[chosen[step]] for step in positions]
+        # each emitted character's run of steps ends before the next change of class
+        changes = np.append(np.flatnonzero(changed), len(chosen))
+        first = positions.tolist()
+        last = (changes[np.searchsorted(changes, positions, side="right")] - 1).tolist()
         # between two characters of scripts written with spaces: (index in text, steps apart, space's peak)
         joins = [(i, int(positions[i] - positions[i - 1]), float(steps[positions[i - 1]:positions[i] + 1, space].max()))
                  for i in range(1, len(text))
@@ -56,8 +79,13 @@ def decode(probabilities: Any, characters: Sequence[str]) -> list[tuple[str, flo
             for i, apart, peak in reversed(joins):
                 if peak >= SURE_SPACE or (peak >= LIKELY_SPACE and apart > usual):
                     text.insert(i, " ")
+                    first.insert(i, -1)
+                    last.insert(i, -1)
         confidence = float(steps[positions, chosen[positions]].mean()) if len(positions) else 0.0
-        lines.append(("".join(text), round(confidence, 5)))
+        letters = np.asarray(steps[:, columns], dtype=np.float32)
+        letters[:, unlisted] = 0.0
+        evidence = LineEvidence(letters, np.asarray(steps[:, BLANK], dtype=np.float32), first, last)
+        lines.append((read_text("".join(text), evidence), round(confidence, 5)))
     return lines
 
 
@@ -65,9 +93,10 @@ def install(engine: Any) -> None:
     """Make a RapidOCR engine's recogniser decode with `decode` (loads the recogniser)."""
     recogniser = engine._load_rec_model()  # RapidOCR 3 loads its models on first use
     characters = recogniser.postprocess_op.character
+    letters_at = letter_columns(characters)
 
     def postprocess(preds: Any, return_word_box: bool = False, **_ratios: Any) -> tuple[list, list]:
         # word boxes (return_word_box) are not used by the daemon
-        return decode(preds, characters), []
+        return decode(preds, characters, letters_at), []
 
     recogniser.postprocess_op = postprocess
