@@ -126,8 +126,8 @@ class WordCorrector:
         if any(c.isalpha() for c in before + after) or len(lower) < MIN_LETTERS or lower in self.known:
             return token
         steps = evidence.steps(offset + len(before), offset + len(before) + len(letters)) if evidence else None
-        if evidence is not None and steps is not None:
-            weighed = self._weighed(letters, evidence, steps)
+        if evidence is not None and steps is not None:  # (both: mypy narrows each apart)
+            weighed = self._weighed(letters, lower, evidence, steps)
             if weighed is not None:
                 return before + weighed + after
         if not _plain_case(letters):
@@ -144,10 +144,11 @@ class WordCorrector:
             return token
         return before + _cased_like(letters, guess) + after
 
-    def _weighed(self, letters: str, evidence: LineEvidence, steps: tuple[int, int]) -> str | None:
-        """The listed word one edit from `letters` that the evidence and the word's frequency
-        make likelier than `letters` as read (EVIDENCE_WEIGHT), cased as read; None: none is."""
-        words = [w for w in _one_edit(letters.lower(), self.edit_letters) | _swapped(letters.lower())
+    def _weighed(self, letters: str, lower: str, evidence: LineEvidence, steps: tuple[int, int]) -> str | None:
+        """The listed word one edit from `letters` (`lower` in lower case) that the evidence and
+        the word's frequency make likelier than `letters` as read (EVIDENCE_WEIGHT), cased as
+        read; None: none is."""
+        words = [w for w in _one_edit(lower, self.edit_letters) | _swapped(lower)
                  if w in self.common and not _never_guessed(w)]
         if not words:
             return None
