@@ -19,9 +19,11 @@ fall on all of them alike, and a 720p camera frame read FRAME_READS times by eac
 turned on its side or upside down (90, 180, 270 degrees in turn;
 bench/results/ocr_documents_compare_turned_pages.json). With --memory, the worker's resident memory with
 and without onnxruntime's memory arena, each in a fresh process (ocr_documents_memory.json).
-With --compare-layout,
+With --compare-layout [NAME],
 each page is read once in-process and its boxes laid out by the layout step as shipped and
-as it was before (earlier_layout), both scored (bench/results/ocr_documents_compare_layout.json).
+as it was before a change (LAYOUT_VARIANTS; by default before_columns_under_spanning_lines),
+each with the worker's word correction, both scored (bench/results/ocr_documents_compare_layout.json,
+or ocr_documents_compare_layout_NAME.json for another NAME).
 """
 from __future__ import annotations
 
@@ -340,14 +342,30 @@ def earlier_layout() -> Any:
                                _columns_under_spanning_lines=lambda boxes, unit: [ocr_layout._Region("text", boxes)])
 
 
-def compare_layouts(corpus: list[tuple[Path, dict]]) -> dict:
+def standing_text_in_its_lines() -> Any:
+    """The layout step as it was before text written up or down the page was read after the
+    body: a standing box joined the lines beside it."""
+    from unittest import mock
+
+    from edge_agent import ocr_layout
+
+    return mock.patch.object(ocr_layout, "_split_standing", lambda boxes: ([], boxes))
+
+
+LAYOUT_VARIANTS: dict[str, Any] = {"before_columns_under_spanning_lines": earlier_layout,
+                                   "standing_text_in_its_lines": standing_text_in_its_lines}
+
+
+def compare_layouts(corpus: list[tuple[Path, dict]], earlier: str) -> dict:
     """Each page read once by the daemon's OCR worker in-process; its boxes laid out by the
-    layout step as shipped and as it was, each scored."""
+    layout step as shipped and as it was (LAYOUT_VARIANTS[earlier]), words set right as the
+    worker sets them, each scored."""
     import copy
     from unittest import mock
 
     from edge_agent import ocr_layout
     from edge_agent.engines import rapidocr
+    from edge_agent.ocr_words import correct_boxes
 
     worker = rapidocr.OcrWorker(None)  # type: ignore[arg-type]
     read: list = []
@@ -356,7 +374,7 @@ def compare_layouts(corpus: list[tuple[Path, dict]]) -> dict:
         read.append(copy.deepcopy(boxes))
         return ocr_layout.layout(boxes, keep_margins)
 
-    variants = {"shipped": contextlib.nullcontext, "before_columns_under_spanning_lines": earlier_layout}
+    variants = {"shipped": contextlib.nullcontext, earlier: LAYOUT_VARIANTS[earlier]}
     scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in variants}
     layout_ms: dict[str, list[float]] = {name: [] for name in variants}
     moved = []
@@ -367,8 +385,11 @@ def compare_layouts(corpus: list[tuple[Path, dict]]) -> dict:
             for name, patched in variants.items():
                 with patched():
                     start = time.perf_counter()
-                    text = ocr_layout.page_text(ocr_layout.layout(copy.deepcopy(read[-1])))
+                    blocks = ocr_layout.layout(copy.deepcopy(read[-1]))
                     layout_ms[name].append((time.perf_counter() - start) * 1000)
+                if worker.corrector is not None:
+                    correct_boxes([block.lines for block in blocks], worker.corrector)
+                text = ocr_layout.page_text(blocks)
                 scores[name][truth["kind"]].append(score_page(truth["text"], text))
             now, before = (scores[name][truth["kind"]][-1] for name in variants)
             if now.in_order != before.in_order:
@@ -467,7 +488,8 @@ def main() -> int:
                         help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
     parser.add_argument("--turn-pages", action="store_true",
                         help="with --compare: turn page i by 90, 180, 270 degrees (i mod 3) before reading it")
-    parser.add_argument("--compare-layout", action="store_true",
+    parser.add_argument("--compare-layout", nargs="?", const="before_columns_under_spanning_lines",
+                        choices=list(LAYOUT_VARIANTS),
                         help="only read each page once in-process and lay its boxes out as shipped and as before")
     parser.add_argument("--memory", action="store_true",
                         help="only measure the OCR worker's resident memory with and without its memory arena")
@@ -477,7 +499,10 @@ def main() -> int:
         write_in_process(args, corpus, "ocr_documents_memory", {"resident": resident_memory(corpus)})
         return 0
     if args.compare_layout:
-        write_in_process(args, corpus, "ocr_documents_compare_layout", {"layouts": compare_layouts(corpus)})
+        benchmark = "ocr_documents_compare_layout"
+        if args.compare_layout != "before_columns_under_spanning_lines":
+            benchmark += "_" + args.compare_layout
+        write_in_process(args, corpus, benchmark, {"layouts": compare_layouts(corpus, args.compare_layout)})
         return 0
     if args.compare is not None:
         workers = compare_workers(corpus, args.compare or list(WORKER_VARIANTS), args.turn_pages)

@@ -17,7 +17,9 @@ of the upright page (see ocr_geometry for turning and straightening):
   paragraph opening with "Figure 3" or "Table 2" a caption.
 Line numbers in a gutter (a narrow margin column of ascending small numbers, or ascending
 numbers opening each line) and page numbers (a lone number at the top or bottom) are set
-apart as their own blocks, so the text reads as the document does.
+apart as their own blocks, so the text reads as the document does. Text written up or down
+the page beside the upright text (a form's filing number along its edge) is read after the
+body, as a paragraph of its own: as one tall box it would join every line it stands beside.
 """
 from __future__ import annotations
 
@@ -107,6 +109,8 @@ MIN_COLUMN_LINES = 5  # each column beside such a gutter holds at least this man
 GUTTER_EDGE = 0.12  # line numbers stand in this share of the page at its left or right edge
 MIN_NUMBERED = 4  # the least run of line numbers that counts as a gutter
 MARGIN_EDGE = 0.08  # page numbers stand in this share of the page at its top or bottom
+STANDING = 1.5  # RapidOCR reads a box this many times as tall as wide turned a quarter: written up or down
+STANDING_CHARACTERS = 3  # ... and one of fewer characters may be a narrow upright one ("1" in a table)
 
 NUMBER = re.compile(r"\d{1,4}")
 LEADING_NUMBER = re.compile(r"(\d{1,4})\s+(\S.*)")
@@ -371,6 +375,19 @@ def _split_page_numbers(boxes: list[Box]) -> tuple[list[Box], list[Box]]:
     return found, [b for b in boxes if b not in found]
 
 
+def _standing(box: Box) -> bool:
+    return (box.bottom - box.top >= STANDING * (box.right - box.left)
+            and len(box.text.strip()) >= STANDING_CHARACTERS)
+
+
+def _split_standing(boxes: list[Box]) -> tuple[list[Box], list[Box]]:
+    """Boxes of text written up or down the page, where most of the page's text is upright."""
+    found = [b for b in boxes if _standing(b)]
+    if 2 * len(found) >= len(boxes):
+        return [], boxes
+    return found, [b for b in boxes if not _standing(b)]
+
+
 def _paragraphs(lines: list[list[Box]], unit: float) -> list[Block]:
     blocks: list[Block] = []
     for line in lines:
@@ -429,12 +446,15 @@ def layout(boxes: list[Box], keep_margins: bool = False) -> list[Block]:
     unit = statistics.median(b.height for b in boxes)
     gutter, body = _split_gutter(boxes, unit)
     page_numbers, body = _split_page_numbers(body)
+    standing, body = _split_standing(body)
     blocks: list[Block] = []
     for region in _xy_cut(body, unit):
         if region.kind == "table":
             blocks.append(Block(TABLE, _lines(region.boxes)))
         else:
             blocks += _paragraphs(_lines(region.boxes), unit)
+    if standing:
+        blocks.append(Block(PARAGRAPH, [[b] for b in sorted(standing, key=lambda b: (b.left, b.top))]))
     margins: list[Block] = []
     for block in blocks:
         if block.kind == PARAGRAPH:

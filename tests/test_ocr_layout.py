@@ -142,6 +142,19 @@ def test_form_labels_beside_their_values_are_rows():
                             "COURT San Francisco Superior Court"]
 
 
+def test_a_filing_number_written_up_the_edge_is_read_after_the_lines_it_stands_beside():
+    # a FUNSD form's last lines, 15 px type, beside its filing number printed up the page's edge
+    # (22 x 91 px, closer to the lines than a column gap): as one tall box it joined all six
+    lines = [box(f"line{i} of the form", 84, 817 + 22 * i, 590, 14) for i in range(6)]
+    number = box("87594142", 686, 797, 22, 91)
+    assert texts(lines + [number]) == [f"line{i} of the form" for i in range(6)] + ["87594142"]
+    assert kinds(layout(lines + [number])) == ["paragraph", "paragraph"]
+    # a narrow upright character keeps its place in its row; a page of standing boxes alone is read as it is
+    cells = [box("Total", 0, 0, 100), box("1", 150, 0, 12), box("Tax", 0, 30, 100), box("2", 150, 30, 12)]
+    assert texts(cells) == ["Total 1", "Tax 2"]
+    assert texts([box("87594142", 0, 0, 22, 91)]) == ["87594142"]
+
+
 def prose_lines(prefix: str, x: float, y: float, count: int, step: float = 30) -> list[Box]:
     """Lines of running text in a 340-pixel column, 25 pixels high, `step` apart."""
     return [box(f"{prefix}{i} of a column of words", x, y + i * step, 340, 25) for i in range(count)]
