@@ -185,6 +185,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "words_not_weighed_by_evidence": ({"ocr_words.WEIGH_BY_EVIDENCE": False}, True, {}),
     # and set right on every page, whether it reads as English or not (the worker before)
     "words_corrected_on_every_page": ({"ocr_words.LANGUAGE_SHARE": 0.0}, True, {}),
+    # rarely used words of the list left as read, not weighed by the evidence (the worker before RARE_ZIPF)
+    "rare_words_not_weighed": ({"ocr_words.RARE_ZIPF": 0.0}, True, {}),
     # lines read one at a time on every core's intra-op thread (ocr.reading_threads = 1: the worker before)
     "lines_read_one_at_a_time": ({}, True, {"reading_threads": 1}),
     # large images detected at 960 first, and again at 1280 where their text came out small (the worker before)

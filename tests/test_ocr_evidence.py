@@ -129,6 +129,16 @@ def test_words_in_the_list_and_words_nothing_listed_is_one_edit_from_are_left_al
     assert corrected(english, read("teh")) == "teh"  # in the list (a common misspelling)
 
 
+def test_a_rarely_used_listed_word_gives_way_to_one_the_steps_leave_in_doubt(english):
+    # "thc" (Zipf 3.3) and "Nunber" (1.1) are in the list, misreadings common enough to be listed
+    assert corrected(english, read("thc Nunber", {2: {"e": 0.3}, 6: {"m": 0.3}})) == "the Number"
+    # read with no doubt they stay; so does a common word, whatever the steps ("on" for "of")
+    assert corrected(english, read("thc Nunber")) == "thc Nunber"
+    assert corrected(english, read("sat on it", {5: {"f": 0.45}})) == "sat on it"
+    # a listed word gives way only to one LISTED_MARGIN likelier than it: a faint doubt is not enough
+    assert corrected(english, read("thc", {2: {"e": 0.0005}})) == "thc"
+
+
 def test_correct_boxes_weighs_a_box_by_its_own_evidence(english):
     words = "the patient was seen in the clinic and the report was sent to the office on the same day".split()
     boxes = [Box(read(word), 0.9, [[0, 10 * i], [50, 10 * i], [50, 10 * i + 8], [0, 10 * i + 8]])
