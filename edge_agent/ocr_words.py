@@ -77,7 +77,7 @@ UNLISTED_ZIPF = 0.0
 RARE_ZIPF = 3.5
 LISTED_FLOOR_ZIPF = 1.0
 LISTED_MARGIN = 3.0
-LISTED_MIN_LETTERS = 2
+LISTED_MIN_LETTERS = 2  # the shortest listed word weighed, and the shortest guess (a lone "a" is none)
 WEIGH_BY_EVIDENCE = True  # False: the look-alike rule alone, as before (bench/ocr_documents.py's variant)
 # never the result of a correction: read aloud from a form or a label, a wrong guess among these
 # does harm ("(CECK" on a FUNSD form became "(COCK"); a word printed so is still read as printed
