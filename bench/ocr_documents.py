@@ -356,6 +356,7 @@ def standing_text_in_its_lines() -> Any:
 
 LAYOUT_VARIANTS: dict[str, Any] = {"before_columns_under_spanning_lines": earlier_layout,
                                    "standing_text_in_its_lines": standing_text_in_its_lines}
+FIRST_LAYOUT_VARIANT = "before_columns_under_spanning_lines"  # --compare-layout alone; its results file has no suffix
 
 
 def compare_layouts(corpus: list[tuple[Path, dict]], earlier: str) -> dict:
@@ -490,7 +491,7 @@ def main() -> int:
                         help="only compare the daemon's OCR worker as shipped with earlier settings, in-process")
     parser.add_argument("--turn-pages", action="store_true",
                         help="with --compare: turn page i by 90, 180, 270 degrees (i mod 3) before reading it")
-    parser.add_argument("--compare-layout", nargs="?", const="before_columns_under_spanning_lines",
+    parser.add_argument("--compare-layout", nargs="?", const=FIRST_LAYOUT_VARIANT,
                         choices=list(LAYOUT_VARIANTS),
                         help="only read each page once in-process and lay its boxes out as shipped and as before")
     parser.add_argument("--memory", action="store_true",
@@ -502,7 +503,7 @@ def main() -> int:
         return 0
     if args.compare_layout:
         benchmark = "ocr_documents_compare_layout"
-        if args.compare_layout != "before_columns_under_spanning_lines":
+        if args.compare_layout != FIRST_LAYOUT_VARIANT:
             benchmark += "_" + args.compare_layout
         write_in_process(args, corpus, benchmark, {"layouts": compare_layouts(corpus, args.compare_layout)})
         return 0

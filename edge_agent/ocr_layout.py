@@ -376,16 +376,18 @@ def _split_page_numbers(boxes: list[Box]) -> tuple[list[Box], list[Box]]:
 
 
 def _standing(box: Box) -> bool:
-    return (box.bottom - box.top >= STANDING * (box.right - box.left)
-            and len(box.text.strip()) >= STANDING_CHARACTERS)
+    return box.height >= STANDING * (box.right - box.left) and len(box.text.strip()) >= STANDING_CHARACTERS
 
 
 def _split_standing(boxes: list[Box]) -> tuple[list[Box], list[Box]]:
     """Boxes of text written up or down the page, where most of the page's text is upright."""
-    found = [b for b in boxes if _standing(b)]
+    found: list[Box] = []
+    rest: list[Box] = []
+    for box in boxes:
+        (found if _standing(box) else rest).append(box)
     if 2 * len(found) >= len(boxes):
         return [], boxes
-    return found, [b for b in boxes if not _standing(b)]
+    return found, rest
 
 
 def _paragraphs(lines: list[list[Box]], unit: float) -> list[Block]:

@@ -140,16 +140,16 @@ class WordCorrector:
             return token
         listed = lower in self.known
         if listed:
-            read_zipf = self.common.get(lower, LISTED_FLOOR_ZIPF)
+            read_zipf, margin = self.common.get(lower, LISTED_FLOOR_ZIPF), LISTED_MARGIN
             if len(lower) < LISTED_MIN_LETTERS or read_zipf >= RARE_ZIPF or not _plain_case(letters):
                 return token
         elif len(lower) < MIN_LETTERS:
             return token
+        else:
+            read_zipf, margin = UNLISTED_ZIPF, 0.0
         steps = evidence.steps(offset + len(before), offset + len(before) + len(letters)) if evidence else None
         if evidence is not None and steps is not None:  # (both: mypy narrows each apart)
-            # the margin, in natural-log units, as so much more frequency
-            as_read = read_zipf + LISTED_MARGIN / (EVIDENCE_WEIGHT * math.log(10)) if listed else UNLISTED_ZIPF
-            weighed = self._weighed(letters, lower, evidence, steps, as_read)
+            weighed = self._weighed(letters, lower, evidence, steps, read_zipf, margin)
             if weighed is not None:
                 return before + weighed + after
         if listed:
@@ -169,10 +169,11 @@ class WordCorrector:
         return before + _cased_like(letters, guess) + after
 
     def _weighed(self, letters: str, lower: str, evidence: LineEvidence, steps: tuple[int, int],
-                 read_zipf: float) -> str | None:
+                 read_zipf: float, margin: float) -> str | None:
         """The listed word one edit from `letters` (`lower` in lower case) that the evidence and
         the word's frequency make likelier than `letters` as read, scored as if its frequency were
-        `read_zipf` (EVIDENCE_WEIGHT), cased as read; None: none is."""
+        `read_zipf` (EVIDENCE_WEIGHT) with `margin` (natural-log units) added, cased as read;
+        None: none is."""
         words = [w for w in _one_edit(lower, self.edit_letters) | _swapped(lower)
                  if len(w) >= LISTED_MIN_LETTERS and w in self.common and not _never_guessed(w)]
         if not words:
@@ -182,7 +183,7 @@ class WordCorrector:
             [(w, cased) for w in words for cased in {w.upper(), w[0].upper() + w[1:], w}]
         likelihoods = evidence.log_likelihoods(steps, [letters] + [spelling for _w, spelling in spellings])
         weight = EVIDENCE_WEIGHT * math.log(10)
-        best, best_score = None, float(likelihoods[0]) + weight * read_zipf
+        best, best_score = None, float(likelihoods[0]) + weight * read_zipf + margin
         for (w, spelling), likelihood in zip(spellings, likelihoods[1:]):
             score = float(likelihood) + weight * self.common[w]
             if score > best_score:
