@@ -14,9 +14,9 @@ in-process on the corpus instead, and Tesseract where installed
 (bench/results/ocr_documents_settings.json). With --compare, the daemon's OCR worker
 (edge_agent/engines/rapidocr.py) runs in-process as shipped and with earlier settings
 (WORKER_VARIANTS), each page read by every variant in turn so that a machine's slow minutes
-fall on all of them alike, and a 720p camera frame read FRAME_READS times by each in turn
-(bench/results/ocr_documents_compare.json); with --turn-pages as well, each page is first
-turned on its side or upside down (90, 180, 270 degrees in turn;
+fall on all of them alike (in the other order on every other page: see in_turn), and a
+720p camera frame read FRAME_READS times by each in turn (bench/results/ocr_documents_compare.json);
+with --turn-pages as well, each page is first turned on its side or upside down (90, 180, 270 degrees in turn;
 bench/results/ocr_documents_compare_turned_pages.json). With --memory, the worker's resident memory with
 and without onnxruntime's memory arena, each in a fresh process (ocr_documents_memory.json).
 With --compare-layout [NAME],
@@ -142,6 +142,14 @@ EARLIER = {"DETECTOR_SIDE": 1280, "READING": {"Rec.rec_batch_num": 1, "Rec.rec_i
                                               "Det.limit_side_len": 1280, "Det.limit_type": "max"}}
 SPINNING = {"SESSION_ENTRIES": {}}  # onnxruntime's threads spin after each run (its default)
 
+# the detector's boxes grown by 1.4 rather than RapidOCR's unclip ratio 1.6 (tried, not kept:
+# README), the box heights that tell small print and the paragraph gap scaled to such boxes
+BOX_HEIGHT_AT_1_4 = 2.4 / 2.6  # a line's box is about 1 + ratio times as high as the detector's text region
+TIGHTER_BOXES = {"READING": {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 160], "Det.limit_side_len": 960,
+                             "Det.limit_type": "max", "Det.unclip_ratio": 1.4},
+                 "SMALL_PRINT_PX": 24 * BOX_HEIGHT_AT_1_4, "QUICK_MIN_HEIGHT_PX": 24 * BOX_HEIGHT_AT_1_4,
+                 "SMALL_TEXT_DETECTOR_PX": 20 * BOX_HEIGHT_AT_1_4, "ocr_layout.PARAGRAPH_GAP": 0.9}
+
 
 def sideways_by_first_side(boxes: Any) -> bool:
     """ocr_geometry.sideways as it was: a box is tall where its second side is 1.5 times its
@@ -199,6 +207,8 @@ WORKER_VARIANTS: dict[str, tuple[dict, bool, dict]] = {
     "lines_not_levelled": ({"LEVEL_EACH_LINE": False}, True, {}),
     # a page on its side told by each box's first side, as RapidOCR orders its corners (the worker before)
     "sideways_told_by_first_side": ({"sideways": sideways_by_first_side}, True, {}),
+    # the detector's boxes grown less, for tighter crops
+    "boxes_grown_by_1.4": (TIGHTER_BOXES, True, {}),
 }
 
 # a camera frame (bench/ocr.py's label at 1280x720), read this many times by each variant in turn
@@ -224,6 +234,14 @@ def turned_page(image: Path, index: int) -> bytes:
         else:
             turned.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def in_turn(workers: dict, index: int) -> list:
+    """The variants in their order for even pages (or frame reads), the other way for odd: the
+    variant read first was the slower for the same work (rare words weighed or not, listed
+    first: 1.05x the time for the same recognition), so each goes first as often."""
+    order = list(workers.items())
+    return order[::-1] if index % 2 else order
 
 
 def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_pages: bool = False) -> dict:
@@ -253,7 +271,7 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
     frame_ms: dict[str, list[float]] = {name: [] for name in names}
     frame_misread: dict[str, str] = {}  # the quick recogniser alone reads "500 mI"
     for index in range(FRAME_READS + 1):
-        for name, (worker, constants) in workers.items():
+        for name, (worker, constants) in in_turn(workers, index):
             with patched(constants):
                 start = time.perf_counter()
                 text = worker.recognise(frame, MAX_PIXELS)["text"]
@@ -266,7 +284,7 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
     stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
     for index, (image, truth) in enumerate(corpus):
         data = turned_page(image, index) if turn_pages else image.read_bytes()
-        for name, (worker, constants) in workers.items():
+        for name, (worker, constants) in in_turn(workers, index):
             with patched(constants):  # the second detection reads DETECTOR_SIDE
                 if index == 0:
                     worker.recognise(data, MAX_PIXELS)  # warm-up

@@ -446,6 +446,16 @@ def test_small_print_is_detected_again_enlarged(client):
     assert left < 40 and 30 < top < 50
 
 
+def test_lines_set_apart_by_their_leading_are_one_paragraph(worker):
+    # a label's lines 1.8 times their type size apart: with boxes grown less by the detector
+    # (bench/ocr_documents.py's boxes_grown_by_1.4) the gaps between them measured wider for
+    # the boxes' height, and ocr_layout.PARAGRAPH_GAP 0.75 read each line as its own paragraph
+    image = render([((80, 72 + i * 64), text) for i, text in enumerate(LABEL)], size=(1280, 360), points=36)
+    result = worker.recognise(png(image), 10**8)
+    assert [block["kind"] for block in result["blocks"]] == ["paragraph"], result["blocks"]
+    assert lines_of(result) == [" ".join(text.split()) for text in LABEL]
+
+
 def test_small_print_enlargement_is_bounded():
     assert small_print_limit(1000, 762) == ("min", 1280)  # a 100-dpi letter page: short side to 1280
     assert small_print_limit(100, 420) == ("min", 200)  # a strip: at most twice as large
