@@ -48,6 +48,7 @@ from bench.ocr import FRAME_LABEL, label_frame  # noqa: E402
 from bench.ocr_corpus import page_image  # noqa: E402
 from bench.ocr_score import PageScore, combine, score_page  # noqa: E402
 from edge_agent.config import OcrConfig  # noqa: E402
+from edge_agent.engines import rapidocr as shipped_worker  # noqa: E402
 
 MAX_PIXELS = OcrConfig().max_image_pixels  # the daemon's default: larger scans are decoded at half size
 
@@ -142,13 +143,16 @@ EARLIER = {"DETECTOR_SIDE": 1280, "READING": {"Rec.rec_batch_num": 1, "Rec.rec_i
                                               "Det.limit_side_len": 1280, "Det.limit_type": "max"}}
 SPINNING = {"SESSION_ENTRIES": {}}  # onnxruntime's threads spin after each run (its default)
 
-# the detector's boxes grown by 1.4 rather than RapidOCR's unclip ratio 1.6 (tried, not kept:
-# README), the box heights that tell small print and the paragraph gap scaled to such boxes
-BOX_HEIGHT_AT_1_4 = 2.4 / 2.6  # a line's box is about 1 + ratio times as high as the detector's text region
-TIGHTER_BOXES = {"READING": {"Rec.rec_batch_num": 1, "Rec.rec_img_shape": [3, 48, 160], "Det.limit_side_len": 960,
-                             "Det.limit_type": "max", "Det.unclip_ratio": 1.4},
-                 "SMALL_PRINT_PX": 24 * BOX_HEIGHT_AT_1_4, "QUICK_MIN_HEIGHT_PX": 24 * BOX_HEIGHT_AT_1_4,
-                 "SMALL_TEXT_DETECTOR_PX": 20 * BOX_HEIGHT_AT_1_4, "ocr_layout.PARAGRAPH_GAP": 0.9}
+# the shipped worker with the detector's boxes grown by 1.4 rather than RapidOCR's unclip ratio
+# 1.6 (tried, not kept: README); the box heights that tell small print scaled to such boxes (a
+# line's box is about 1 + ratio times as high as the detector's text region), the paragraph gap
+# set for them (0.9 box heights, measured)
+TIGHTER_UNCLIP_RATIO, RAPIDOCR_UNCLIP_RATIO = 1.4, 1.6
+TIGHTER_BOX_HEIGHT = (1 + TIGHTER_UNCLIP_RATIO) / (1 + RAPIDOCR_UNCLIP_RATIO)
+TIGHTER_BOXES = {"READING": shipped_worker.READING | {"Det.unclip_ratio": TIGHTER_UNCLIP_RATIO},
+                 **{name: getattr(shipped_worker, name) * TIGHTER_BOX_HEIGHT
+                    for name in ("SMALL_PRINT_PX", "QUICK_MIN_HEIGHT_PX", "SMALL_TEXT_DETECTOR_PX")},
+                 "ocr_layout.PARAGRAPH_GAP": 0.9}
 
 
 def sideways_by_first_side(boxes: Any) -> bool:
@@ -250,24 +254,22 @@ def compare_workers(corpus: list[tuple[Path, dict]], names: list[str], turn_page
     page first turned on its side or upside down with `turn_pages`)."""
     from unittest import mock
 
-    from edge_agent.engines import rapidocr
-
     def patched(constants: dict) -> Any:
         # "module.NAME" patches another module of edge_agent (ocr_words.LANGUAGE_SHARE)
         stack = contextlib.ExitStack()
         for key, value in constants.items():
             module, _, attribute = key.rpartition(".")
             stack.enter_context(mock.patch.object(importlib.import_module(f"edge_agent.{module}") if module
-                                                  else rapidocr, attribute, value))
+                                                  else shipped_worker, attribute, value))
         return stack
 
     workers = {}
     for name in names:
         constants, word_spaces, options = WORKER_VARIANTS[name]
-        spaces = rapidocr.keep_word_spaces if word_spaces else (lambda _engine: None)
-        with patched(constants), mock.patch.object(rapidocr, "keep_word_spaces", spaces):
+        spaces = shipped_worker.keep_word_spaces if word_spaces else (lambda _engine: None)
+        with patched(constants), mock.patch.object(shipped_worker, "keep_word_spaces", spaces):
             # no channel: the bench takes recognise()'s results itself
-            workers[name] = (rapidocr.OcrWorker(None, **options), constants)  # type: ignore[arg-type]
+            workers[name] = (shipped_worker.OcrWorker(None, **options), constants)  # type: ignore[arg-type]
     frame = label_frame((1280, 720))
     frame_ms: dict[str, list[float]] = {name: [] for name in names}
     frame_misread: dict[str, str] = {}  # the quick recogniser alone reads "500 mI"
@@ -335,12 +337,10 @@ def resident_memory(corpus: list[tuple[Path, dict]]) -> dict:
 
 
 def _memory_after_reading(images: list[str], memory_arena: bool) -> dict:
-    from edge_agent.engines import rapidocr
-
     def status_mb(field: str) -> float:
         return round(own_memory_bytes(field) / 2**20, 1)
 
-    worker = rapidocr.OcrWorker(None, memory_arena)  # type: ignore[arg-type]
+    worker = shipped_worker.OcrWorker(None, memory_arena)  # type: ignore[arg-type]
     loaded = status_mb("VmRSS")
     frame = label_frame((1280, 720))
     for _ in range(3):
@@ -386,10 +386,9 @@ def compare_layouts(corpus: list[tuple[Path, dict]], earlier: str) -> dict:
     from unittest import mock
 
     from edge_agent import ocr_layout
-    from edge_agent.engines import rapidocr
     from edge_agent.ocr_words import correct_boxes
 
-    worker = rapidocr.OcrWorker(None)  # type: ignore[arg-type]
+    worker = shipped_worker.OcrWorker(None)  # type: ignore[arg-type]
     read: list = []
 
     def keep_boxes(boxes: list, keep_margins: bool = False) -> list:
@@ -400,7 +399,7 @@ def compare_layouts(corpus: list[tuple[Path, dict]], earlier: str) -> dict:
     scores: dict[str, dict[str, list[PageScore]]] = {name: defaultdict(list) for name in variants}
     layout_ms: dict[str, list[float]] = {name: [] for name in variants}
     moved = []
-    with mock.patch.object(rapidocr, "layout", keep_boxes):
+    with mock.patch.object(shipped_worker, "layout", keep_boxes):
         for image, truth in corpus:
             read.clear()
             worker.recognise(image.read_bytes(), MAX_PIXELS)

@@ -451,7 +451,7 @@ def test_lines_set_apart_by_their_leading_are_one_paragraph(worker):
     # (bench/ocr_documents.py's boxes_grown_by_1.4) the gaps between them measured wider for
     # the boxes' height, and ocr_layout.PARAGRAPH_GAP 0.75 read each line as its own paragraph
     image = render([((80, 72 + i * 64), text) for i, text in enumerate(LABEL)], size=(1280, 360), points=36)
-    result = worker.recognise(png(image), 10**8)
+    result = worker.recognise(png(image), 10_000_000)
     assert [block["kind"] for block in result["blocks"]] == ["paragraph"], result["blocks"]
     assert lines_of(result) == [" ".join(text.split()) for text in LABEL]
 
